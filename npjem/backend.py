@@ -1,0 +1,200 @@
+"""The one seam between NumPy and CuPy.
+
+Every other module asks this one for the array module (``xp``) of its inputs and creates
+arrays with it, so the same line runs on a CPU and on a CUDA GPU. CuPy is imported lazily:
+importing npjem never needs a GPU.
+
+Devices are ``"cpu"`` and ``"cuda"`` (or ``"cuda:N"``). ``NPJEM_DEVICE`` sets the default.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = [
+    "get_array_module", "cupy_available", "get_cupy", "default_device", "set_default_device",
+    "normalize_device", "device_of", "xp_for_device", "to_numpy", "to_device", "asarray",
+    "default_dtype", "set_default_dtype", "scatter_add", "is_array",
+]
+
+_cupy = None
+_cupy_checked = False
+
+
+def get_cupy():
+    """Return the ``cupy`` module, or ``None`` when CuPy or a GPU is not available."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: PLC0415 — lazy on purpose
+
+            cupy.cuda.runtime.getDeviceCount()
+            _cupy = cupy
+        except Exception:  # ImportError, CUDARuntimeError, driver missing …
+            _cupy = None
+    return _cupy
+
+
+def cupy_available() -> bool:
+    return get_cupy() is not None
+
+
+def _is_cupy_array(a) -> bool:
+    # Checked by type name first so that no NumPy-only code path ever imports CuPy.
+    t = type(a)
+    return t.__module__.startswith("cupy") and t.__name__ == "ndarray"
+
+
+def is_array(a) -> bool:
+    return isinstance(a, np.ndarray) or _is_cupy_array(a)
+
+
+def get_array_module(*arrays):
+    """``numpy`` or ``cupy``, from the arrays (or Tensors) given; NumPy when none is on the GPU."""
+    for a in arrays:
+        data = getattr(a, "data", a) if not is_array(a) else a
+        if _is_cupy_array(data):
+            return get_cupy()
+    return np
+
+
+# ---------------------------------------------------------------- devices
+
+def normalize_device(device) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``; anything else raises ``ValueError``."""
+    if device is None:
+        return default_device()
+    if not isinstance(device, str):
+        device = str(device)
+    d = device.strip().lower()
+    if d == "cpu":
+        return "cpu"
+    if d == "cuda" or d == "gpu":
+        return "cuda"
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return d if d != "cuda:0" else "cuda"
+    raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+_default_device = None
+
+
+def default_device() -> str:
+    """The default device: ``set_default_device`` wins, then ``NPJEM_DEVICE``, then ``"cpu"``."""
+    if _default_device is not None:
+        return _default_device
+    env = os.environ.get("NPJEM_DEVICE", "").strip()
+    return normalize_device(env) if env else "cpu"
+
+
+def set_default_device(device) -> None:
+    global _default_device
+    _default_device = None if device is None else normalize_device(device)
+
+
+def xp_for_device(device=None):
+    """The array module that serves ``device``; asks for CuPy only when a GPU is named."""
+    device = normalize_device(device)
+    if device == "cpu":
+        return np
+    cp = get_cupy()
+    if cp is None:
+        raise RuntimeError(
+            f"device {device!r} needs CuPy and a CUDA GPU; install the 'gpu' extra "
+            "(pip install 'npjem[gpu]') or use device='cpu'"
+        )
+    return cp
+
+
+def _cuda_index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+def device_of(a) -> str:
+    data = getattr(a, "data", a) if not is_array(a) else a
+    if _is_cupy_array(data):
+        idx = data.device.id
+        return "cuda" if idx == 0 else f"cuda:{idx}"
+    return "cpu"
+
+
+def to_numpy(a) -> np.ndarray:
+    """A host NumPy array from an array, a Tensor or a Python scalar/list."""
+    data = getattr(a, "data", a) if not (is_array(a) or isinstance(a, (list, tuple))) else a
+    if _is_cupy_array(data):
+        return data.get()
+    return np.asarray(data)
+
+
+def to_device(a, device=None):
+    """``a`` (array-like) as an array on ``device``; no copy when it is already there."""
+    device = normalize_device(device)
+    xp = xp_for_device(device)
+    if xp is np:
+        return to_numpy(a)
+    with xp.cuda.Device(_cuda_index(device)):
+        return xp.asarray(a)
+
+
+def asarray(a, dtype=None, device=None):
+    """``a`` as an array: arrays stay on their device; host data goes to ``device``."""
+    if is_array(a):
+        xp = get_array_module(a)
+        return a if dtype is None else a.astype(dtype, copy=False)
+    arr = to_device(a, device)
+    return arr if dtype is None else arr.astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------- dtypes
+
+_default_dtype = np.float32
+
+
+def default_dtype():
+    return _default_dtype
+
+
+def set_default_dtype(dtype) -> None:
+    """Default float dtype for new tensors and parameters (float32 unless changed)."""
+    global _default_dtype
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise ValueError(f"dtype must be a floating dtype, got {dt}")
+    _default_dtype = dt.type
+
+
+# ---------------------------------------------------------------- scatter-add
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` with repeated indices accumulated, in place; returns ``target``.
+
+    NumPy's ``add.at`` is slow, so a 1-D integer index along the first axis goes through
+    ``bincount`` (per column for 2-D and more); other indices fall back to ``add.at``.
+    CuPy has its own fast scatter-add.
+    """
+    xp = get_array_module(target)
+    if xp is not np:
+        xp.add.at(target, index, values)  # cupyx-backed atomic add
+        return target
+    if (
+        isinstance(index, np.ndarray) and index.ndim == 1 and index.dtype.kind in "iu"
+        and target.dtype.kind == "f"
+    ):
+        n = target.shape[0]
+        idx = np.where(index < 0, index + n, index)
+        vals = np.broadcast_to(values, (idx.shape[0],) + target.shape[1:])
+        flat = vals.reshape(idx.shape[0], -1)
+        if flat.shape[1] == 1:
+            target += np.bincount(idx, weights=flat[:, 0], minlength=n).reshape(target.shape).astype(
+                target.dtype, copy=False)
+            return target
+        # One bincount on a combined (row, column) key keeps it a single C loop.
+        m = flat.shape[1]
+        key = (idx[:, None] * m + np.arange(m)).ravel()
+        summed = np.bincount(key, weights=flat.ravel(), minlength=n * m)
+        target += summed.reshape(target.shape).astype(target.dtype, copy=False)
+        return target
+    np.add.at(target, index, values)
+    return target
