@@ -1,0 +1,40 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+# CI runs on 2 cores under a time budget: fewer examples there, no deadline (first calls
+# pay for imports and caches). Locally the default profile draws more.
+settings.register_profile(
+    "ci", max_examples=15, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "dev", max_examples=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+@pytest.fixture
+def device():
+    """The device the suite runs on: ``NPJEM_DEVICE`` (``cuda`` skips when no GPU is present)."""
+    from npjem import backend
+
+    dev = backend.default_device()
+    if dev != "cpu" and not backend.cupy_available():
+        pytest.skip("NPJEM_DEVICE asks for a GPU but CuPy or a GPU is not available")
+    return dev
+
+
+@pytest.fixture
+def xp(device):
+    from npjem import backend
+
+    return backend.xp_for_device(device)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
