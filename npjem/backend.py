@@ -198,3 +198,17 @@ def scatter_add(target, index, values):
         return target
     np.add.at(target, index, values)
     return target
+
+
+# ---------------------------------------------------------------- special functions
+
+def erf(a):
+    """The error function on the device of ``a`` (SciPy on the CPU, cupyx on the GPU)."""
+    xp = get_array_module(a)
+    if xp is np:
+        from scipy import special
+
+        return special.erf(a)
+    from cupyx.scipy import special as cspecial  # pragma: no cover - GPU only
+
+    return cspecial.erf(a)

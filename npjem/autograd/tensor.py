@@ -1,0 +1,504 @@
+"""``Tensor``, ``Function`` and the reverse-mode engine.
+
+A ``Function`` computes its forward pass on raw ``xp`` arrays and its backward pass with
+Tensor operations, so that a gradient can itself be differentiated
+(``backward(create_graph=True)``). Under the default ``create_graph=False`` backward runs with
+recording switched off, so first-order training pays nothing for that generality.
+
+Backward visits functions in decreasing *generation* (a heap), never recursively, so a chain
+of 100,000 operations is fine. Gradients of intermediate tensors are dropped as soon as the
+function that produced them has been processed; leaves accumulate into ``.grad`` as in
+PyTorch.
+"""
+from __future__ import annotations
+
+import contextlib
+import heapq
+import numbers
+import weakref
+
+import numpy as np
+
+from .. import backend
+
+__all__ = [
+    "Tensor", "Function", "tensor", "as_tensor", "no_grad", "enable_grad", "set_grad_enabled",
+    "is_grad_enabled", "grad", "backward",
+]
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+class _Mode:
+    enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _Mode.enabled
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode: bool):
+    prev = _Mode.enabled
+    _Mode.enabled = bool(mode)
+    try:
+        yield
+    finally:
+        _Mode.enabled = prev
+
+
+class _GradModeContext:
+    """Usable as ``with no_grad():`` and as a decorator ``@no_grad()``, like PyTorch."""
+
+    _mode = False
+
+    def __enter__(self):
+        self._prev = _Mode.enabled
+        _Mode.enabled = self._mode
+
+    def __exit__(self, *exc):
+        _Mode.enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with self.__class__():
+                return fn(*args, **kwargs)
+
+        return wrapped
+
+
+class no_grad(_GradModeContext):
+    """Record nothing inside: results have ``requires_grad=False`` and no creator."""
+
+    _mode = False
+
+
+class enable_grad(_GradModeContext):
+    """Record again inside a ``no_grad`` block."""
+
+    _mode = True
+
+
+# ----------------------------------------------------------------------------- Tensor
+
+def _is_scalar(v) -> bool:
+    return isinstance(v, (numbers.Number, np.generic)) and not isinstance(v, np.ndarray)
+
+
+class Tensor:
+    """An ``xp`` array with an optional gradient and the function that created it.
+
+    ``Tensor(data)`` keeps the dtype of an array it is given (a float64 NumPy array stays
+    float64, like ``torch.from_numpy``); Python floats and lists become npjem's default dtype
+    (float32 unless changed with ``backend.set_default_dtype``).
+    """
+
+    __array_priority__ = 1000  # ndarray <op> Tensor calls Tensor's reflected operator
+    __slots__ = ("data", "grad", "requires_grad", "creator", "generation", "name",
+                 "_retain_grad", "__weakref__")
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None, name=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if backend.is_array(data):
+            arr = data
+            if device is not None and backend.normalize_device(device) != backend.device_of(arr):
+                arr = backend.to_device(arr, device)
+        else:
+            host = np.asarray(data)
+            if dtype is None and host.dtype.kind == "f" and not isinstance(data, np.ndarray):
+                host = host.astype(backend.default_dtype())
+            elif dtype is None and host.dtype.kind in "iu" and isinstance(data, float):
+                host = host.astype(backend.default_dtype())
+            arr = backend.to_device(host, device)
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        if requires_grad and arr.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {arr.dtype}")
+        self.data = arr
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.creator = None
+        self.generation = 0
+        self.name = name
+        self._retain_grad = False
+
+    # -- properties
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def xp(self):
+        return backend.get_array_module(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.creator is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = repr(backend.to_numpy(self.data)).replace("array(", "tensor(", 1)
+        extra = []
+        if self.device != "cpu":
+            extra.append(f"device='{self.device}'")
+        if self.creator is not None:
+            extra.append(f"grad_fn=<{type(self.creator).__name__}>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        if extra:
+            body = body[:-1] + ", " + ", ".join(extra) + ")"
+        return body
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(
+                f"the truth value of a Tensor of shape {self.shape} is ambiguous; use .any() or .all()")
+        return bool(self.data)
+
+    # -- conversions
+    def numpy(self) -> np.ndarray:
+        """A host NumPy array (a copy from the GPU; the same memory on the CPU)."""
+        if self.requires_grad and self.creator is not None:
+            pass  # like .detach().numpy(): the graph is simply not followed
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return backend.to_numpy(self.data).tolist()
+
+    def to(self, device=None, dtype=None):
+        """A tensor on ``device`` (and of ``dtype``); ``self`` when nothing changes.
+
+        Differentiable: the gradient flows back to the original device.
+        """
+        from . import ops
+
+        out = self
+        if device is not None and backend.normalize_device(device) != self.device:
+            out = ops.to_device(out, device)
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    # -- autograd
+    def detach(self) -> "Tensor":
+        """The same data with no history: the stop-gradient of SimSiam, BYOL and DINO."""
+        t = Tensor.__new__(Tensor)
+        t.data, t.grad, t.requires_grad, t.creator = self.data, None, False, None
+        t.generation, t.name, t._retain_grad = 0, None, False
+        return t
+
+    def requires_grad_(self, requires_grad=True) -> "Tensor":
+        if requires_grad and self.dtype.kind not in "fc":
+            raise TypeError(f"only floating tensors can require gradients, got dtype {self.dtype}")
+        if not requires_grad and self.creator is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def retain_grad(self) -> "Tensor":
+        """Keep ``.grad`` on this non-leaf tensor after backward, as ``torch.Tensor.retain_grad``."""
+        self._retain_grad = True
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def backward(self, gradient=None, retain_graph=True, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``gradient`` is the incoming gradient; it may be omitted only for a one-element
+        tensor. The graph is kept (``retain_graph`` is accepted for PyTorch compatibility),
+        so ``backward`` may be called twice; gradients then add up.
+        """
+        backward([self], None if gradient is None else [gradient], create_graph=create_graph)
+
+    def _set_creator(self, fn):
+        self.creator = fn
+        self.generation = fn.generation + 1
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A new leaf tensor, as ``torch.tensor``."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if backend.is_array(data):
+        data = data.copy()
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def as_tensor(data, like=None) -> Tensor:
+    """``data`` as a Tensor. A Python scalar takes the dtype and device of ``like``.
+
+    That rule is why a float32 model stays float32 under NumPy 2: ``x * 0.5`` multiplies by a
+    float32 0.5, never a float64 one.
+    """
+    if isinstance(data, Tensor):
+        return data
+    if like is not None and _is_scalar(data):
+        xp = backend.get_array_module(like.data)
+        dt = like.dtype
+        if dt.kind not in "fc" and isinstance(data, (float, np.floating)):
+            dt = backend.default_dtype()
+        return Tensor(xp.asarray(data, dtype=dt))
+    if like is not None and not backend.is_array(data):
+        return Tensor(backend.to_device(np.asarray(data), like.device))
+    return Tensor(data)
+
+
+# ----------------------------------------------------------------------------- Function
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses implement ``forward(*arrays) -> array | tuple`` on raw ``xp`` arrays and
+    ``backward(*grad_outputs) -> Tensor | tuple`` with Tensor operations. ``self.inputs`` are
+    the input Tensors, ``self.outputs`` weak references to the outputs (``self.output(i)``)
+    and ``self.needs_input_grad`` tells which inputs want a gradient, so that backward can
+    skip work nobody needs. A gradient may be returned in the output's (broadcast) shape: the
+    engine reduces it to the input's shape with ``sum_to``.
+    """
+
+    differentiable = True
+
+    def __call__(self, *inputs):
+        like = next((x for x in inputs if isinstance(x, Tensor)), None)
+        inputs = tuple(as_tensor(x, like) for x in inputs)
+        ys = self.forward(*(x.data for x in inputs))
+        single = not isinstance(ys, tuple)
+        if single:
+            ys = (ys,)
+        record = (
+            self.differentiable and _Mode.enabled and any(x.requires_grad for x in inputs)
+        )
+        outputs = []
+        for y in ys:
+            t = Tensor.__new__(Tensor)
+            t.data, t.grad, t.requires_grad, t.creator = y, None, False, None
+            t.generation, t.name, t._retain_grad = 0, None, False
+            outputs.append(t)
+        if record:
+            self.generation = max(x.generation for x in inputs)
+            self.inputs = inputs
+            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+            for t in outputs:
+                t.requires_grad = t.data.dtype.kind in "fc"
+                t._set_creator(self)
+            self.outputs = tuple(weakref.ref(t) for t in outputs)
+        return outputs[0] if single else tuple(outputs)
+
+    def output(self, i=0) -> Tensor:
+        return self.outputs[i]()
+
+    def forward(self, *xs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, *gys):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def __lt__(self, other):  # heap ties: any order among one generation is fine
+        return id(self) < id(other)
+
+
+# ----------------------------------------------------------------------------- the engine
+
+def _check_grad_output(out: Tensor, g, what: str) -> Tensor:
+    if g is None:
+        if out.data.size != 1:
+            raise RuntimeError(
+                f"{what}: grad can be created implicitly only for one-element outputs; got an "
+                f"output of shape {out.shape}: pass grad_outputs (or backward(gradient))")
+        xp = backend.get_array_module(out.data)
+        return Tensor(xp.ones_like(out.data))
+    g = as_tensor(g, out)
+    if g.shape != out.shape:
+        raise ValueError(f"{what}: gradient of shape {g.shape} does not match output shape {out.shape}")
+    if g.dtype != out.dtype:
+        g = g.astype(out.dtype)
+    return g
+
+
+def _reduce_to_input(gx: Tensor, x: Tensor, fn: Function) -> Tensor:
+    from . import ops
+
+    if gx.dtype != x.dtype:
+        # Type promotion in forward (float32 + float64) is the only legitimate cause.
+        if gx.dtype.kind != x.dtype.kind and not (x.dtype.kind == "f" and gx.dtype.kind == "f"):
+            raise TypeError(f"{type(fn).__name__}.backward returned dtype {gx.dtype} for an input of dtype {x.dtype}")
+        gx = gx.astype(x.dtype)
+    if gx.shape != x.shape:
+        gx = ops.sum_to(gx, x.shape)
+    return gx
+
+
+def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
+    """Propagate gradients from ``outputs``; return grads of the ``capture`` tensors (by id)."""
+    grads: dict = {}
+    keep: dict = {}  # id -> tensor, so ids stay unique while we hold gradients for them
+    capture = capture or {}
+
+    def add(t, g):
+        k = id(t)
+        if k in grads:
+            grads[k] = grads[k] + g
+        else:
+            grads[k] = g
+            keep[k] = t
+
+    heap, seen = [], set()
+
+    def push(fn):
+        if fn is not None and id(fn) not in seen:
+            seen.add(id(fn))
+            heapq.heappush(heap, (-fn.generation, fn))
+
+    with set_grad_enabled(create_graph):
+        for out, g in zip(outputs, grad_outputs):
+            add(out, g)
+            push(out.creator)
+        while heap:
+            _, fn = heapq.heappop(heap)
+            gys = []
+            for ref in fn.outputs:
+                t = ref()
+                if t is None:
+                    gys.append(None)
+                    continue
+                k = id(t)
+                g = grads.get(k) if (k in capture or t._retain_grad) else grads.pop(k, None)
+                if k not in capture and t._retain_grad and g is not None:
+                    grads.pop(k)
+                    keep.pop(k, None)
+                    if accumulate:
+                        t.grad = g if t.grad is None else t.grad + g
+                elif k not in capture:
+                    keep.pop(k, None)
+                gys.append(g)
+            if all(g is None for g in gys):
+                continue
+            if len(gys) > 1 and any(g is None for g in gys):
+                gys = [
+                    g if g is not None else Tensor(ref().xp.zeros_like(ref().data)) if ref() is not None else None
+                    for g, ref in zip(gys, fn.outputs)
+                ]
+            gxs = fn.backward(*gys)
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            if len(gxs) != len(fn.inputs):
+                raise RuntimeError(
+                    f"{type(fn).__name__}.backward returned {len(gxs)} gradients for {len(fn.inputs)} inputs")
+            for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
+                if gx is None or not need:
+                    continue
+                add(x, _reduce_to_input(gx, x, fn))
+                push(x.creator)
+
+    if accumulate:
+        for k, g in grads.items():
+            t = keep[k]
+            if t.creator is None and t.requires_grad and k not in capture:
+                t.grad = g if t.grad is None else t.grad + g
+    return {k: grads.get(k) for k in capture}
+
+
+def backward(tensors, grad_tensors=None, create_graph=False):
+    """Accumulate gradients of ``tensors`` into the leaves' ``.grad`` (``torch.autograd.backward``)."""
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is None:
+        grad_tensors = [None] * len(tensors)
+    elif isinstance(grad_tensors, Tensor) or backend.is_array(grad_tensors) or _is_scalar(grad_tensors):
+        grad_tensors = [grad_tensors]
+    if len(grad_tensors) != len(tensors):
+        raise ValueError(f"got {len(grad_tensors)} gradients for {len(tensors)} tensors")
+    for t in tensors:
+        if not t.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: it was computed under no_grad(), "
+                "or from inputs none of which requires_grad")
+    gs = [_check_grad_output(t, g, "backward") for t, g in zip(tensors, grad_tensors)]
+    _run(tensors, gs, create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=False):
+    """Gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad``.
+
+    Returns a tuple with one Tensor per input and leaves every ``.grad`` untouched. With
+    ``create_graph=True`` the returned gradients carry a graph and can be differentiated
+    again (score matching needs ∇θ‖∇ₓE‖²). An input that the outputs do not depend on raises
+    unless ``allow_unused=True``, in which case its gradient is ``None``.
+    """
+    single_in = isinstance(inputs, Tensor)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    inputs = [inputs] if single_in else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor) or backend.is_array(grad_outputs):
+        grad_outputs = [grad_outputs]
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"got {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor) or not x.requires_grad:
+            raise ValueError(f"inputs[{i}] must be a Tensor with requires_grad=True")
+    for i, y in enumerate(outputs):
+        if not y.requires_grad:
+            raise RuntimeError(f"outputs[{i}] does not require grad (computed under no_grad or from constants)")
+    gs = [_check_grad_output(y, g, "grad") for y, g in zip(outputs, grad_outputs)]
+    capture = {id(x): x for x in inputs}
+    res = _run(outputs, gs, create_graph, capture=capture, accumulate=False)
+    out = []
+    for i, x in enumerate(inputs):
+        g = res[id(x)]
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"inputs[{i}] (shape {x.shape}) was not used to compute the outputs; pass allow_unused=True")
+        if g is not None and not create_graph:
+            g = g.detach()
+        out.append(g)
+    return tuple(out)
