@@ -15,7 +15,7 @@ import numpy as np
 __all__ = [
     "get_array_module", "cupy_available", "get_cupy", "default_device", "set_default_device",
     "normalize_device", "device_of", "xp_for_device", "to_numpy", "to_device", "asarray",
-    "default_dtype", "set_default_dtype", "scatter_add", "is_array",
+    "default_dtype", "set_default_dtype", "scatter_add", "is_array", "block_bytes",
 ]
 
 _cupy = None
@@ -165,6 +165,19 @@ def set_default_dtype(dtype) -> None:
     _default_dtype = dt.type
 
 
+# ---------------------------------------------------------------- blocking
+
+# A blocked loop (im2col + GEMM + col2im a few images at a time) keeps its working set in a
+# CPU's L2/L3 cache: measured 3-4x faster than one pass over the batch for the input gradient
+# of a 3x3 convolution on NumPy. A GPU wants the opposite: one launch over the whole batch.
+_CPU_BLOCK_BYTES = 4 << 20
+
+
+def block_bytes(xp):
+    """Working-set bytes a blocked loop should aim for on ``xp``; ``None``: do not block."""
+    return _CPU_BLOCK_BYTES if xp is np else None
+
+
 # ---------------------------------------------------------------- scatter-add
 
 def scatter_add(target, index, values):
@@ -212,3 +225,15 @@ def erf(a):
     from cupyx.scipy import special as cspecial  # pragma: no cover - GPU only
 
     return cspecial.erf(a)
+
+
+def erfinv(a):
+    """The inverse error function on the device of ``a`` (SciPy on the CPU, cupyx on the GPU)."""
+    xp = get_array_module(a)
+    if xp is np:
+        from scipy import special
+
+        return special.erfinv(a)
+    from cupyx.scipy import special as cspecial  # pragma: no cover - GPU only
+
+    return cspecial.erfinv(a)

@@ -1,5 +1,6 @@
 """The reverse-mode autodiff engine: Tensor, Function, primitives and composites."""
 from . import ops  # noqa: F401  (installs the Tensor operators)
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .ops import (  # noqa: F401
     abs, add, astype, broadcast_to, cat, clamp, clip, concatenate, div, eq, erf, exp, expand_dims,
     flatten, ge, getitem, gt, le, log, log1p, lt, matmul, max, maximum, mean, min, minimum, mul, ne,

@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import backend
 from . import ops
-from .ops import exp, log, log1p, maximum, sqrt, where
-from .tensor import Tensor, as_tensor
+from .ops import exp, log, sqrt, where
+from .tensor import Function, Tensor, as_tensor
 
 __all__ = [
     "relu", "leaky_relu", "gelu", "softplus", "sigmoid", "tanh", "logsumexp", "softmax",
@@ -59,15 +59,32 @@ def gelu(x, approximate="none"):
     raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
+class _Softplus(Function):
+    """log(1 + exp(x)), computed as max(x, 0) + log1p(exp(−|x|)) so it never overflows.
+
+    A fused primitive rather than that composite: the composite's pieces (max, |x|) have
+    kinks at 0 that cancel in the first derivative but not in the second (at x = 0 exactly it
+    gave 0 instead of σ'(0) = 1/4). The backward σ(x) is itself differentiable, so every order
+    is right everywhere.
+    """
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+    def backward(self, gy):
+        return gy * ops.sigmoid(self.inputs[0])
+
+
 def softplus(x, beta=1.0, threshold=20.0):
-    """log(1 + exp(βx)) / β, computed as max(βx, 0) + log1p(exp(−|βx|)) so it never overflows.
+    """log(1 + exp(βx)) / β, evaluated stably (never overflows).
 
     PyTorch switches to the identity above ``threshold``; the stable form needs no switch and
     agrees with it to float precision there.
     """
     x = as_tensor(x)
     bx = x * beta if beta != 1.0 else x
-    y = maximum(bx, 0.0) + log1p(exp(-ops.abs(bx)))
+    y = _Softplus()(bx)
     return y * (1.0 / beta) if beta != 1.0 else y
 
 
@@ -138,7 +155,9 @@ def nll_loss(log_probs, target, reduction="mean"):
     tgt = target.data if isinstance(target, Tensor) else target
     xp = log_probs.xp
     tgt = xp.asarray(tgt)
-    n, c = log_probs.shape[0], log_probs.shape[1]
+    if log_probs.ndim != 2:
+        raise ValueError(f"log_probs must be 2-D (N, C), got shape {log_probs.shape}")
+    n, c = log_probs.shape
     if tgt.shape != (n,):
         raise ValueError(f"target must have shape ({n},), got {tgt.shape}")
     if tgt.dtype.kind not in "iu":

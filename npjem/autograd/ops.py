@@ -9,6 +9,7 @@ Kinks follow PyTorch, so gradients compared against PyTorch agree exactly:
 * ``clip`` at a bound: the gradient passes (``lo <= x <= hi`` counts as inside).
 * ``pow(a, b)`` with respect to ``b`` where ``a <= 0``: 0.
 * ``sqrt`` at 0: ``inf``, as in PyTorch; ``functional.normalize`` guards with ``eps``.
+* ``std`` at zero variance: gradient 0, as in PyTorch.
 """
 from __future__ import annotations
 
@@ -454,8 +455,9 @@ def _is_basic_index(index):
 
 def _unwrap_index(index, xp):
     if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, list):
+        index = index.data
+    if isinstance(index, list) or (isinstance(index, np.ndarray) and xp is not np):
+        # host labels index a GPU tensor (logits[arange(n), labels]): move them along
         return xp.asarray(index)
     if isinstance(index, tuple):
         return tuple(_unwrap_index(i, xp) for i in index)
@@ -512,12 +514,13 @@ class Concatenate(Function):
 
     def forward(self, *xs):
         xp = backend.get_array_module(*xs)
-        self._sizes = [x.shape[self.axis] for x in xs]
         try:
-            return xp.concatenate(xs, axis=self.axis)
-        except ValueError:
+            y = xp.concatenate(xs, axis=self.axis)
+        except (ValueError, IndexError):  # IndexError/AxisError: an axis some input lacks
             raise ValueError(
                 f"concatenate: shapes {[x.shape for x in xs]} do not fit along axis {self.axis}") from None
+        self._sizes = [x.shape[self.axis] for x in xs]
+        return y
 
     def backward(self, gy):
         out, start = [], 0
@@ -573,6 +576,8 @@ def neg(x):
 
 def pow(a, b):  # noqa: A001 - mirrors the operator
     if isinstance(b, numbers.Number) and not isinstance(b, bool):
+        if isinstance(b, np.generic):  # np.float64(2): a scalar like 2.0, never a dtype promotion
+            b = b.item()
         return PowScalar(b)(a)
     return Pow()(a, b)
 
@@ -703,7 +708,14 @@ def var(x, axis=None, keepdims=False, ddof=0):
 
 
 def std(x, axis=None, keepdims=False, ddof=0):
-    return sqrt(var(x, axis, keepdims, ddof))
+    """sqrt(var); where the variance is exactly 0 the gradient is 0 (as PyTorch), not NaN.
+
+    sqrt'(0) is infinite and every deviation is 0 there, so the plain chain rule gives
+    inf·0 = NaN (a collapsed batch of features would poison the whole gradient).
+    """
+    v = var(x, axis, keepdims, ddof)
+    zero = v.data == 0
+    return where(zero, 0.0, sqrt(where(zero, 1.0, v)))
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001

@@ -315,6 +315,10 @@ class Function:
         single = not isinstance(ys, tuple)
         if single:
             ys = (ys,)
+        # NumPy returns scalars (np.float64), not 0-d arrays, from full reductions and scalar
+        # indexing; .data is always an array (writable, with __dlpack__, keeps its dtype when
+        # wrapped again).
+        ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)
         record = (
             self.differentiable and _Mode.enabled and any(x.requires_grad for x in inputs)
         )
@@ -378,11 +382,71 @@ def _reduce_to_input(gx: Tensor, x: Tensor, fn: Function) -> Tensor:
     return gx
 
 
+def _leading_to(outputs, capture) -> dict:
+    """id(fn) -> whether some path from ``fn`` down the graph reaches a ``capture`` tensor.
+
+    ``grad`` runs only those functions, and asks each only for the input gradients that lead
+    somewhere, as ``torch.autograd.grad`` does: ∇ₓE inside score matching then costs one
+    backward through the network, not one plus every parameter's gradient. Iterative
+    post-order traversal, so deep graphs are fine.
+    """
+    memo: dict = {}
+    stack = [(out.creator, False) for out in outputs if out.creator is not None]
+    while stack:
+        fn, expanded = stack.pop()
+        if expanded:
+            memo[id(fn)] = any(
+                id(x) in capture or (x.creator is not None and memo.get(id(x.creator), False))
+                for x in fn.inputs)
+            continue
+        if id(fn) in memo:
+            continue
+        stack.append((fn, True))
+        for x in fn.inputs:
+            if x.creator is not None and id(x.creator) not in memo:
+                stack.append((x.creator, False))
+    return memo
+
+
 def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
-    """Propagate gradients from ``outputs``; return grads of the ``capture`` tensors (by id)."""
+    """Propagate gradients from ``outputs``; return grads of the ``capture`` tensors (by id).
+
+    With ``accumulate=False`` (``grad``) only the part of the graph between ``outputs`` and
+    ``capture`` is visited.
+    """
     grads: dict = {}
     keep: dict = {}  # id -> tensor, so ids stay unique while we hold gradients for them
     capture = capture or {}
+    useful = None if accumulate else _leading_to(outputs, capture)
+
+    def wanted(fn):
+        """needs_input_grad for this pass: in ``grad`` only inputs that lead to ``capture``."""
+        if useful is None:
+            return fn.needs_input_grad
+        return tuple(need and (id(x) in capture or (x.creator is not None and useful.get(id(x.creator), False)))
+                     for x, need in zip(fn.inputs, fn.needs_input_grad))
+
+    # Arrays that must not become a ``.grad`` as they are: the caller's incoming gradients and
+    # every array already stored in a ``.grad`` during this pass.
+    taken = {id(g.data) for g in grad_outputs}
+
+    def store(t, g):
+        """Accumulate ``g`` into ``t.grad``; a stored gradient is a writable array of its own.
+
+        Backward passes share arrays freely (``add`` hands the same gradient to both inputs,
+        ``sum`` returns a read-only broadcast view, the caller's gradient can reach a leaf
+        untouched), but a ``.grad`` is later updated in place by optimizers and clipping, so
+        it must not alias anything. Arrays that already qualify are stored without a copy.
+        """
+        if t.grad is not None:
+            t.grad = t.grad + g
+            return
+        d = g.data
+        if not create_graph and (id(d) in taken or not d.flags.owndata
+                                 or not getattr(d.flags, "writeable", True)):
+            g = Tensor(d.copy())
+        taken.add(id(g.data))
+        t.grad = g
 
     def add(t, g):
         k = id(t)
@@ -395,7 +459,7 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
     heap, seen = [], set()
 
     def push(fn):
-        if fn is not None and id(fn) not in seen:
+        if fn is not None and id(fn) not in seen and (useful is None or useful.get(id(fn), False)):
             seen.add(id(fn))
             heapq.heappush(heap, (-fn.generation, fn))
 
@@ -417,7 +481,7 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
                     grads.pop(k)
                     keep.pop(k, None)
                     if accumulate:
-                        t.grad = g if t.grad is None else t.grad + g
+                        store(t, g)
                 elif k not in capture:
                     keep.pop(k, None)
                 gys.append(g)
@@ -428,13 +492,21 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
                     g if g is not None else Tensor(ref().xp.zeros_like(ref().data)) if ref() is not None else None
                     for g, ref in zip(gys, fn.outputs)
                 ]
-            gxs = fn.backward(*gys)
+            needs = wanted(fn)
+            if needs is fn.needs_input_grad:
+                gxs = fn.backward(*gys)
+            else:  # backward reads self.needs_input_grad to skip gradients nobody asked for
+                full, fn.needs_input_grad = fn.needs_input_grad, needs
+                try:
+                    gxs = fn.backward(*gys)
+                finally:
+                    fn.needs_input_grad = full
             if not isinstance(gxs, tuple):
                 gxs = (gxs,)
             if len(gxs) != len(fn.inputs):
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned {len(gxs)} gradients for {len(fn.inputs)} inputs")
-            for x, gx, need in zip(fn.inputs, gxs, fn.needs_input_grad):
+            for x, gx, need in zip(fn.inputs, gxs, needs):
                 if gx is None or not need:
                     continue
                 add(x, _reduce_to_input(gx, x, fn))
@@ -444,7 +516,7 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
         for k, g in grads.items():
             t = keep[k]
             if t.creator is None and t.requires_grad and k not in capture:
-                t.grad = g if t.grad is None else t.grad + g
+                store(t, g)
     return {k: grads.get(k) for k in capture}
 
 
