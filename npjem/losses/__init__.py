@@ -1,0 +1,19 @@
+"""The math of each joint-embedding loss, one file per family of the seeds' taxonomy.
+
+``contrastive``: pair margin (DrLIM), InfoNCE / NT-Xent, PIRL's NCE with a memory bank, MoCo.
+Each loss is a plain function of Tensors returning a scalar Tensor.
+"""
+from .contrastive import (
+    info_nce,
+    moco_loss,
+    nce_loss,
+    nce_memory_loss,
+    nce_normalizer,
+    nt_xent,
+    pair_margin_loss,
+)
+
+__all__ = [
+    "info_nce", "moco_loss", "nce_loss", "nce_memory_loss", "nce_normalizer", "nt_xent",
+    "pair_margin_loss",
+]
