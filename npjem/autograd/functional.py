@@ -37,10 +37,28 @@ def _reduce(loss, reduction):
     return loss
 
 
+class _ReLU(Function):
+    """max(x, 0); the gradient is gy·[x > 0], 0 at x = 0 as in PyTorch.
+
+    A primitive rather than ``where(x > 0, x, 0)``: NumPy's ``maximum`` and a mask multiply
+    run several times faster than ``where`` on large activations. The mask is a constant, so
+    the second derivative is 0 (and exact) away from the kink.
+    """
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        return xp.maximum(x, 0)
+
+    def backward(self, gy):
+        mask = self.inputs[0].data > 0
+        if gy.xp.isfinite(gy.data).all():
+            return gy * Tensor(mask)
+        return where(mask, gy, 0.0)  # inf·0 would turn a masked-out infinity into NaN
+
+
 def relu(x):
     """max(x, 0); the gradient at 0 is 0, as in PyTorch."""
-    x = as_tensor(x)
-    return where(x.data > 0, x, 0.0)
+    return _ReLU()(as_tensor(x))
 
 
 def leaky_relu(x, negative_slope=0.01):
