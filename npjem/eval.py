@@ -14,8 +14,9 @@ unwrapped and its graph ignored.
   that the seeds' joint-embedding methods try to avoid (all rows of H_x equal, or H_x
   confined to a low-dimensional subspace: "dimensional collapse").
 
-Fine-tuning (training the backbone together with a head) lives with the layers it needs,
-not here: this module imports only ``backend`` and ``random``.
+* :func:`fine_tune` trains a backbone together with a linear head by cross-entropy (the
+  seeds' "finetuning" evaluation, and the supervised ceiling); it imports the layers and
+  optimizers when it is called, so importing this module needs only ``backend`` and ``random``.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ __all__ = [
     "ProbeResult", "linear_probe", "probe_objective", "DEFAULT_L2_GRID",
     "knn_predict", "knn_accuracy",
     "embedding_std", "singular_values", "effective_rank", "alignment", "uniformity",
-    "collapse_report",
+    "collapse_report", "FineTuneResult", "fine_tune",
 ]
 
 # The grid that ``linear_probe(..., l2="auto")`` searches (log-spaced, weak to strong).
@@ -560,3 +561,186 @@ def collapse_report(z1, z2=None, t=2, alpha=2):
     if z2 is not None:
         report["alignment"] = alignment(a, z2, alpha=alpha)
     return report
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    """What :func:`fine_tune` returns.
+
+    ``accuracy`` and ``train_accuracy`` are top-1 accuracies (Python floats) of the trained
+    backbone + head on the test and (unaugmented) train images; ``losses`` the per-step
+    training cross-entropies; ``head`` the trained ``Linear`` (it predicts the index into
+    ``classes``); ``model`` the ``Sequential(backbone, head)``.
+    """
+
+    accuracy: float
+    train_accuracy: float
+    losses: list
+    head: object
+    model: object
+    classes: np.ndarray
+
+
+def _predict(model, images, batch_size, device, dtype):
+    """Arg-max class index of ``model`` on host ``images``, in eval mode, in chunks."""
+    from .autograd import Tensor, no_grad  # noqa: PLC0415
+
+    preds = []
+    with no_grad():
+        for lo in range(0, images.shape[0], batch_size):
+            chunk = backend.to_device(images[lo:lo + batch_size], device).astype(dtype, copy=False)
+            logits = model(Tensor(chunk)).data
+            preds.append(backend.to_numpy(logits.argmax(axis=1)))
+    return np.concatenate(preds)  # host
+
+
+def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *, epochs=10, lr=1e-3,
+              batch_size=256, optimizer="adam", weight_decay=0.0, momentum=0.9, warmup_epochs=0,
+              augment=None, train_backbone=True, feature_dim=None, generator=0, progress=False):
+    """Train ``backbone`` + a new linear head on labelled images by cross-entropy; test accuracy.
+
+    The seeds' "finetuning" evaluation (lecture ``003_``: a downstream-task head on the
+    representation, *without* the stop-gradient before the encoder): logits = W·BB(x) + b,
+    loss = mean cross-entropy, every parameter of the backbone and the head trained (with
+    ``train_backbone=False`` only the head is, on features computed in eval mode: a linear
+    probe trained by SGD/Adam). Started from a random backbone it is the supervised baseline.
+
+    The backbone is trained **in place** (pass ``copy.deepcopy(backbone)`` to keep the
+    original); its parameters' device and dtype are used for the data and the head.
+
+    Args:
+        backbone: an ``npjem.nn.Module`` mapping (N, C, H, W) images to (N, F) features.
+        train_images, test_images: (N, C, H, W) arrays (host or device), values as the
+            backbone expects; train_labels, test_labels: (N,) integers. The classes are those
+            of ``train_labels`` (at least two); a test label never seen in training counts as
+            an error.
+        epochs: passes over the training set; ``batch_size``: images per step (the last,
+            smaller batch of an epoch is kept).
+        lr: base learning rate, decayed to 0 by a per-step cosine after ``warmup_epochs`` of
+            linear warmup (``npjem.optim.WarmupCosine``).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``, Nesterov off);
+            ``weight_decay`` is passed to it.
+        augment: optional ``augment(x, generator=g) -> x`` applied to each training batch (for
+            example ``Compose([RandomResizedCrop(32, scale=(0.2, 1)), RandomHorizontalFlip()])``).
+        feature_dim: the backbone's output width (default ``backbone.num_features``, else
+            measured on two images).
+        generator: seed (or ``npjem.random.Generator``) for the head's initial weights, the
+            shuffling and the augmentations.
+        progress: print one line per epoch (mean loss) to stderr.
+
+    Returns a :class:`FineTuneResult`; raises ``FloatingPointError`` if the loss becomes NaN or
+    infinite (naming the step).
+    """
+    import sys  # noqa: PLC0415
+
+    from . import optim  # noqa: PLC0415
+    from .autograd import Tensor, no_grad  # noqa: PLC0415
+    from .autograd import functional as AF  # noqa: PLC0415
+    from .data.datasets import DataLoader  # noqa: PLC0415
+    from .nn import Linear, Module, Sequential  # noqa: PLC0415
+
+    if not isinstance(backbone, Module):
+        raise TypeError(f"backbone must be an npjem.nn.Module, got {type(backbone).__name__}")
+    params = list(backbone.parameters())
+    if not params:
+        raise ValueError("backbone has no parameters")
+    device, dtype = params[0].device, params[0].dtype
+    xtr = _unwrap(train_images)
+    xte = _unwrap(test_images)
+    for name, x in (("train_images", xtr), ("test_images", xte)):
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty (N, C, H, W) array, got shape {tuple(x.shape)}")
+        if x.dtype.kind != "f":
+            raise ValueError(f"{name} must hold floating values, got dtype {x.dtype}")
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ValueError(f"test_images have shape {tuple(xte.shape[1:])} per image but train_images "
+                         f"{tuple(xtr.shape[1:])}")
+    ytr = _check_labels(backend.to_numpy(_unwrap(train_labels)), "train_labels", xtr.shape[0], "train_images")
+    yte = _check_labels(backend.to_numpy(_unwrap(test_labels)), "test_labels", xte.shape[0], "test_images")
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    lr = _positive_float(lr, "lr")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be a non-negative integer, got {warmup_epochs!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be callable as augment(x, generator=g), got {type(augment).__name__}")
+    opt_name = str(optimizer).lower()
+    if opt_name not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {optimizer!r}")
+
+    classes, y_idx = np.unique(ytr, return_inverse=True)
+    k = classes.shape[0]
+    if k < 2:
+        raise ValueError(f"train_labels must contain at least two classes, got {k}")
+    gen = _random.as_generator(generator, device)
+
+    if feature_dim is None:
+        feature_dim = getattr(backbone, "num_features", None)
+    if feature_dim is None:
+        was = backbone.training
+        backbone.eval()
+        with no_grad():
+            probe = backend.to_device(xtr[:2], device).astype(dtype, copy=False)
+            feature_dim = int(backbone(Tensor(probe)).shape[1])
+        backbone.train(was)
+    feature_dim = _positive_int(feature_dim, "feature_dim")
+    head = Linear(feature_dim, k, generator=gen).to(device, dtype)
+    model = Sequential(backbone, head)
+
+    trainable = (list(backbone.parameters()) if train_backbone else []) + list(head.parameters())
+    trainable = [p for p in trainable if p.requires_grad]
+    if opt_name == "sgd":
+        opt = optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif opt_name == "adamw":
+        opt = optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    else:
+        opt = optim.Adam(trainable, lr=lr, weight_decay=weight_decay)
+    # The loader shuffles on the host with its own seed, drawn from ``gen``.
+    loader = DataLoader(xtr, y_idx.astype(np.int64), batch_size=batch_size, shuffle=True,
+                        generator=int(gen.integers(0, 2**31 - 1)), device=device)
+    total = epochs * len(loader)
+    warmup = min(warmup_epochs * len(loader), total - 1)
+    sched = optim.WarmupCosine(opt, total_steps=total, warmup_steps=warmup)
+
+    losses = []
+    step = 0
+    was_training = backbone.training
+    try:
+        for epoch in range(epochs):
+            model.train()
+            if not train_backbone:
+                backbone.eval()
+            for x, y in loader:
+                x = x.astype(dtype, copy=False)
+                if augment is not None:
+                    x = augment(x, generator=gen)
+                if train_backbone:
+                    feats = backbone(Tensor(x))
+                else:
+                    with no_grad():
+                        feats = Tensor(backbone(Tensor(x)).data)
+                loss = AF.cross_entropy(head(feats), y)
+                value = float(loss.item())
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"fine_tune: the loss is {value} at step {step} (epoch {epoch}); "
+                                             "lower lr or check the inputs")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(value)
+                step += 1
+            if progress:
+                per = len(loader)
+                print(f"fine_tune epoch {epoch + 1}/{epochs}: loss {sum(losses[-per:]) / per:.4f}",
+                      file=sys.stderr, flush=True)
+        model.eval()
+        pred_te = classes[_predict(model, xte, 512, device, dtype)]
+        pred_tr = classes[_predict(model, xtr, 512, device, dtype)]
+    finally:
+        backbone.train(was_training)
+        head.train(was_training)
+    return FineTuneResult(accuracy=_accuracy(pred_te, yte), train_accuracy=_accuracy(pred_tr, ytr), losses=losses,
+                          head=head, model=model, classes=classes)

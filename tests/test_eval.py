@@ -386,3 +386,65 @@ def test_results_are_host_python_numbers():
     for value in (ev.embedding_std(_X), ev.effective_rank(_X), ev.uniformity(_X),
                   ev.alignment(_X + 1, _X + 2), ev.knn_accuracy(_X + 1, _Y, _X + 1, _Y, k=1)):
         assert type(value) is float
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+def _bars(rng, n):
+    """8×8 images with a bright horizontal (label 0) or vertical (label 1) bar, random colours."""
+    y = rng.integers(0, 2, size=n)
+    x = 0.3 * rng.random((n, 3, 8, 8)).astype(np.float32)
+    pos = rng.integers(1, 7, size=n)
+    for i in range(n):
+        if y[i] == 0:
+            x[i, :, pos[i], :] += 0.6
+        else:
+            x[i, :, :, pos[i]] += 0.6
+    return x, y * 3 + 1  # labels 1 and 4: any integers work
+
+
+def _tiny_convnet(seed=0):
+    from npjem.nn import models
+
+    return models.ConvNet(widths=(6, 8), strides=(1, 2), generator=seed)
+
+
+def test_fine_tune_learns_a_separable_task_and_trains_the_backbone_in_place():
+    rng = np.random.default_rng(0)
+    x, y = _bars(rng, 160)
+    bb = _tiny_convnet()
+    before = {k: v.copy() for k, v in bb.state_dict().items()}
+    r = ev.fine_tune(bb, x[:120], y[:120], x[120:], y[120:], epochs=8, lr=0.02, batch_size=20, generator=0)
+    assert r.accuracy >= 0.9 and r.train_accuracy >= 0.9
+    assert np.mean(r.losses[-6:]) < 0.5 * np.mean(r.losses[:6])
+    assert list(r.classes) == [1, 4] and r.head.weight.shape == (2, 8)
+    after = bb.state_dict()
+    assert any(not np.array_equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
+def test_fine_tune_with_a_frozen_backbone_trains_only_the_head():
+    rng = np.random.default_rng(1)
+    x, y = _bars(rng, 80)
+    bb = _tiny_convnet(1)
+    before = {k: v.copy() for k, v in bb.state_dict().items()}
+    r = ev.fine_tune(bb, x[:60], y[:60], x[60:], y[60:], epochs=2, lr=0.05, batch_size=20, optimizer="sgd",
+                     train_backbone=False, augment=lambda a, generator=None: a[..., ::-1], generator=0)
+    for k, v in bb.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    assert 0.0 <= r.accuracy <= 1.0 and len(r.losses) == 6
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(epochs=0), "epochs"),
+    (dict(lr=-1.0), "lr"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+])
+def test_fine_tune_rejects_bad_arguments(kwargs, name):
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(ValueError, match=name):
+        ev.fine_tune(_tiny_convnet(), x, y, x, y, **kwargs)
+    with pytest.raises(TypeError, match="backbone"):
+        ev.fine_tune(object(), x, y, x, y)
+    with pytest.raises(ValueError, match="test_labels"):
+        ev.fine_tune(_tiny_convnet(), x, y, x, y[:3])

@@ -111,7 +111,7 @@ def _check_unmutated(args, snap, what):
     for i, before in snap.items():
         a = args[i]
         now = backend.to_numpy(a.data if isinstance(a, Tensor) else a)
-        same = now.shape == before.shape and np.array_equal(
+        same = now.shape == before.shape and np.array_equal(  # host
             now, before, equal_nan=before.dtype.kind in "fc")
         if not same:
             raise GradcheckError(
@@ -159,7 +159,7 @@ def _validate(eps, atol, rtol, mode, n_directions):
 
 
 def _check(fn, args, diff, eps, atol, rtol, mode, n_directions, seed, what):
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # host
     snap = _snapshot(args)
 
     # -- analytic vᵀJ, with a random v per output (never ones: see the module docstring)
@@ -181,7 +181,7 @@ def _check(fn, args, diff, eps, atol, rtol, mode, n_directions, seed, what):
     analytic = []
     for i, x, g in zip(diff, xs, gs):
         if g is None:
-            analytic.append(np.zeros(x.shape))
+            analytic.append(np.zeros(x.shape))  # host
             continue
         if g.shape != x.shape:
             raise GradcheckError(f"{what}: the gradient of {_describe(i, x)} has shape {g.shape}",
@@ -209,7 +209,7 @@ def _check(fn, args, diff, eps, atol, rtol, mode, n_directions, seed, what):
     for i, x, a in zip(diff, xs, analytic):
         base = _host64(x).copy()
         if mode == "full":
-            numeric = np.empty(base.size)
+            numeric = np.empty(base.size)  # host
             for k in range(base.size):
                 idx = np.unravel_index(k, base.shape)
                 x.data[idx] = base[idx] + eps
@@ -221,7 +221,7 @@ def _check(fn, args, diff, eps, atol, rtol, mode, n_directions, seed, what):
             got = a.reshape(-1)
         else:
             nd = 4 if n_directions is None else int(n_directions)
-            got, numeric = np.empty(nd), np.empty(nd)
+            got, numeric = np.empty(nd), np.empty(nd)  # host
             for d in range(nd):
                 u = rng.standard_normal(base.shape)
                 u /= max(np.linalg.norm(u), 1e-300)  # a unit step of length eps in input space
@@ -317,7 +317,7 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, *, fixed=(), mode=
     """
     _validate(eps, atol, rtol, mode, n_directions)
     args, diff = _prepare(inputs, fixed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # host
     with enable_grad():
         probe = _outputs(fn, args, "gradgradcheck")
     vs = [rng.standard_normal(o.shape) for o in probe]

@@ -109,7 +109,7 @@ class Tensor:
             if device is not None and backend.normalize_device(device) != backend.device_of(arr):
                 arr = backend.to_device(arr, device)
         else:
-            host = np.asarray(data)
+            host = np.asarray(data)  # host
             if dtype is None and host.dtype.kind == "f" and not isinstance(data, np.ndarray):
                 host = host.astype(backend.default_dtype())
             elif dtype is None and host.dtype.kind in "iu" and isinstance(data, float):
@@ -289,7 +289,7 @@ def as_tensor(data, like=None) -> Tensor:
             dt = backend.default_dtype()
         return Tensor(xp.asarray(data, dtype=dt))
     if like is not None and not backend.is_array(data):
-        return Tensor(backend.to_device(np.asarray(data), like.device))
+        return Tensor(backend.to_device(np.asarray(data), like.device))  # host
     return Tensor(data)
 
 
@@ -318,7 +318,7 @@ class Function:
         # NumPy returns scalars (np.float64), not 0-d arrays, from full reductions and scalar
         # indexing; .data is always an array (writable, with __dlpack__, keeps its dtype when
         # wrapped again).
-        ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)
+        ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)  # host
         record = (
             self.differentiable and _Mode.enabled and any(x.requires_grad for x in inputs)
         )
