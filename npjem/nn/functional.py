@@ -39,8 +39,7 @@ NaN counts as a maximum); its backward and backward-of-backward are a scatter an
 at those positions. Average pooling is linear: a sum of strided slices, whose adjoint is a
 slice-add. Batch normalisation in training mode is one fused Function (1.3x faster than the
 composite) whose backward is written with Tensor operations; in eval mode it is Tensor
-operations. ``relu`` here is a mask multiply (~10x faster on NumPy than the ``where`` of
-``npjem.functional.relu``, same values and derivatives).
+operations.
 """
 from __future__ import annotations
 
@@ -97,33 +96,6 @@ def _promote(*tensors):
     the casts are differentiable, so each gradient comes back in its input's dtype."""
     dt = np.result_type(*[t.dtype for t in tensors if t is not None])
     return tuple(None if t is None else ops.astype(t, dt) for t in tensors)
-
-
-# ============================================================================ activations
-
-def _masked(g, mask):
-    """Tensor ``g`` where the constant boolean ``mask`` holds, else 0 (see ``_select``)."""
-    if g.xp.isfinite(g.data).all():
-        return g * Tensor(mask)
-    return ops.where(mask, g, 0.0)
-
-
-class _ReLUFunction(Function):
-    """max(x, 0); the gradient is gy·[x > 0] (0 at x = 0, as PyTorch)."""
-
-    def forward(self, x):
-        xp = backend.get_array_module(x)
-        return xp.maximum(x, 0)  # NaN stays NaN, −inf → 0
-
-    def backward(self, gy):
-        return _masked(gy, self.inputs[0].data > 0)
-
-
-def relu(x):
-    """max(x, 0), as ``torch.nn.functional.relu``; gradient 0 at 0. Same values and
-    derivatives as ``npjem.functional.relu``, computed with a mask multiply, which NumPy runs
-    ~10x faster than the ``where`` there."""
-    return _ReLUFunction()(as_tensor(x))
 
 
 # ============================================================================ convolution kernels

@@ -138,8 +138,6 @@ def test_relu_edge_values_and_non_finite_gradients():
     x = T(np.array([-1.0, 0.0, 3.0]))
     nn.ReLU()(x).backward(np.array([np.inf, np.nan, 2.0]))  # masked entries stay exactly 0
     np.testing.assert_array_equal(host(x.grad), [0.0, 0.0, 2.0])
-    np.testing.assert_array_equal(host(nn.functional.relu(T(np.arange(-2.0, 3.0)))),
-                                  host(npjem.functional.relu(T(np.arange(-2.0, 3.0)))))
 
 
 @pytest.mark.parametrize("make", [
