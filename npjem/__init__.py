@@ -13,3 +13,4 @@ from .factory import arange, empty, full, ones, ones_like, rand, randn, zeros, z
 
 __version__ = "0.1.0"
 from .serialization import load, save  # noqa: F401,E402
+from . import losses, nn, optim, state  # noqa: F401,E402  (npjem.nn like torch.nn)
