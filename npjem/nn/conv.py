@@ -1,9 +1,7 @@
 """``Conv2d`` and ``ConvTranspose2d`` (NCHW, PyTorch's arguments, parameter shapes and init)."""
 from __future__ import annotations
 
-import math
 
-from .. import random as nrandom
 from . import functional as F
 from . import init
 from ._utils import check_positive_int, empty_parameter, pair
@@ -59,12 +57,7 @@ class _ConvNd(Module):
 
     def reset_parameters(self, generator=None):
         """W ~ kaiming_uniform(a=√5) = U(±1/√fan_in), b ~ U(±1/√fan_in), fan_in = weight.shape[1]·kh·kw."""
-        g = nrandom.as_generator(generator, self.weight.device)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=g)
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound, generator=g)
+        init.reset_weight_and_bias_(self.weight, self.bias, generator)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

@@ -16,6 +16,7 @@ from .. import random as nrandom
 from ..autograd.tensor import Tensor
 
 __all__ = [
+    "reset_weight_and_bias_",
     "calculate_gain", "calculate_fan_in_and_fan_out", "uniform_", "normal_", "trunc_normal_",
     "constant_", "ones_", "zeros_", "eye_", "xavier_uniform_", "xavier_normal_",
     "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
@@ -187,3 +188,13 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     if rows < cols:
         q = q.T
     return _fill(tensor, (q * gain).reshape(tensor.shape))
+
+
+def reset_weight_and_bias_(weight, bias=None, generator=None):
+    """PyTorch's default for Linear and Conv: W ~ kaiming_uniform(a=√5) = U(±1/√fan_in), b ~ U(±1/√fan_in)."""
+    g = _gen(generator, weight)
+    kaiming_uniform_(weight, a=math.sqrt(5), generator=g)
+    if bias is not None:
+        fan_in, _ = calculate_fan_in_and_fan_out(weight)
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        uniform_(bias, -bound, bound, generator=g)

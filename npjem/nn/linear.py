@@ -1,7 +1,6 @@
 """``Linear``, ``Identity``, ``Flatten`` and ``Dropout``."""
 from __future__ import annotations
 
-import math
 
 from .. import backend
 from .. import random as nrandom
@@ -43,12 +42,7 @@ class Linear(Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator=None):
-        g = nrandom.as_generator(generator, self.weight.device)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=g)
-        if self.bias is not None:
-            fan_in, _ = init.calculate_fan_in_and_fan_out(self.weight)
-            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound, generator=g)
+        init.reset_weight_and_bias_(self.weight, self.bias, generator)
 
     def forward(self, input):  # noqa: A002
         if input.shape[-1] != self.in_features:
