@@ -141,7 +141,6 @@ def to_device(a, device=None):
 def asarray(a, dtype=None, device=None):
     """``a`` as an array: arrays stay on their device; host data goes to ``device``."""
     if is_array(a):
-        xp = get_array_module(a)
         return a if dtype is None else a.astype(dtype, copy=False)
     arr = to_device(a, device)
     return arr if dtype is None else arr.astype(dtype, copy=False)

@@ -840,7 +840,6 @@ def _compare(name):
     def cmp(a, b):
         like = a if isinstance(a, Tensor) else b
         a, b = _t(a, like), _t(b, like)
-        fn = getattr(a.data, f"__{name}__")
         return Tensor(_binary(name, lambda u, v: getattr(u, f"__{name}__")(v), a.data, b.data))
     cmp.__name__ = name
     return cmp
