@@ -1,0 +1,15 @@
+"""Joint-embedding methods: each one the seeds' four components (augmentation, backbone BB,
+energy D, loss functionals) put together as a ``Module`` whose call on a batch of views returns
+the loss, and :func:`fit`, the one loop that trains any of them.
+
+Contrastive methods (lecture notes ``000_``, ``003_``): :class:`SimCLR` (NT-Xent over the
+batch), :class:`MoCo` (v2: momentum key encoder and a queue of negatives), :class:`PIRL`
+(jigsaw invariance, NCE against a memory bank).
+"""
+from .base import History, IndexedDataLoader, Method, fit  # noqa: F401
+from .moco import MoCo  # noqa: F401
+from .pirl import PIRL, JigsawHead, PIRLViews, pirl_views  # noqa: F401
+from .simclr import SimCLR  # noqa: F401
+
+__all__ = ["Method", "fit", "History", "IndexedDataLoader", "SimCLR", "MoCo", "PIRL", "JigsawHead",
+           "PIRLViews", "pirl_views"]

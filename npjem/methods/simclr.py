@@ -1,0 +1,93 @@
+"""SimCLR (Chen, Kornblith, Norouzi & Hinton, 2020): two views, a projector, NT-Xent.
+
+The seeds' components (lecture ``003_``):
+
+- augmentation: two random views x̃ = t(x), ỹ = t'(x) of every image (crop, flip, colour
+  jitter, grayscale; :func:`npjem.data.augment.simclr_views`);
+- backbone BB and projection head g: h = BB(x̃) (the representation kept for downstream
+  tasks), z = g(h) (what the loss sees; SimCLR found the loss works better on z than on h);
+- energy D(z_x, z_y) = −β sim(z_x, z_y), β = 1/τ, sim the cosine similarity;
+- loss: InfoNCE / NT-Xent over the batch, each view's positive against the 2N − 2 other
+  embeddings of the batch (:func:`npjem.losses.contrastive.info_nce`)::
+
+      ℓ_x(i) = −β s(x_i, y_i) + log[ Σ_j exp β s(x_i, y_j) + Σ_{j≠i} exp β s(x_i, x_j) ]
+      L      = mean_i ℓ_x(i) + mean_i ℓ_y(i)                  (the original code's sum of both)
+
+The two views go through the network as one batch of 2N images, as in SimCLR's code (the views
+are concatenated along the batch), so BatchNorm normalises over both views together.
+"""
+from __future__ import annotations
+
+import numbers
+
+from ..autograd import ops
+from ..losses.contrastive import info_nce
+from ..nn.models import SimCLRProjectionHead
+from .base import Method
+
+__all__ = ["SimCLR"]
+
+
+def _feature_dim(backbone, feature_dim):
+    if feature_dim is None:
+        feature_dim = getattr(backbone, "num_features", None)
+        if feature_dim is None:
+            raise ValueError("feature_dim must be given: the backbone has no num_features attribute")
+    if isinstance(feature_dim, bool) or not isinstance(feature_dim, numbers.Integral) or feature_dim < 1:
+        raise ValueError(f"feature_dim must be a positive integer (the backbone's output width), got {feature_dim!r}")
+    return int(feature_dim)
+
+
+def _temperature(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
+        raise ValueError(f"temperature must be a positive number, got {value!r}")
+    return float(value)
+
+
+class SimCLR(Method):
+    """SimCLR: backbone → projection MLP → NT-Xent between two views.
+
+    Args:
+        backbone: BB, images (N, C, H, W) → features (N, feature_dim).
+        feature_dim: the backbone's output width (default ``backbone.num_features``).
+        hidden_dim, out_dim: the projector's widths (SimCLR: hidden = feature_dim, out 128).
+        num_layers: Linear layers in the projector (SimCLR v1: 2; v2: 3).
+        temperature: τ of NT-Xent. The paper's default is 0.1 (0.5 in its CIFAR-10 table and
+            in lightly); small CPU runs on ``shapes`` work well with 0.2.
+        directions: ``"sum"`` (the original code: ℓ_x + ℓ_y) or ``"mean"`` (lightly,
+            solo-learn: half of it; only the loss scale, hence the effective lr, differs).
+        views: the view maker (default ``simclr_views(32)``).
+        projector: a Module to use instead of the default ``SimCLRProjectionHead(feature_dim,
+            hidden_dim, out_dim, num_layers)``.
+        generator: seed for the projector's initial weights.
+
+    ``method(x1, x2)`` returns the scalar loss for two views (N, C, H, W) each.
+    """
+
+    def __init__(self, backbone, feature_dim=None, hidden_dim=512, out_dim=128, num_layers=2, temperature=0.2,
+                 directions="sum", views=None, projector=None, generator=None):
+        super().__init__(backbone, views)
+        feature_dim = _feature_dim(backbone, feature_dim)
+        self.temperature = _temperature(temperature)
+        if directions not in ("sum", "mean"):
+            raise ValueError(f"directions must be 'sum' or 'mean', got {directions!r}")
+        self.directions = directions
+        if projector is None:
+            projector = SimCLRProjectionHead(feature_dim, hidden_dim, out_dim, num_layers=num_layers,
+                                             generator=generator)
+        self.projector = projector
+
+    @property
+    def head(self):
+        return self.projector
+
+    def forward(self, x1, x2):
+        if tuple(x1.shape) != tuple(x2.shape):
+            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        n = x1.shape[0]
+        # Both views in one pass: BatchNorm sees the 2N images together, as in SimCLR's code.
+        z = self.projector(self.backbone(ops.concatenate([x1, x2], axis=0)))
+        return info_nce(z[:n], z[n:], self.temperature, directions=self.directions)
+
+    def extra_repr(self):
+        return f"temperature={self.temperature}, directions={self.directions!r}"

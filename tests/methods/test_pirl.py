@@ -1,0 +1,98 @@
+"""PIRL: jigsaw head, NCE against the memory bank, and the memory update after the step."""
+import numpy as np
+import pytest
+
+from npjem.autograd import Tensor, no_grad
+from npjem.autograd import functional as F
+from npjem.data import DataLoader
+from npjem.losses.contrastive import nce_loss
+from npjem.methods import PIRL, IndexedDataLoader, JigsawHead, fit, pirl_views
+from npjem import optim
+
+
+def method(make_backbone, n=12, **kw):
+    kw.setdefault("num_negatives", 5)
+    return PIRL(make_backbone(), n, out_dim=4, tile_dim=3, grid=2, views=pirl_views(8, grid=2, tile_size=4),
+                generator=0, **kw)
+
+
+def test_views_are_an_image_and_its_tiles(make_backbone, images):
+    m = method(make_backbone)
+    img, tiles = m.make_views(images, generator=0)
+    assert img.shape == (12, 3, 8, 8) and tiles.shape == (12, 4, 3, 4, 4)
+
+
+def test_loss_is_finite_with_gradients_for_backbone_and_both_heads(make_backbone, images):
+    m = method(make_backbone)
+    idx = np.arange(6)
+    loss = m(*m.make_views(images[:6], generator=1), indices=idx)
+    assert loss.shape == () and np.isfinite(loss.item())
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and np.isfinite(p.grad.data).all(), name
+    for part in (m.backbone, m.head_f, m.head_g):
+        assert any(np.abs(p.grad.data).max() > 0 for p in part.parameters())
+    assert m.nce_z is not None and m.nce_z > 0
+
+
+def test_loss_matches_nce_loss_with_the_frozen_normalizer(make_backbone, images):
+    m = method(make_backbone, normalizer=2.0, num_negatives=100)   # K capped at |D| - B = 6
+    idx = np.array([0, 2, 4, 6, 8, 10])
+    img, tiles = m.make_views(images[:6], generator=2)
+    memory_before = m.memory  # made lazily at the first call
+    assert memory_before is None
+    loss = m(img, tiles, indices=idx).item()
+    neg = np.setdiff1d(np.arange(12), idx)
+    with no_grad():
+        f = m.head_f(m.backbone(img))
+        h = m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4)))
+        g = m.head_g(h.reshape(6, 4, 6))
+    bank = m.memory
+    assert bank.data.shape == (12, 4)
+    # K = min(100, |D| − B) = 6 negatives drawn (with replacement) from the 6 rows outside the
+    # batch; the NCE terms add over negatives, so the loss lies between the losses with six
+    # copies of the least and of the most similar outside row.
+    scores = []
+    for j in neg:
+        scores.append(nce_loss(f, g, Tensor(bank.data[idx]), Tensor(np.repeat(bank.data[[j]], 6, 0)),
+                               dataset_size=12, temperature=0.07, normalizer=2.0).item())
+    assert min(scores) - 1e-4 <= loss <= max(scores) + 1e-4
+
+
+def test_after_step_updates_only_the_batch_rows(make_backbone, images):
+    m = method(make_backbone, memory_momentum=0.5)
+    idx = np.array([1, 5, 7])
+    img, tiles = m.make_views(images[idx], generator=3)
+    m(img, tiles, indices=idx)
+    before = m.memory.data.copy()
+    with no_grad():
+        f = F.normalize(m.head_f(m.backbone(img)), axis=1).data
+    m.after_step(0, 1)
+    after = m.memory.data
+    rest = np.setdiff1d(np.arange(12), idx)
+    np.testing.assert_array_equal(after[rest], before[rest])
+    mixed = 0.5 * before[idx] + 0.5 * f
+    np.testing.assert_allclose(after[idx], mixed / np.linalg.norm(mixed, axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_fit_needs_and_gets_indices(make_backbone, images):
+    m = method(make_backbone)
+    opt = optim.SGD(m.trainable_parameters(), lr=0.01)
+    with pytest.raises(ValueError, match="IndexedDataLoader"):
+        fit(m, DataLoader(images, batch_size=4), opt, progress=False)
+    h = fit(m, IndexedDataLoader(images, batch_size=4, generator=0), opt, epochs=1, progress=False)
+    assert h.steps == 3 and np.isfinite(h["loss"]).all()
+    with pytest.raises(ValueError, match="indices"):
+        m(*m.make_views(images[:4], generator=0))
+
+
+def test_jigsaw_head_and_arguments(make_backbone):
+    head = JigsawHead(6, num_tiles=4, tile_dim=3, out_dim=5, generator=0)
+    out = head(Tensor(np.ones((2, 4, 6), np.float32)))
+    assert out.shape == (2, 5)
+    with pytest.raises(ValueError, match="tile features"):
+        head(Tensor(np.ones((2, 3, 6), np.float32)))
+    with pytest.raises(ValueError, match="dataset_size"):
+        PIRL(make_backbone(), 1)
+    with pytest.raises(ValueError, match="normalizer"):
+        PIRL(make_backbone(), 10, normalizer=-1.0)

@@ -1,0 +1,81 @@
+"""The command line: ``npjem --help``, a tiny ``npjem pretrain`` per method, ``npjem baselines``."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import npjem
+from npjem import cli
+
+
+@pytest.fixture(autouse=True)
+def shapes_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPJEM_CACHE", str(tmp_path / "cache"))
+
+
+def test_help_lists_the_commands_and_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "pretrain" in out and "baselines" in out
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--method", "--epochs", "--batch-size", "--lr", "--device", "--seed", "--n-train", "--out"):
+        assert flag in out
+
+
+def test_python_dash_m_npjem_help_runs():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "npjem", "pretrain", "--help"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and "--method" in r.stdout
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "pretrain" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "pirl"])
+def test_tiny_pretrain_writes_results_and_a_checkpoint(tmp_path, capsys, method):
+    out = tmp_path / method
+    cli.main(["pretrain", "--method", method, "--n-train", "64", "--n-test", "40", "--epochs", "1",
+              "--batch-size", "32", "--width", "4", "--hidden-dim", "16", "--out-dim", "8", "--queue-size", "64",
+              "--num-negatives", "16", "--probe-max-iter", "30", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "linear probe" in printed and "kNN" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["command"] == "pretrain" and res["config"]["method"] == method and res["steps"] == 2
+    m = res["metrics"]
+    for key in ("linear_probe", "knn", "h_effective_rank", "h_embedding_std", "z_effective_rank"):
+        assert key in m
+    assert 0.0 <= m["linear_probe"] <= 1.0 and 0.0 <= m["knn"] <= 1.0
+    ckpt = npjem.load(str(out / "checkpoint.npz"))
+    assert "backbone.features.0.weight" in ckpt["method"]
+    assert ckpt["config"]["method"] == method
+
+
+def test_tiny_baselines_write_their_rows(tmp_path, capsys):
+    cli.main(["baselines", "--n-train", "60", "--n-test", "30", "--epochs", "1", "--batch-size", "30",
+              "--width", "4", "--raw-probe-max-iter", "20", "--probe-max-iter", "30", "--quiet",
+              "--out", str(tmp_path)])
+    res = json.loads((tmp_path / "baselines.json").read_text())
+    names = [r["name"] for r in res["rows"]]
+    assert names[0] == "raw pixels" and names[1].startswith("random init") and names[2].startswith("supervised")
+    for r in res["rows"]:
+        assert 0.0 <= r["linear_probe"] <= 1.0 and 0.0 <= r["knn"] <= 1.0
+    assert "fine_tune_accuracy" in res["rows"][2]
+
+
+def test_bad_arguments_exit_with_a_message(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--method", "byol"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--epochs", "0"])
+    assert "positive integer" in capsys.readouterr().err
