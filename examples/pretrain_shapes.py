@@ -17,8 +17,8 @@ from npjem.nn.models import ConvNet
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--n-train", type=int, default=5000)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

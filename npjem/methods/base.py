@@ -272,7 +272,8 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
         loader: an iterable of batches, re-iterated each epoch: ``x``, ``(x, y)`` (labels are
             ignored) or ``(x, y, indices)``; a method with ``needs_indices`` requires the
             third form (:class:`IndexedDataLoader`). ``len(loader)`` gives the steps per epoch
-            when it exists. A batch on another device than the method is moved to it.
+            when it exists. A batch on another device than the method is moved to it, and cast
+            to the dtype of the method's parameters.
         optimizer: an ``npjem.optim`` optimizer over the method's trainable parameters.
         epochs: number of passes over ``loader``.
         schedule: an object whose ``step()`` is called after every optimizer step
@@ -316,6 +317,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
 
     needs_indices = bool(getattr(method, "needs_indices", False))
     device = _param_device(method) if isinstance(method, Module) else None
+    dtype = _param_dtype(method) if isinstance(method, Module) else None
     # A seed becomes one generator for the whole run, on the data's device (at the first batch).
     gen = generator if (generator is None or isinstance(generator, nrandom.Generator)) else None
 
@@ -325,7 +327,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
     if show and sys.stderr.isatty():
         from tqdm.auto import tqdm  # noqa: PLC0415  (only when a bar is shown)
 
-        bar = tqdm(total=total_steps, desc=f"{type(method).__name__}", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=total_steps, desc=f"{type(method).__name__}", unit="step")
     start = time.perf_counter()
     method.train()
     step = 0
@@ -336,6 +338,8 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
                 x, idx = _unpack(batch)
                 if device is not None and backend.device_of(x) != device:
                     x = backend.to_device(x, device)
+                if dtype is not None and x.dtype != dtype:
+                    x = x.astype(dtype)  # a float64 method (an oracle run) on float32 data
                 if gen is None and generator is not None:
                     gen = nrandom.as_generator(generator, backend.device_of(x))
                 if needs_indices and idx is None:

@@ -36,10 +36,17 @@ import numbers
 
 from .. import backend
 from .. import random as nrandom
-from ..autograd import Tensor, no_grad, ops
+from ..autograd import Tensor, no_grad
 from ..autograd import functional as F
-from ..data.augment import ColorJitter, Compose, Jigsaw, RandomGrayscale, RandomHorizontalFlip, RandomResizedCrop
-from ..losses.contrastive import nce_loss, nce_normalizer
+from ..data.augment import (
+    ColorJitter,
+    Compose,
+    Jigsaw,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+)
+from ..losses.contrastive import moco_loss, nce_loss, nce_normalizer
 from ..nn import Linear, Module
 from ..state import MemoryBank
 from .base import Method
@@ -138,6 +145,10 @@ class PIRL(Method):
         memory_momentum: μ of the bank update (PIRL: 0.5).
         normalizer: Z in h: ``"auto"`` (vissl: estimated on the first batch, then frozen in the
             attribute ``nce_z``) or a positive number (1 = the paper's formula).
+        loss: ``"nce"`` (the paper's NCE, above) or ``"infonce"``: each term is instead the
+            cross-entropy of picking m_I among the 1 + K rows, −log exp(s(m_I, v)/τ) /
+            (exp(s(m_I, v)/τ) + Σ_{I'} exp(s(m_{I'}, v)/τ)) (vissl's ``loss_type:
+            cross_entropy`` PIRL configs, with τ = 0.1 there), still weighted λ / (1 − λ).
         views: the view maker, returning (image view, tiles) (default ``pirl_views(32)``).
         grid: tiles per side (3: nine tiles).
         generator: seed for the heads' initial weights, the bank's initial rows and the
@@ -150,8 +161,8 @@ class PIRL(Method):
     needs_indices = True
 
     def __init__(self, backbone, dataset_size, feature_dim=None, out_dim=128, tile_dim=128, num_negatives=4096,
-                 temperature=0.07, lam=0.5, memory_momentum=0.5, normalizer="auto", views=None, grid=3,
-                 generator=None):
+                 temperature=0.07, lam=0.5, memory_momentum=0.5, normalizer="auto", loss="nce", views=None,
+                 grid=3, generator=None):
         if views is None:
             views = pirl_views(32, grid=grid)
         super().__init__(backbone, views)
@@ -168,6 +179,9 @@ class PIRL(Method):
         if normalizer != "auto":
             if isinstance(normalizer, bool) or not isinstance(normalizer, numbers.Real) or not float(normalizer) > 0:
                 raise ValueError(f"normalizer must be 'auto' or a positive number, got {normalizer!r}")
+        if loss not in ("nce", "infonce"):
+            raise ValueError(f"loss must be 'nce' or 'infonce', got {loss!r}")
+        self.loss = loss
         self.dataset_size = int(dataset_size)
         self.num_negatives = int(num_negatives)
         self.temperature = _temperature(temperature)
@@ -237,11 +251,15 @@ class PIRL(Method):
             raise ValueError(f"the batch ({n}) leaves no negatives in a memory bank of {self.dataset_size} rows")
         memory_pos = bank[idx]
         memory_neg = bank.sample_negatives(k, exclude=idx, generator=self._negative_generator)
-        if self._z is None:
-            self._z = nce_normalizer(f, memory_pos, memory_neg, dataset_size=self.dataset_size,
-                                     temperature=self.temperature)
-        loss = nce_loss(f, g, memory_pos, memory_neg, dataset_size=self.dataset_size, temperature=self.temperature,
-                        lam=self.lam, normalizer=self._z)
+        if self.loss == "infonce":
+            loss = (moco_loss(g, memory_pos, memory_neg, self.temperature) * self.lam
+                    + moco_loss(f, memory_pos, memory_neg, self.temperature) * (1.0 - self.lam))
+        else:
+            if self._z is None:
+                self._z = nce_normalizer(f, memory_pos, memory_neg, dataset_size=self.dataset_size,
+                                         temperature=self.temperature)
+            loss = nce_loss(f, g, memory_pos, memory_neg, dataset_size=self.dataset_size,
+                            temperature=self.temperature, lam=self.lam, normalizer=self._z)
         with no_grad():
             self._pending = (idx, F.normalize(f.detach(), axis=1).data)
         return loss
@@ -254,5 +272,5 @@ class PIRL(Method):
             self._pending = None
 
     def extra_repr(self):
-        return (f"dataset_size={self.dataset_size}, num_negatives={self.num_negatives}, "
+        return (f"dataset_size={self.dataset_size}, num_negatives={self.num_negatives}, loss={self.loss!r}, "
                 f"temperature={self.temperature}, lam={self.lam}, memory_momentum={self.memory_momentum}")

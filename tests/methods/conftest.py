@@ -2,7 +2,12 @@
 import numpy as np
 import pytest
 
-from npjem.data.augment import Compose, RandomHorizontalFlip, RandomResizedCrop, TwoViews
+from npjem.data.augment import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    TwoViews,
+)
 from npjem.nn import models
 
 

@@ -8,7 +8,6 @@ from npjem.data import DataLoader
 from npjem.methods import History, IndexedDataLoader, Method, SimCLR, fit
 
 
-
 class CountingSchedule:
     def __init__(self):
         self.calls = 0
@@ -44,7 +43,12 @@ def tiny_backbone():
 
 
 def make(nan_at=None):
-    from npjem.data.augment import Compose, RandomHorizontalFlip, RandomResizedCrop, TwoViews
+    from npjem.data.augment import (
+        Compose,
+        RandomHorizontalFlip,
+        RandomResizedCrop,
+        TwoViews,
+    )
 
     views = TwoViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0)), RandomHorizontalFlip(0.5)]))
     return Recorder(tiny_backbone(), hidden_dim=8, out_dim=4, views=views, generator=0, nan_at=nan_at)
@@ -157,7 +161,7 @@ def test_make_views_returns_constant_tensors_of_the_batch_shape(images):
     m = make()
     v1, v2 = m.make_views(images, generator=0)
     assert v1.shape == v2.shape == images.shape and not v1.requires_grad
-    w1, w2 = m.make_views(images, generator=0)
+    w1, _ = m.make_views(images, generator=0)
     np.testing.assert_array_equal(v1.data, w1.data)  # a seed reproduces the views
 
 
@@ -168,3 +172,11 @@ def test_method_checks_its_components():
         Method(tiny_backbone(), views=3)
     with pytest.raises(NotImplementedError):
         Method(tiny_backbone())(Tensor(np.zeros((2, 3, 8, 8), np.float32)))
+
+
+def test_fit_casts_batches_to_a_float64_method(images):
+    m = make().double()
+    loader = DataLoader(images[:8], batch_size=4, generator=0)
+    opt = optim.SGD(m.trainable_parameters(), lr=0.01)
+    h = fit(m, loader, opt, epochs=1, progress=False)
+    assert h.steps == 2 and all(p.dtype == np.float64 for p in m.parameters())

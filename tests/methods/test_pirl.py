@@ -2,12 +2,13 @@
 import numpy as np
 import pytest
 
+from npjem import optim
 from npjem.autograd import Tensor, no_grad
 from npjem.autograd import functional as F
 from npjem.data import DataLoader
-from npjem.losses.contrastive import nce_loss
+from npjem.losses.contrastive import moco_loss, nce_loss
 from npjem.methods import PIRL, IndexedDataLoader, JigsawHead, fit, pirl_views
-from npjem import optim
+from npjem.random import default_rng
 
 
 def method(make_backbone, n=12, **kw):
@@ -35,28 +36,29 @@ def test_loss_is_finite_with_gradients_for_backbone_and_both_heads(make_backbone
     assert m.nce_z is not None and m.nce_z > 0
 
 
-def test_loss_matches_nce_loss_with_the_frozen_normalizer(make_backbone, images):
-    m = method(make_backbone, normalizer=2.0, num_negatives=100)   # K capped at |D| - B = 6
+@pytest.mark.parametrize("loss_type", ["nce", "infonce"])
+def test_loss_is_the_lambda_mixture_against_the_drawn_memory_rows(make_backbone, images, loss_type):
+    m = method(make_backbone, normalizer=2.0, num_negatives=4, lam=0.3, loss=loss_type)
     idx = np.array([0, 2, 4, 6, 8, 10])
     img, tiles = m.make_views(images[:6], generator=2)
-    memory_before = m.memory  # made lazily at the first call
-    assert memory_before is None
+    assert m.memory is None                      # made lazily, on the device/dtype of f
+    m(img, tiles, indices=idx)
+    bank = m.memory
+    assert bank.data.shape == (12, 4) and bank.data.dtype == np.float32
+    m._negative_generator = default_rng(5)          # so that the test can replay the draw
     loss = m(img, tiles, indices=idx).item()
-    neg = np.setdiff1d(np.arange(12), idx)
+    neg_idx = bank.sample_indices(4, exclude=idx, generator=default_rng(5))
+    assert not np.isin(neg_idx, idx).any()       # the batch's own rows are never negatives
     with no_grad():
         f = m.head_f(m.backbone(img))
         h = m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4)))
         g = m.head_g(h.reshape(6, 4, 6))
-    bank = m.memory
-    assert bank.data.shape == (12, 4)
-    # K = min(100, |D| − B) = 6 negatives drawn (with replacement) from the 6 rows outside the
-    # batch; the NCE terms add over negatives, so the loss lies between the losses with six
-    # copies of the least and of the most similar outside row.
-    scores = []
-    for j in neg:
-        scores.append(nce_loss(f, g, Tensor(bank.data[idx]), Tensor(np.repeat(bank.data[[j]], 6, 0)),
-                               dataset_size=12, temperature=0.07, normalizer=2.0).item())
-    assert min(scores) - 1e-4 <= loss <= max(scores) + 1e-4
+    pos, neg = Tensor(bank.data[idx]), Tensor(bank.data[neg_idx])
+    if loss_type == "nce":
+        expected = nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.07, lam=0.3, normalizer=2.0).item()
+    else:
+        expected = 0.3 * moco_loss(g, pos, neg, 0.07).item() + 0.7 * moco_loss(f, pos, neg, 0.07).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_after_step_updates_only_the_batch_rows(make_backbone, images):
@@ -96,3 +98,5 @@ def test_jigsaw_head_and_arguments(make_backbone):
         PIRL(make_backbone(), 1)
     with pytest.raises(ValueError, match="normalizer"):
         PIRL(make_backbone(), 10, normalizer=-1.0)
+    with pytest.raises(ValueError, match="loss"):
+        PIRL(make_backbone(), 10, loss="hinge")
