@@ -322,7 +322,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels, l2=1e
             acc = _accuracy(np.argmax(logits, axis=1), y_idx[val_idx])
             shifted = logits - logits.max(axis=1, keepdims=True)
             nll = float(np.mean(np.log(np.exp(shifted).sum(axis=1))
-                                - shifted[np.arange(val_idx.shape[0]), y_idx[val_idx]]))
+                                - shifted[np.arange(val_idx.shape[0]), y_idx[val_idx]]))  # host
             l2_scores[value] = acc
             key = (-acc, nll)
             if best is None or key < best[0]:

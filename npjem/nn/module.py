@@ -70,9 +70,9 @@ def _as_array(value, key):
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
         return value.detach().cpu().numpy()
     if hasattr(value, "numpy"):
-        return np.asarray(value.numpy())
+        return np.asarray(value.numpy())  # host
     if hasattr(value, "__array__") or isinstance(value, (int, float, list, tuple, np.generic)):
-        return np.asarray(value)
+        return np.asarray(value)  # host
     raise TypeError(f"state_dict[{key!r}] must be an array or a Tensor, got {type(value).__name__}")
 
 
