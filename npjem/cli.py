@@ -263,7 +263,12 @@ def cmd_pretrain(args):
     print(f"\nloss per epoch: {', '.join(f'{v:.3f}' for v in per_epoch)}")
     print(f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0:.0f}s")
 
-    results = {"command": "pretrain", "config": _config(args, lr=lr), "metrics": metrics,
+    recipe = {k: getattr(method, k) for k in ("temperature", "directions", "queue_size", "momentum", "symmetric",
+                                               "num_negatives", "loss", "lam", "memory_momentum")
+              if isinstance(getattr(method, k, None), (int, float, str, bool))}
+    recipe["views"] = repr(method.views)
+    recipe["backbone_parameters"] = int(sum(p.data.size for p in method.backbone.parameters()))
+    results = {"command": "pretrain", "config": _config(args, lr=lr), "recipe": recipe, "metrics": metrics,
                "loss_per_epoch": per_epoch, "steps": history.steps, "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0}
     if args.out:

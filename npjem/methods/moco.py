@@ -37,7 +37,7 @@ import numbers
 
 from .. import backend
 from .. import random as nrandom
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, no_grad, ops
 from ..autograd import functional as F
 from ..losses.contrastive import moco_loss
 from ..nn.models import MoCoProjectionHead
@@ -136,8 +136,6 @@ class MoCo(Method):
             self._pending_keys = k.data
             return loss
         n = x_q.shape[0]
-        from ..autograd import ops  # noqa: PLC0415
-
         q = self.projector(self.backbone(ops.concatenate([x_q, x_k], axis=0)))
         k1, k2 = self._keys(x_q), self._keys(x_k)
         queue = self._queue_for(k1)
