@@ -33,7 +33,7 @@ __all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_f
 
 METHODS = ("simclr", "moco", "pirl")
 # The augmentation of the recipe (see shapes_augmentation).
-AUGMENTATION = {"scale": 0.25, "strength": 1.0, "hue": 0.5, "grayscale": 0.2}
+AUGMENTATION = {"scale": 0.25, "strength": 1.0, "hue": 0.5, "grayscale": 0.2, "rotation": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
 
 # The default recipe: each method's own lr, temperature and extras (chosen on shapes; see docs/results.md).
@@ -68,7 +68,7 @@ def build_backbone(arch="convnet", width=32, seed=0, device=None):
     return bb
 
 
-def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0.2):
+def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0.2, rotation=0.0):
     """SimCLR's augmentation with its knobs exposed: RandomResizedCrop(size, (scale, 1)) → flip →
     ColorJitter(0.8s, 0.8s, 0.8s, hue) with p = 0.8 → grayscale p = ``grayscale``.
 
@@ -83,17 +83,19 @@ def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0
         RandomGrayscale,
         RandomHorizontalFlip,
         RandomResizedCrop,
+        RandomRotation,
     )
 
     s = float(strength)
     h = min(0.5, 0.2 * s) if hue is None else float(hue)
-    return Compose([RandomResizedCrop(size, scale=(scale, 1.0)), RandomHorizontalFlip(0.5),
-                    ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, h, p=0.8), RandomGrayscale(grayscale)])
+    spatial = [RandomRotation(rotation)] if rotation else []
+    return Compose(spatial + [RandomResizedCrop(size, scale=(scale, 1.0)), RandomHorizontalFlip(0.5),
+                              ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, h, p=0.8), RandomGrayscale(grayscale)])
 
 
 def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, momentum=None,
                  symmetric=None, num_negatives=None, pirl_loss=None, grid=None, hidden_dim=None, out_dim=128, aug_strength=None, aug_scale=None,
-                 aug_hue=None, aug_grayscale=None, seed=0):
+                 aug_hue=None, aug_grayscale=None, aug_rotation=None, seed=0):
     """A method with the recipe's defaults (``DEFAULTS``), any of them overridden."""
     from .data.augment import TwoViews
     from .methods import PIRL, MoCo, PIRLViews, SimCLR, pirl_views
@@ -105,7 +107,8 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
     aug = {"scale": AUGMENTATION["scale"] if aug_scale is None else aug_scale,
            "strength": AUGMENTATION["strength"] if aug_strength is None else aug_strength,
            "hue": AUGMENTATION["hue"] if aug_hue is None else aug_hue,
-           "grayscale": AUGMENTATION["grayscale"] if aug_grayscale is None else aug_grayscale}
+           "grayscale": AUGMENTATION["grayscale"] if aug_grayscale is None else aug_grayscale,
+           "rotation": AUGMENTATION["rotation"] if aug_rotation is None else aug_rotation}
     image_view = shapes_augmentation(32, **aug)
     feat = backbone.num_features
     hidden = 2 * feat if hidden_dim is None else hidden_dim
@@ -226,7 +229,7 @@ def cmd_pretrain(args):
                           queue_size=args.queue_size, momentum=args.momentum, symmetric=args.symmetric,
                           num_negatives=args.num_negatives, pirl_loss=args.pirl_loss, grid=args.jigsaw_grid,
                           hidden_dim=args.hidden_dim, out_dim=args.out_dim, aug_strength=args.aug_strength,
-                          aug_scale=args.aug_scale, aug_hue=args.aug_hue, aug_grayscale=args.aug_grayscale,
+                          aug_scale=args.aug_scale, aug_hue=args.aug_hue, aug_grayscale=args.aug_grayscale, aug_rotation=args.aug_rotation,
                           seed=args.seed)
     if args.device is not None:
         method.to(args.device)
@@ -413,6 +416,8 @@ def build_parser():
     p.add_argument("--aug-hue", type=float, default=None, help=f"hue jitter (default {AUGMENTATION['hue']})")
     p.add_argument("--aug-grayscale", type=float, default=None,
                    help=f"grayscale probability (default {AUGMENTATION['grayscale']})")
+    p.add_argument("--aug-rotation", type=float, default=None,
+                   help=f"random rotation by up to ± this many degrees (default {AUGMENTATION['rotation']})")
     p.add_argument("--out", default=None, help="directory for results.json and checkpoint.npz "
                                                 "(default runs/<method>; '' writes nothing)")
     _common(p)

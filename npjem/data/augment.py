@@ -46,9 +46,9 @@ from .. import random as npr
 __all__ = [
     # functional helpers
     "rgb_to_grayscale", "rgb_to_hsv", "hsv_to_rgb", "adjust_brightness", "adjust_contrast",
-    "adjust_saturation", "adjust_hue", "gaussian_blur", "resized_crop",
+    "adjust_saturation", "adjust_hue", "gaussian_blur", "resized_crop", "rotate",
     # transforms
-    "Transform", "RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter", "RandomGrayscale",
+    "Transform", "RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "RandomGrayscale",
     "GaussianBlur", "Solarize", "GaussianNoise", "Normalize", "Compose", "RandomApply",
     # view makers
     "TwoViews", "simclr_views", "byol_views", "MultiCrop", "random_patch_mask", "Jigsaw",
@@ -356,6 +356,54 @@ def resized_crop(x, top, left, height, width, size):
     return (1.0 - wy) * top_row + wy * bot_row
 
 
+def rotate(x, angle, padding_mode="border"):
+    """Each sample rotated counter-clockwise by ``angle`` degrees (a number or an ``(N,)`` array) about its centre.
+
+    Bilinear, on the pixel-centre grid (``align_corners=False``): output pixel ``p`` samples the
+    input at ``R(−angle)·(p − c) + c`` with ``c = ((H − 1)/2, (W − 1)/2)``, so angle 0 is an
+    exact copy and 90° moves pixels exactly as ``rot90`` does. Samples that fall outside the
+    image take the nearest edge pixel (``padding_mode="border"``, as ``grid_sample``; right for
+    pictures on a plain background) or zero (``"zeros"``, torchvision's ``fill=0``).
+    """
+    _check_images(x)
+    if padding_mode not in ("border", "zeros"):
+        raise ValueError(f"padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
+    xp = backend.get_array_module(x)
+    n, c, hgt, wid = x.shape
+    theta = xp.asarray(angle, dtype=_F64)
+    if theta.ndim == 0:
+        theta = xp.full((n,), float(theta), dtype=_F64)
+    if theta.shape != (n,):
+        raise ValueError(f"angle must be a number or an array of shape ({n},), got shape {tuple(theta.shape)}")
+    theta = xp.deg2rad(theta)[:, None, None]
+    cy, cx = (hgt - 1) / 2.0, (wid - 1) / 2.0
+    dy = xp.arange(hgt, dtype=_F64)[None, :, None] - cy
+    dx = xp.arange(wid, dtype=_F64)[None, None, :] - cx
+    # Rows grow downwards: an on-screen counter-clockwise turn by theta reads output (dy, dx)
+    # from input (cos·dy + sin·dx, −sin·dy + cos·dx); at 90° that is rot90's (dx, −dy).
+    cos, sin = xp.cos(theta), xp.sin(theta)
+    sy = cos * dy + sin * dx + cy  # (N, H, W)
+    sx = -sin * dy + cos * dx + cx
+    y0 = xp.floor(sy)
+    x0 = xp.floor(sx)
+    wy = (sy - y0).astype(x.dtype)
+    wx = (sx - x0).astype(x.dtype)
+    y0 = y0.astype(xp.int64)
+    x0 = x0.astype(xp.int64)
+    flat = xp.ascontiguousarray(x).reshape(n, c, hgt * wid)
+    out = xp.zeros_like(x)
+    for ry, rx, weight in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
+                           (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
+        yy, xx = y0 + ry, x0 + rx
+        if padding_mode == "zeros":
+            inside = (yy >= 0) & (yy < hgt) & (xx >= 0) & (xx < wid)
+            weight = weight * inside.astype(x.dtype)
+        idx = xp.clip(yy, 0, hgt - 1) * wid + xp.clip(xx, 0, wid - 1)  # (N, H, W)
+        taps = xp.take_along_axis(flat, xp.broadcast_to(idx.reshape(n, 1, -1), (n, c, hgt * wid)), axis=2)
+        out += weight[:, None] * taps.reshape(n, c, hgt, wid)
+    return out
+
+
 # ====================================================================== transforms
 
 class Transform(ABC):
@@ -465,6 +513,40 @@ class RandomHorizontalFlip(Transform):
     def apply(self, x, params):
         xp = backend.get_array_module(x)
         return xp.where(params["flip"].reshape(-1, 1, 1, 1), x[..., ::-1], x)
+
+
+class RandomRotation(Transform):
+    """Rotate each image by ``angle ~ U(degrees)`` (counter-clockwise, about its centre) with probability ``p``.
+
+    ``degrees`` is a number ``d`` (the range ``(−d, d)``, as torchvision) or a ``(min, max)``
+    pair. Bilinear; ``padding_mode`` as in ``rotate`` (``"border"`` by default, where
+    torchvision fills with 0: on pictures drawn on a plain background a black corner would tell
+    the network which view was rotated).
+    """
+
+    def __init__(self, degrees, p=1.0, padding_mode="border"):
+        if isinstance(degrees, numbers.Real) and not isinstance(degrees, bool):
+            if degrees < 0:
+                raise ValueError(f"degrees must be >= 0 when a single number, got {degrees!r}")
+            degrees = (-float(degrees), float(degrees))
+        self.degrees = _check_range(degrees, "degrees")
+        self.p = _check_prob(p, "p")
+        if padding_mode not in ("border", "zeros"):
+            raise ValueError(f"padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+
+    def _repr_args(self):
+        return {"degrees": self.degrees, "p": self.p, "padding_mode": self.padding_mode}
+
+    def sample_params(self, shape, generator=None, device=None):
+        g = npr.as_generator(generator, device)
+        n = shape[0]
+        lo, hi = self.degrees
+        return {"rotate": _bernoulli(g, n, self.p), "angle": lo + (hi - lo) * g.random(n, dtype=_F64)}
+
+    def apply(self, x, params):
+        return _apply_on(x, params["rotate"],
+                         lambda xs, sel: rotate(xs, params["angle"][sel], self.padding_mode))
 
 
 def _jitter_range(value, name, center, bound, clip_first):

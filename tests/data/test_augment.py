@@ -37,6 +37,7 @@ def assert_same(a, b, atol=0.0):
 RANDOM_TRANSFORMS = {
     "crop": lambda: A.RandomResizedCrop(8),
     "flip": lambda: A.RandomHorizontalFlip(0.5),
+    "rotation": lambda: A.RandomRotation(180, p=0.7),
     "jitter": lambda: A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
     "gray": lambda: A.RandomGrayscale(0.5),
     "blur": lambda: A.GaussianBlur(sigma=(0.1, 2.0), p=0.5),
@@ -589,3 +590,57 @@ def test_bad_arguments_raise_value_error_naming_them(make, name):
     with pytest.raises(ValueError, match=name):
         make()
 
+
+
+# --------------------------------------------------------------------- rotate / RandomRotation
+
+def test_rotate_by_zero_copies_and_by_quarter_turns_matches_rot90():
+    x = images(n=3, c=2, h=6, w=6, dtype=np.float64)
+    assert_same(A.rotate(x, 0.0), x)
+    host = to_np(x)
+    for k in (1, 2, 3, -1):
+        assert_same(A.rotate(x, 90.0 * k), np.rot90(host, k, axes=(2, 3)), atol=1e-12)
+
+
+@given(angle=st.floats(-360.0, 360.0), mode=st.sampled_from(["border", "zeros"]),
+       h=st.integers(3, 9), w=st.integers(3, 9))
+def test_rotate_matches_scipy_ndimage(angle, mode, h, w):
+    x = images(n=2, c=2, h=h, w=w, dtype=np.float64, seed=h * 10 + w)
+    host = to_np(x)
+    scipy_mode = {"border": "nearest", "zeros": "grid-constant"}[mode]
+    ref = np.stack([np.stack([ndimage.rotate(ch, angle, reshape=False, order=1, mode=scipy_mode, cval=0.0)
+                              for ch in img]) for img in host])
+    assert_same(A.rotate(x, angle, padding_mode=mode), ref, atol=1e-9)
+
+
+def test_rotate_per_sample_angles_and_validation():
+    x = images(n=3, h=7, w=7)
+    angles = XP.asarray([0.0, 90.0, 180.0])
+    out = to_np(A.rotate(x, angles))
+    host = to_np(x)
+    np.testing.assert_allclose(out[0], host[0], atol=1e-6)
+    np.testing.assert_allclose(out[1], np.rot90(host[1], 1, axes=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(out[2], host[2, :, ::-1, ::-1], atol=1e-6)
+    with pytest.raises(ValueError, match="angle must"):
+        A.rotate(x, XP.asarray([1.0, 2.0]))
+    with pytest.raises(ValueError, match="padding_mode"):
+        A.rotate(x, 10.0, padding_mode="reflect")
+    with pytest.raises(ValueError, match="degrees"):
+        A.RandomRotation(-5)
+    with pytest.raises(ValueError, match="degrees"):
+        A.RandomRotation((30, 10))
+
+
+def test_random_rotation_draws_in_range_and_applies_with_p():
+    t = A.RandomRotation((10.0, 40.0), p=0.5)
+    params = t.sample_params((2000, 3, 8, 8), gen(0))
+    angle, hit = to_np(params["angle"]), to_np(params["rotate"])
+    assert angle.min() >= 10.0 and angle.max() <= 40.0
+    assert 0.45 < hit.mean() < 0.55
+    x = images(n=40, h=9, w=9)
+    params = t.sample_params(x.shape, gen(1))
+    out, host = to_np(t.apply(x, params)), to_np(x)
+    hit, angle = to_np(params["rotate"]), to_np(params["angle"])
+    np.testing.assert_array_equal(out[~hit], host[~hit])
+    for i in np.nonzero(hit)[0][:3]:
+        np.testing.assert_allclose(out[i], to_np(A.rotate(x[i:i + 1], float(angle[i])))[0], atol=1e-6)

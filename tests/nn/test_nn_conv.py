@@ -84,7 +84,7 @@ def test_conv2d_matches_scipy_reference(case, cl):
     x, w, b = _arrays(case)
     # channels-last and unpadded: the columns are read from the input without a copy
     xt = npjem.Tensor(backend.to_device(channels_last(x) if cl else x, DEVICE))
-    if cl and DEVICE == "cpu":
+    if cl and DEVICE == "cpu" and case["c"] > 1:  # NumPy may give a length-1 axis any stride
         assert xt.data.strides[1] == xt.data.itemsize
     y = _conv(case)(xt, T(w), None if b is None else T(b))
     ref = reference_conv2d(x, w, b, case["stride"], case["padding"], case["dilation"], case["groups"])
