@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import npjem
@@ -79,3 +80,15 @@ def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--epochs", "0"])
     assert "positive integer" in capsys.readouterr().err
+
+
+def test_shapes_augmentation_optional_rotation_and_invert():
+    from npjem.data.augment import RandomInvert, RandomRotation
+
+    plain = cli.shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5)
+    assert "RandomRotation" not in repr(plain) and "RandomInvert" not in repr(plain)
+    full = cli.shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5, rotation=180, invert=0.5)
+    assert isinstance(full.transforms[0], RandomRotation) and full.transforms[0].degrees == (-180.0, 180.0)
+    assert any(isinstance(t, RandomInvert) and t.p == 0.5 for t in full.transforms[-1].transforms)
+    out = full(np.random.default_rng(1).random((4, 3, 32, 32)).astype(np.float32), generator=0)
+    assert out.shape == (4, 3, 32, 32) and out.min() >= 0.0 and out.max() <= 1.0

@@ -49,7 +49,7 @@ __all__ = [
     "adjust_saturation", "adjust_hue", "gaussian_blur", "resized_crop", "rotate",
     # transforms
     "Transform", "RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "RandomGrayscale",
-    "GaussianBlur", "Solarize", "GaussianNoise", "Normalize", "Compose", "RandomApply",
+    "GaussianBlur", "Solarize", "RandomInvert", "GaussianNoise", "Normalize", "Compose", "RandomApply",
     # view makers
     "TwoViews", "simclr_views", "byol_views", "MultiCrop", "random_patch_mask", "Jigsaw",
 ]
@@ -497,10 +497,12 @@ class RandomResizedCrop(Transform):
         return resized_crop(x, params["top"], params["left"], params["height"], params["width"], self.size)
 
 
-class RandomHorizontalFlip(Transform):
-    """Mirror each image left–right with probability ``p``."""
+class _RandomPerSample(Transform):
+    """Apply ``_transform`` to each sample with probability ``p`` (one draw per sample, under ``key``)."""
 
-    def __init__(self, p=0.5):
+    key = "apply"
+
+    def __init__(self, p):
         self.p = _check_prob(p, "p")
 
     def _repr_args(self):
@@ -508,11 +510,26 @@ class RandomHorizontalFlip(Transform):
 
     def sample_params(self, shape, generator=None, device=None):
         g = npr.as_generator(generator, device)
-        return {"flip": _bernoulli(g, shape[0], self.p)}
+        return {self.key: _bernoulli(g, shape[0], self.p)}
+
+    def _transform(self, x):
+        raise NotImplementedError
 
     def apply(self, x, params):
         xp = backend.get_array_module(x)
-        return xp.where(params["flip"].reshape(-1, 1, 1, 1), x[..., ::-1], x)
+        return xp.where(params[self.key].reshape(-1, 1, 1, 1), self._transform(x), x)
+
+
+class RandomHorizontalFlip(_RandomPerSample):
+    """Mirror each image left–right with probability ``p``."""
+
+    key = "flip"
+
+    def __init__(self, p=0.5):
+        super().__init__(p)
+
+    def _transform(self, x):
+        return x[..., ::-1]
 
 
 class RandomRotation(Transform):
@@ -631,25 +648,18 @@ class ColorJitter(Transform):
         return out
 
 
-class RandomGrayscale(Transform):
+class RandomGrayscale(_RandomPerSample):
     """Replace each RGB image by its luma (three equal channels) with probability ``p``."""
 
     channels = 3
+    key = "gray"
 
     def __init__(self, p=0.1):
-        self.p = _check_prob(p, "p")
+        super().__init__(p)
 
-    def _repr_args(self):
-        return {"p": self.p}
-
-    def sample_params(self, shape, generator=None, device=None):
-        g = npr.as_generator(generator, device)
-        return {"gray": _bernoulli(g, shape[0], self.p)}
-
-    def apply(self, x, params):
+    def _transform(self, x):
         _check_images(x, channels=3)
-        xp = backend.get_array_module(x)
-        return xp.where(params["gray"].reshape(-1, 1, 1, 1), rgb_to_grayscale(x), x)
+        return rgb_to_grayscale(x)
 
 
 class GaussianBlur(Transform):
@@ -713,6 +723,18 @@ class Solarize(Transform):
         xp = backend.get_array_module(x)
         hit = params["solarize"].reshape(-1, 1, 1, 1) & (x >= self.threshold)
         return xp.where(hit, 1.0 - x, x)
+
+
+class RandomInvert(_RandomPerSample):
+    """Replace each image by its negative ``1 − x`` with probability ``p`` (torchvision's ``RandomInvert``)."""
+
+    key = "invert"
+
+    def __init__(self, p=0.5):
+        super().__init__(p)
+
+    def _transform(self, x):
+        return 1.0 - x
 
 
 class GaussianNoise(Transform):

@@ -38,6 +38,7 @@ RANDOM_TRANSFORMS = {
     "crop": lambda: A.RandomResizedCrop(8),
     "flip": lambda: A.RandomHorizontalFlip(0.5),
     "rotation": lambda: A.RandomRotation(180, p=0.7),
+    "invert": lambda: A.RandomInvert(0.5),
     "jitter": lambda: A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
     "gray": lambda: A.RandomGrayscale(0.5),
     "blur": lambda: A.GaussianBlur(sigma=(0.1, 2.0), p=0.5),
@@ -644,3 +645,16 @@ def test_random_rotation_draws_in_range_and_applies_with_p():
     np.testing.assert_array_equal(out[~hit], host[~hit])
     for i in np.nonzero(hit)[0][:3]:
         np.testing.assert_allclose(out[i], to_np(A.rotate(x[i:i + 1], float(angle[i])))[0], atol=1e-6)
+
+
+def test_random_invert_negates_exactly_the_drawn_samples():
+    t = A.RandomInvert(0.5)
+    x = images(n=64)
+    params = t.sample_params(x.shape, gen(3))
+    hit = to_np(params["invert"])
+    assert 0 < hit.sum() < 64
+    out, host = to_np(t.apply(x, params)), to_np(x)
+    np.testing.assert_array_equal(out[hit], 1.0 - host[hit])
+    np.testing.assert_array_equal(out[~hit], host[~hit])
+    with pytest.raises(ValueError, match="p must"):
+        A.RandomInvert(1.5)
