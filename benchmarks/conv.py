@@ -23,25 +23,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import npjem  # noqa: E402
+from _timing import time_it  # noqa: E402
 from npjem import nn  # noqa: E402
 from npjem.nn import functional as F  # noqa: E402
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up: first-touch allocations and BLAS thread start
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts)
 
 
 def main():
@@ -137,7 +127,7 @@ def main():
     best = {}
     for _ in range(a.rounds):
         for name, fn, _fl in cases + gemms:
-            t = best_of(fn, a.repeats)
+            t = time_it(fn, a.repeats)
             best[name] = min(t, best.get(name, np.inf))
     rows = [(name, best[name], fl) for name, _, fl in cases]
     t_tall, t_sq = best["tall"], best["square"]

@@ -18,17 +18,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import npjem  # noqa: E402
+from _timing import time_it  # noqa: E402
 from npjem import functional as F  # noqa: E402
-
-
-def best_of(fn, repeats):
-    fn()  # warm-up: first-touch allocations and BLAS thread start
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 def make_weights(width, layers, rng):
@@ -109,14 +100,14 @@ def main():
     t = rng.standard_normal((args.batch, args.width)).astype(np.float32)
 
     rows = []
-    t_np = best_of(lambda: numpy_step(x, t, ws, bs), args.repeats)
+    t_np = time_it(lambda: numpy_step(x, t, ws, bs), args.repeats, stat="median")
     rows.append(("hand-written NumPy", t_np))
 
     params = []
     for w, b in zip(ws, bs):
         params += [npjem.tensor(w, requires_grad=True), npjem.tensor(b, requires_grad=True)]
     xt, tt = npjem.tensor(x), npjem.tensor(t)
-    t_nj = best_of(lambda: npjem_step(xt, tt, params), args.repeats)
+    t_nj = time_it(lambda: npjem_step(xt, tt, params), args.repeats, stat="median")
     rows.append(("npjem", t_nj))
 
     # The two must compute the same thing for the comparison to mean anything.
@@ -132,7 +123,7 @@ def main():
             tparams += [torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)]
         tx, ttt = torch.tensor(x), torch.tensor(t)
         rows.append((f"PyTorch {torch.__version__} CPU ({torch.get_num_threads()} threads)",
-                     best_of(lambda: torch_step(torch, tx, ttt, tparams), args.repeats)))
+                     time_it(lambda: torch_step(torch, tx, ttt, tparams), args.repeats, stat="median")))
     except (ImportError, OSError):
         rows.append(("PyTorch (not installed)", float("nan")))
 

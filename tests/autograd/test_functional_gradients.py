@@ -244,16 +244,30 @@ def test_layer_norm(data, lead, k, affine):
     assert np.allclose(F.layer_norm(T(x), norm_shape).numpy(), want)
 
 
-@given(data=st.data(), n=st.integers(1, 3), fin=st.integers(1, 3), fout=st.integers(1, 3),
-       bias=st.booleans())
-def test_linear(data, n, fin, fout, bias):
-    x = data.draw(nt.arrays((n, fin)), label="x")
+@given(data=st.data(), lead=st.sampled_from([(), (1,), (3,), (2, 3)]), fin=st.integers(1, 3),
+       fout=st.integers(1, 3), bias=st.booleans())
+def test_linear(data, lead, fin, fout, bias):
+    x = data.draw(nt.arrays(lead + (fin,)), label="x")
     w = data.draw(nt.arrays((fout, fin)), label="weight")
     b = data.draw(nt.arrays((fout,)), label="bias")
-    if bias:
-        check(lambda u, v, c: F.linear(u, v, c), x, w, b)
-    else:
-        check(lambda u, v: F.linear(u, v), x, w)
+    want = x @ w.T + (b if bias else 0.0)
+    fn = (lambda u, v, c: F.linear(u, v, c)) if bias else (lambda u, v: F.linear(u, v))
+    arrays = (x, w, b) if bias else (x, w)
+    np.testing.assert_allclose(fn(*[T(a) for a in arrays]).numpy(), want, rtol=1e-12, atol=1e-12)
+    check(fn, *arrays)
+    assert npjem.gradgradcheck(fn, [T(a) for a in arrays])
+
+
+def test_linear_weight_grad_and_bad_shapes_are_named():
+    x = T(np.ones((4, 3)))
+    w = npjem.tensor(np.ones((2, 3)), requires_grad=True)
+    F.linear(x, w).sum().backward()
+    assert w.grad.data.flags.c_contiguous and w.grad.data.flags.owndata
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((2, 3), 4.0))
+    with pytest.raises(ValueError, match="in_features"):
+        F.linear(T(np.ones((4, 5))), w)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        F.linear(x, w, T(np.ones(3)))
 
 
 @given(data=st.data(), shape=SHAPES, p=st.sampled_from([0.0, 0.25, 0.5, 0.9]), seed=st.integers(0, 99))
