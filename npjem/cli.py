@@ -33,7 +33,7 @@ __all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_f
 
 METHODS = ("simclr", "moco", "pirl")
 # The augmentation of the recipe (see shapes_augmentation).
-AUGMENTATION = {"scale": 0.25, "strength": 1.0, "hue": 0.5, "grayscale": 0.2, "rotation": 0.0, "invert": 0.0}
+AUGMENTATION = {"scale": 0.25, "strength": 1.0, "hue": 0.5, "grayscale": 0.2, "rotation": 0.0, "invert": 0.0, "vflip": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
 
 # The default recipe: each method's own lr, temperature and extras (chosen on shapes; see docs/results.md).
@@ -79,7 +79,8 @@ def shapes_colour_augmentation(strength=0.5, hue=None, grayscale=0.2, invert=0.0
                    + ([RandomInvert(invert)] if invert else []))
 
 
-def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0.2, rotation=0.0, invert=0.0):
+def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0.2, rotation=0.0, invert=0.0,
+                        vflip=0.0):
     """SimCLR's augmentation with its knobs exposed: (rotation by ±``rotation``°) →
     RandomResizedCrop(size, (scale, 1)) → flip → ColorJitter(0.8s, 0.8s, 0.8s, hue) with p = 0.8 →
     grayscale p = ``grayscale`` → (invert with p = ``invert``).
@@ -92,16 +93,17 @@ def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0
     orientation and vertical position (a horizontal flip keeps the row) and whether it is
     lighter or darker than its background (colour jitter keeps that order).
     """
-    from .data.augment import Compose, RandomHorizontalFlip, RandomResizedCrop, RandomRotation
+    from .data.augment import Compose, RandomHorizontalFlip, RandomResizedCrop, RandomRotation, RandomVerticalFlip
 
     spatial = [RandomRotation(rotation)] if rotation else []
-    return Compose(spatial + [RandomResizedCrop(size, scale=(scale, 1.0)), RandomHorizontalFlip(0.5),
-                              shapes_colour_augmentation(strength, hue, grayscale, invert)])
+    flips = [RandomHorizontalFlip(0.5)] + ([RandomVerticalFlip(vflip)] if vflip else [])
+    return Compose(spatial + [RandomResizedCrop(size, scale=(scale, 1.0))] + flips
+                   + [shapes_colour_augmentation(strength, hue, grayscale, invert)])
 
 
 def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, momentum=None,
                  symmetric=None, num_negatives=None, pirl_loss=None, grid=None, hidden_dim=None, out_dim=128, aug_strength=None, aug_scale=None,
-                 aug_hue=None, aug_grayscale=None, aug_rotation=None, aug_invert=None, seed=0):
+                 aug_hue=None, aug_grayscale=None, aug_rotation=None, aug_invert=None, aug_vflip=None, seed=0):
     """A method with the recipe's defaults (``DEFAULTS``), any of them overridden."""
     from .data.augment import TwoViews
     from .methods import PIRL, MoCo, PIRLViews, SimCLR, pirl_views
@@ -115,7 +117,8 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
            "hue": AUGMENTATION["hue"] if aug_hue is None else aug_hue,
            "grayscale": AUGMENTATION["grayscale"] if aug_grayscale is None else aug_grayscale,
            "rotation": AUGMENTATION["rotation"] if aug_rotation is None else aug_rotation,
-           "invert": AUGMENTATION["invert"] if aug_invert is None else aug_invert}
+           "invert": AUGMENTATION["invert"] if aug_invert is None else aug_invert,
+           "vflip": AUGMENTATION["vflip"] if aug_vflip is None else aug_vflip}
     image_view = shapes_augmentation(32, **aug)
     feat = backbone.num_features
     hidden = 2 * feat if hidden_dim is None else hidden_dim
@@ -237,7 +240,7 @@ def cmd_pretrain(args):
                           num_negatives=args.num_negatives, pirl_loss=args.pirl_loss, grid=args.jigsaw_grid,
                           hidden_dim=args.hidden_dim, out_dim=args.out_dim, aug_strength=args.aug_strength,
                           aug_scale=args.aug_scale, aug_hue=args.aug_hue, aug_grayscale=args.aug_grayscale, aug_rotation=args.aug_rotation,
-                          aug_invert=args.aug_invert,
+                          aug_invert=args.aug_invert, aug_vflip=args.aug_vflip,
                           seed=args.seed)
     if args.device is not None:
         method.to(args.device)
@@ -428,6 +431,8 @@ def build_parser():
                    help=f"random rotation by up to ± this many degrees (default {AUGMENTATION['rotation']})")
     p.add_argument("--aug-invert", type=float, default=None,
                    help=f"probability of inverting a view, 1 − x (default {AUGMENTATION['invert']})")
+    p.add_argument("--aug-vflip", type=float, default=None,
+                   help=f"probability of a vertical flip (default {AUGMENTATION['vflip']})")
     p.add_argument("--out", default=None, help="directory for results.json and checkpoint.npz "
                                                 "(default runs/<method>; '' writes nothing)")
     _common(p)

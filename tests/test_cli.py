@@ -83,11 +83,13 @@ def test_bad_arguments_exit_with_a_message(capsys):
 
 
 def test_shapes_augmentation_optional_rotation_and_invert():
-    from npjem.data.augment import RandomInvert, RandomRotation
+    from npjem.data.augment import RandomInvert, RandomRotation, RandomVerticalFlip
 
     plain = cli.shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5)
     assert "RandomRotation" not in repr(plain) and "RandomInvert" not in repr(plain)
-    full = cli.shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5, rotation=180, invert=0.5)
+    assert "RandomVerticalFlip" not in repr(plain)
+    full = cli.shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5, rotation=180, invert=0.5, vflip=0.5)
+    assert any(isinstance(t, RandomVerticalFlip) and t.p == 0.5 for t in full.transforms)
     assert isinstance(full.transforms[0], RandomRotation) and full.transforms[0].degrees == (-180.0, 180.0)
     assert any(isinstance(t, RandomInvert) and t.p == 0.5 for t in full.transforms[-1].transforms)
     out = full(np.random.default_rng(1).random((4, 3, 32, 32)).astype(np.float32), generator=0)

@@ -48,7 +48,7 @@ __all__ = [
     "rgb_to_grayscale", "rgb_to_hsv", "hsv_to_rgb", "adjust_brightness", "adjust_contrast",
     "adjust_saturation", "adjust_hue", "gaussian_blur", "resized_crop", "rotate",
     # transforms
-    "Transform", "RandomResizedCrop", "RandomHorizontalFlip", "RandomRotation", "ColorJitter", "RandomGrayscale",
+    "Transform", "RandomResizedCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotation", "ColorJitter", "RandomGrayscale",
     "GaussianBlur", "Solarize", "RandomInvert", "GaussianNoise", "Normalize", "Compose", "RandomApply",
     # view makers
     "TwoViews", "simclr_views", "byol_views", "MultiCrop", "random_patch_mask", "Jigsaw",
@@ -531,6 +531,17 @@ class RandomHorizontalFlip(_RandomPerSample):
     def _transform(self, x):
         return x[..., ::-1]
 
+
+class RandomVerticalFlip(_RandomPerSample):
+    """Mirror each image top–bottom with probability ``p``."""
+
+    key = "flip"
+
+    def __init__(self, p=0.5):
+        super().__init__(p)
+
+    def _transform(self, x):
+        return x[..., ::-1, :]
 
 class RandomRotation(Transform):
     """Rotate each image by ``angle ~ U(degrees)`` (counter-clockwise, about its centre) with probability ``p``.

@@ -39,6 +39,7 @@ RANDOM_TRANSFORMS = {
     "flip": lambda: A.RandomHorizontalFlip(0.5),
     "rotation": lambda: A.RandomRotation(180, p=0.7),
     "invert": lambda: A.RandomInvert(0.5),
+    "vflip": lambda: A.RandomVerticalFlip(0.5),
     "jitter": lambda: A.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
     "gray": lambda: A.RandomGrayscale(0.5),
     "blur": lambda: A.GaussianBlur(sigma=(0.1, 2.0), p=0.5),
@@ -658,3 +659,15 @@ def test_random_invert_negates_exactly_the_drawn_samples():
     np.testing.assert_array_equal(out[~hit], host[~hit])
     with pytest.raises(ValueError, match="p must"):
         A.RandomInvert(1.5)
+
+
+def test_flips_mirror_exactly_the_drawn_samples():
+    x = images(n=32, h=5, w=7)
+    host = to_np(x)
+    for t, mirror in ((A.RandomHorizontalFlip(0.5), host[..., ::-1]), (A.RandomVerticalFlip(0.5), host[..., ::-1, :])):
+        params = t.sample_params(x.shape, gen(4))
+        hit = to_np(params["flip"])
+        assert 0 < hit.sum() < 32
+        out = to_np(t.apply(x, params))
+        np.testing.assert_array_equal(out[hit], mirror[hit])
+        np.testing.assert_array_equal(out[~hit], host[~hit])
