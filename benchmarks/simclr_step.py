@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import npjem  # noqa: E402
-from npjem import nn  # noqa: E402
+from npjem import backend, nn  # noqa: E402
 from npjem.losses import info_nce  # noqa: E402
 from npjem.optim import SGD  # noqa: E402
 
@@ -54,9 +54,10 @@ MOMENTUM = 0.9
 # ----------------------------------------------------------------------------- npjem
 
 class NpjemStep:
-    def __init__(self, seed):
-        self.backbone = nn.ConvNet(3, widths=(32, 64, 128), strides=(1, 2, 2), generator=seed)
-        self.head = nn.SimCLRProjectionHead(128, 128, 64, num_layers=2, generator=seed + 1)
+    def __init__(self, seed, device="cpu"):
+        self.device = device
+        self.backbone = nn.ConvNet(3, widths=(32, 64, 128), strides=(1, 2, 2), generator=seed).to(device)
+        self.head = nn.SimCLRProjectionHead(128, 128, 64, num_layers=2, generator=seed + 1).to(device)
         self.params = list(self.backbone.parameters()) + list(self.head.parameters())
         self.opt = SGD(self.params, lr=LR, momentum=MOMENTUM)
         self.phases = {"forward backbone": [], "head + loss": [], "backward": [], "optimizer step": []}
@@ -65,18 +66,24 @@ class NpjemStep:
         return self.backbone.state_dict(), self.head.state_dict()
 
     def __call__(self, x1, x2, record=True):
+        sync = lambda: backend.synchronize(self.device)  # noqa: E731  (a GPU runs asynchronously)
+        sync()
         t0 = time.perf_counter()
         n = x1.shape[0]
-        x = npjem.Tensor(np.concatenate([x1, x2]))
+        x = npjem.Tensor(backend.get_array_module(x1).concatenate([x1, x2]))
         feats = self.backbone(x)
+        sync()
         t1 = time.perf_counter()
         z = self.head(feats)
         loss = info_nce(z[:n], z[n:], TAU)
+        sync()
         t2 = time.perf_counter()
         self.opt.zero_grad()
         loss.backward()
+        sync()
         t3 = time.perf_counter()
         self.opt.step()
+        sync()
         t4 = time.perf_counter()
         if record:
             for k, dt in zip(self.phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -179,7 +186,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (and npjem's BLAS threads)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="cProfile 5 npjem steps (1 BLAS thread)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default; compared with PyTorch on the CPU) or cuda (npjem on CuPy, timed alone)")
     args = ap.parse_args(argv)
+    if backend.normalize_device(args.device) != "cpu":
+        return main_device(args)
 
     rng = np.random.default_rng(args.seed)
     x1 = rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32)
@@ -259,6 +270,27 @@ def main(argv=None):
         ctx = limiter(limits=1, user_api="blas") if limiter is not None else _Null()
         with ctx:
             print(profile_npjem(ours, x1, x2, 5))
+
+
+def main_device(args):
+    """npjem's step on a GPU: the same step, synchronised at each phase boundary."""
+    rng = np.random.default_rng(args.seed)
+    x1, x2 = (backend.to_device(rng.standard_normal((args.batch, 3, 32, 32)).astype(np.float32), args.device)
+              for _ in range(2))
+    ours = NpjemStep(args.seed, device=args.device)
+    ours(x1, x2, record=False)  # first call compiles CuPy's kernels
+    times = []
+    for _ in range(args.rounds):
+        ours(x1, x2, record=False)
+        times += [ours(x1, x2)[1] for _ in range(args.steps)]
+    med = lambda v: float(np.median(v)) * 1e3  # noqa: E731
+    cp = backend.xp_for_device(args.device)
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    print(f"SimCLR step on {name} (CuPy {cp.__version__}): 2 views x {args.batch} images 3x32x32, "
+          f"{args.rounds} rounds x {args.steps} steps")
+    print(f"median {med(times):.1f} ms, min {min(times) * 1e3:.1f} ms")
+    for key, v in ours.phases.items():
+        print(f"  {key:20s}{med(v):8.1f} ms")
 
 
 class _Null:

@@ -146,6 +146,19 @@ def asarray(a, dtype=None, device=None):
     return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
+def synchronize(device=None) -> None:
+    """Wait for the work queued on ``device`` (a GPU runs asynchronously); no-op on the CPU.
+
+    For timing: without it a GPU timer measures kernel launches, not kernels.
+    """
+    device = normalize_device(device)
+    if device == "cpu":
+        return
+    cp = xp_for_device(device)
+    with cp.cuda.Device(_cuda_index(device)):
+        cp.cuda.get_current_stream().synchronize()
+
+
 # ---------------------------------------------------------------- dtypes
 
 _default_dtype = np.float32

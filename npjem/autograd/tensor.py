@@ -95,6 +95,10 @@ class Tensor:
     ``Tensor(data)`` keeps the dtype of an array it is given (a float64 NumPy array stays
     float64, like ``torch.from_numpy``); Python floats and lists become npjem's default dtype
     (float32 unless changed with ``backend.set_default_dtype``).
+
+    An array stays on its device (a NumPy array on the CPU, a CuPy array on its GPU) unless
+    ``device`` names another; lists and scalars go to ``device`` or the default device.
+    ``npjem.tensor`` is ``torch.tensor``: a copy, and host arrays go to the default device.
     """
 
     __array_priority__ = 1000  # ndarray <op> Tensor calls Tensor's reflected operator
@@ -266,10 +270,14 @@ class Tensor:
 
 
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
-    """A new leaf tensor, as ``torch.tensor``."""
+    """A new leaf tensor, as ``torch.tensor``: always a copy; host data (lists, scalars, NumPy
+    arrays) goes to ``device``, the default device when None, and a device array stays on its
+    device unless ``device`` names another. (``Tensor(array)`` wraps an array where it is.)"""
     if isinstance(data, Tensor):
         data = data.data
     if backend.is_array(data):
+        if device is None and isinstance(data, np.ndarray):
+            device = backend.default_device()
         data = data.copy()
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
@@ -295,6 +303,15 @@ def as_tensor(data, like=None) -> Tensor:
 
 # ----------------------------------------------------------------------------- Function
 
+def _check_one_device(fn, inputs):
+    """A clear error, not one from deep inside CuPy, when an op's inputs live on two devices."""
+    devices = [backend.device_of(x.data) for x in inputs]
+    if len(set(devices)) > 1:
+        raise ValueError(
+            f"{type(fn).__name__.lstrip('_')}: inputs are on different devices ({', '.join(devices)}); "
+            "move them to one with .to(device)")
+
+
 class Function:
     """One differentiable operation.
 
@@ -311,6 +328,10 @@ class Function:
     def __call__(self, *inputs):
         like = next((x for x in inputs if isinstance(x, Tensor)), None)
         inputs = tuple(as_tensor(x, like) for x in inputs)
+        if len(inputs) > 1:
+            kind = type(inputs[0].data)
+            if any(type(x.data) is not kind for x in inputs[1:]):
+                _check_one_device(self, inputs)
         ys = self.forward(*(x.data for x in inputs))
         single = not isinstance(ys, tuple)
         if single:
@@ -362,6 +383,8 @@ def _check_grad_output(out: Tensor, g, what: str) -> Tensor:
         xp = backend.get_array_module(out.data)
         return Tensor(xp.ones_like(out.data))
     g = as_tensor(g, out)
+    if type(g.data) is not type(out.data) and g.device != out.device:
+        raise ValueError(f"{what}: the gradient is on {g.device} but the output is on {out.device}")
     if g.shape != out.shape:
         raise ValueError(f"{what}: gradient of shape {g.shape} does not match output shape {out.shape}")
     if g.dtype != out.dtype:
