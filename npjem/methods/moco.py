@@ -92,7 +92,10 @@ class MoCo(Method):
         g = nrandom.as_generator(generator, "cpu")
         self._queue_seed = int(g.integers(0, 2**31 - 1))
         if projector is None:
-            projector = MoCoProjectionHead(feature_dim, hidden_dim, out_dim, generator=g)
+            # Drawn on the host from the method's seed, so the initial weights are the same on
+            # every device; then moved to the default device, as every module is created there.
+            projector = MoCoProjectionHead(feature_dim, hidden_dim, out_dim, generator=g,
+                                           device="cpu").to(backend.default_device())
         self.projector = projector
         # The key encoder: copies of the online modules, moved by EMA only. MoCo keeps the key
         # encoder's own BatchNorm statistics ("keep": only parameters are averaged).

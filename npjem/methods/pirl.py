@@ -66,8 +66,9 @@ class JigsawHead(Module):
     def __init__(self, feature_dim, num_tiles=9, tile_dim=128, out_dim=128, generator=None):
         super().__init__()
         self.num_tiles = int(num_tiles)
-        self.tile = Linear(feature_dim, tile_dim, generator=generator)
-        self.out = Linear(self.num_tiles * tile_dim, out_dim, generator=generator)
+        device = getattr(generator, "device", None)  # a Generator draws on its own device
+        self.tile = Linear(feature_dim, tile_dim, generator=generator, device=device)
+        self.out = Linear(self.num_tiles * tile_dim, out_dim, generator=generator, device=device)
 
     def forward(self, h):
         if h.ndim != 3 or h.shape[1] != self.num_tiles:
@@ -191,8 +192,10 @@ class PIRL(Method):
         self.normalizer = normalizer
         g = nrandom.as_generator(generator, "cpu")
         self._state_seed = int(g.integers(0, 2**31 - 1))
-        self.head_f = Linear(feature_dim, out_dim, generator=g)
-        self.head_g = JigsawHead(feature_dim, grid * grid, tile_dim, out_dim, generator=g)
+        # Drawn on the host from the method's seed (the same weights on every device), then
+        # moved to the default device, where every module is created.
+        self.head_f = Linear(feature_dim, out_dim, generator=g, device="cpu").to(backend.default_device())
+        self.head_g = JigsawHead(feature_dim, grid * grid, tile_dim, out_dim, generator=g).to(backend.default_device())
         self.memory = None
         self._negative_generator = None
         self._pending = None
