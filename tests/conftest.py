@@ -14,6 +14,17 @@ settings.register_profile(
     "dev", max_examples=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# NPJEM_FAKE_GPU=1 hands npjem a strict CPU stand-in for CuPy (tests/_fake_cupy.py), so that
+# NPJEM_DEVICE=cuda runs the device paths of the whole suite on a machine without a GPU.
+if os.environ.get("NPJEM_FAKE_GPU") == "1":
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    import _fake_cupy
+    from npjem import backend as _backend
+
+    _fake_cupy.install(_backend)
+
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 

@@ -434,3 +434,24 @@ def test_factories_default_dtype_and_requires_grad():
     assert npjem.arange(4).dtype.kind == "i" and npjem.arange(0.0, 1.0, 0.5).dtype == npjem.default_dtype()
     assert npjem.full((2,), 3.0).numpy().tolist() == [3.0, 3.0]
     assert npjem.zeros_like(r1).shape == (3,) and npjem.ones_like(r1).numpy().sum() == 3.0
+
+
+# ------------------------------------------------------------------------ two devices
+
+@pytest.mark.skipif(DEVICE == "cpu", reason="needs a second device: NPJEM_DEVICE=cuda (or the fake GPU)")
+def test_ops_and_gradients_on_two_devices_raise_naming_the_devices():
+    x = T([1.0, 2.0, 3.0])
+    host = npjem.Tensor(np.ones(3))
+    assert host.device == "cpu" and x.device == DEVICE
+    with pytest.raises(ValueError, match=r"Add: inputs are on different devices \(cuda, cpu\)"):
+        x + host
+    with pytest.raises(ValueError, match="different devices"):
+        F.linear(npjem.Tensor(np.ones((2, 3))), x.reshape(1, 3))
+    y = x * 2.0
+    with pytest.raises(ValueError, match="the gradient is on cpu but the output is on cuda"):
+        y.backward(np.ones(3))
+    # Host data that is not an array (a list, a scalar) goes to the output's device.
+    y.backward([1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    # npjem.tensor copies host arrays to the default device (torch.tensor); Tensor() wraps in place.
+    assert npjem.tensor(np.ones(2)).device == DEVICE and npjem.Tensor(np.ones(2)).device == "cpu"

@@ -450,14 +450,15 @@ def test_toy2d_samples_follow_the_density(name, grids):
     # samples matches the integral of p log p (minus the entropy).
     d = toy2d.get(name)
     pts, logp, cell = grids[name]
-    x = d.sample(100_000, nrandom.default_rng(1), dtype=np.float64)
+    x_dev = d.sample(100_000, nrandom.default_rng(1), dtype=np.float64)  # on the suite's device
+    x = backend.to_numpy(x_dev)  # host: the histograms are computed with NumPy
     lo, hi = d.bounds
     edges = np.linspace(lo, hi, 11)  # host
     emp, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=[edges, edges])
     p = np.exp(logp)
     ref, _, _ = np.histogram2d(pts[:, 0], pts[:, 1], bins=[edges, edges], weights=p * cell)
     assert 0.5 * np.abs(emp / len(x) - ref).sum() < 0.02  # sampling noise alone: about 0.01
-    ls = d.log_density(x[:4000])
+    ls = backend.to_numpy(d.log_density(x_dev[:4000]))
     neg_entropy = np.sum(np.where(p > 0, p * np.where(p > 0, logp, 0.0), 0.0)) * cell
     se = ls.std() / math.sqrt(len(ls))
     assert abs(ls.mean() - neg_entropy) < 5 * se + 0.01
@@ -526,9 +527,10 @@ def test_curve_densities_converge_with_resolution():
         fine = toy2d.get(name, resolution=8 * d.num_components)
         assert fine.num_components == 16 * d.num_components  # two curves each
         x = d.sample(500, 2, dtype=np.float64)
-        np.testing.assert_allclose(np.exp(d.log_density(x)), np.exp(fine.log_density(x)),
+        coarse_lp, fine_lp = backend.to_numpy(d.log_density(x)), backend.to_numpy(fine.log_density(x))
+        np.testing.assert_allclose(np.exp(coarse_lp), np.exp(fine_lp),
                                    rtol=0.05)
-        np.testing.assert_allclose(np.median(np.abs(d.log_density(x) - fine.log_density(x))), 0.0,
+        np.testing.assert_allclose(np.median(np.abs(coarse_lp - fine_lp)), 0.0,
                                    atol=1e-6)
 
 
@@ -557,14 +559,14 @@ def test_dataloader_is_reproducible_from_a_seed():
 
     def orders(seed):
         loader = DataLoader(x, batch_size=7, generator=seed)
-        return [np.concatenate([b[:, 0] for b in loader]) for _ in range(3)]  # host
+        return [np.concatenate([backend.to_numpy(b[:, 0]) for b in loader]) for _ in range(3)]  # host
 
     for a, b in zip(orders(5), orders(5)):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(orders(5)[0], orders(6)[0])
     g1, g2 = nrandom.default_rng(9), nrandom.default_rng(9)
-    np.testing.assert_array_equal(next(iter(DataLoader(x, generator=g1))),
-                                  next(iter(DataLoader(x, generator=g2))))
+    np.testing.assert_array_equal(backend.to_numpy(next(iter(DataLoader(x, generator=g1)))),
+                                  backend.to_numpy(next(iter(DataLoader(x, generator=g2)))))
 
 
 @given(n=st.integers(1, 60), batch_size=st.integers(1, 20), drop_last=st.booleans(),
@@ -572,7 +574,7 @@ def test_dataloader_is_reproducible_from_a_seed():
 def test_dataloader_lengths(n, batch_size, drop_last, shuffle):
     x = np.arange(n)  # host
     loader = DataLoader(x, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=1)
-    batches = list(loader)
+    batches = [backend.to_numpy(b) for b in loader]  # host
     assert len(batches) == len(loader)
     full, rest = divmod(n, batch_size)
     assert len(loader) == full + (rest > 0 and not drop_last)
@@ -588,8 +590,8 @@ def test_dataloader_lengths(n, batch_size, drop_last, shuffle):
 def test_dataloader_takes_a_dataset(small):
     loader = DataLoader(small, batch_size=128, shuffle=False)
     xb, yb = next(iter(loader))
-    np.testing.assert_array_equal(xb, small.images[:128])
-    np.testing.assert_array_equal(yb, small.labels[:128])
+    np.testing.assert_array_equal(backend.to_numpy(xb), small.images[:128])
+    np.testing.assert_array_equal(backend.to_numpy(yb), small.labels[:128])
     assert len(loader) == 4
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from npjem import optim
+from npjem import backend, optim
 from npjem.autograd import Tensor
 from npjem.data import DataLoader
 from npjem.methods import History, IndexedDataLoader, Method, SimCLR, fit
@@ -87,12 +87,12 @@ def test_fit_raises_on_a_nan_loss_naming_the_step_before_touching_the_weights(im
     snapshot = {}
 
     def keep(record):
-        snapshot.update({k: v.data.copy() for k, v in m.named_parameters()})
+        snapshot.update({k: backend.to_numpy(v.data).copy() for k, v in m.named_parameters()})
 
     with pytest.raises(FloatingPointError, match="step 1"):
         fit(m, loader, opt, epochs=1, progress=False, callback=keep)
     for k, v in m.named_parameters():
-        np.testing.assert_array_equal(v.data, snapshot[k])  # the failing step changed no weight
+        np.testing.assert_array_equal(backend.to_numpy(v.data), snapshot[k])  # the failing step changed no weight
 
 
 def test_fit_callback_can_stop_and_max_steps_caps(images):
@@ -133,7 +133,9 @@ def test_indexed_loader_yields_the_rows_of_each_sample(images):
     il = IndexedDataLoader(images, labels, batch_size=5, generator=3)
     plain = DataLoader(images, labels, batch_size=5, generator=3)
     seen = []
-    for (x, y, idx), (x2, y2) in zip(il, plain):
+    for batch, plain_batch in zip(il, plain):
+        x, y, idx = (backend.to_numpy(a) for a in batch)        # host copies of device batches
+        x2, y2 = (backend.to_numpy(a) for a in plain_batch)
         np.testing.assert_array_equal(x, images[idx])
         np.testing.assert_array_equal(y, labels[idx])
         np.testing.assert_array_equal(x, x2)  # same permutation as the DataLoader
@@ -144,25 +146,27 @@ def test_indexed_loader_yields_the_rows_of_each_sample(images):
     assert y is None and idx.tolist() == [0, 1, 2, 3]
 
 
-def test_embed_uses_eval_mode_no_grad_and_restores_the_mode(images):
+def test_embed_uses_eval_mode_no_grad_and_restores_the_mode(images, device):
     m = make()
     m.train()
-    h = m.embed(images, batch_size=5)
+    h = m.embed(images, batch_size=5)   # a host array: embed moves it to the method's device
     assert isinstance(h, Tensor) and h.shape == (12, 6) and not h.requires_grad
     assert m.training and m.backbone.training
     m.eval()
-    ref = m.backbone(Tensor(images)).data
-    np.testing.assert_allclose(h.data, ref, rtol=1e-5, atol=1e-6)
+    ref = m.backbone(Tensor(images, device=device)).numpy()
+    np.testing.assert_allclose(h.numpy(), ref, rtol=1e-5, atol=1e-6)
     z = m.embed(images, projected=True)
     assert z.shape == (12, 4)
 
 
-def test_make_views_returns_constant_tensors_of_the_batch_shape(images):
+def test_make_views_returns_constant_tensors_of_the_batch_shape(images, device):
     m = make()
-    v1, v2 = m.make_views(images, generator=0)
+    x = backend.to_device(images, device)
+    v1, v2 = m.make_views(x, generator=0)
     assert v1.shape == v2.shape == images.shape and not v1.requires_grad
-    w1, _ = m.make_views(images, generator=0)
-    np.testing.assert_array_equal(v1.data, w1.data)  # a seed reproduces the views
+    assert v1.device == v2.device == device  # views are made on the device of the batch
+    w1, _ = m.make_views(x, generator=0)
+    np.testing.assert_array_equal(v1.numpy(), w1.numpy())  # a seed reproduces the views
 
 
 def test_method_checks_its_components():

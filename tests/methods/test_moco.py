@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from npjem import optim
+from npjem import backend, optim
 from npjem.autograd import Tensor, no_grad
 from npjem.autograd import functional as F
 from npjem.losses.contrastive import moco_loss
@@ -14,9 +14,9 @@ def method(make_backbone, make_views, **kw):
     return MoCo(make_backbone(), hidden_dim=8, out_dim=4, queue_size=30, views=make_views(), generator=0, **kw)
 
 
-def test_gradients_reach_the_query_encoder_but_not_the_momentum_encoder(make_backbone, make_views, images):
+def test_gradients_reach_the_query_encoder_but_not_the_momentum_encoder(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views)
-    loss = m(*m.make_views(images, generator=0))
+    loss = m(*m.make_views(backend.to_device(images, device), generator=0))
     assert loss.shape == () and np.isfinite(loss.item())
     loss.backward()
     for p in list(m.backbone.parameters()) + list(m.projector.parameters()):
@@ -28,9 +28,9 @@ def test_gradients_reach_the_query_encoder_but_not_the_momentum_encoder(make_bac
     assert ids == {id(p) for p in list(m.backbone.parameters()) + list(m.projector.parameters())}
 
 
-def test_loss_is_moco_loss_of_query_keys_and_queue(make_backbone, make_views, images):
+def test_loss_is_moco_loss_of_query_keys_and_queue(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views, temperature=0.5)
-    xq, xk = m.make_views(images, generator=1)
+    xq, xk = m.make_views(backend.to_device(images, device), generator=1)
     loss = m(xq, xk).item()
     with no_grad():
         q = m.projector(m.backbone(xq))
@@ -39,48 +39,49 @@ def test_loss_is_moco_loss_of_query_keys_and_queue(make_backbone, make_views, im
     assert loss == pytest.approx(moco_loss(q, k, Tensor(m.queue.data), 0.5).item(), rel=1e-5)
 
 
-def test_after_step_is_the_ema_then_enqueues_the_keys(make_backbone, make_views, images):
+def test_after_step_is_the_ema_then_enqueues_the_keys(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views, momentum=0.9)
     opt = optim.SGD(m.trainable_parameters(), lr=0.5)
-    xq, xk = m.make_views(images, generator=2)
+    xq, xk = m.make_views(backend.to_device(images, device), generator=2)
     loss = m(xq, xk)
     with no_grad():  # the keys of this step, from the key encoder before any update
-        keys = F.normalize(m.projector_momentum(m.backbone_momentum(xk)), axis=1).data.copy()
+        keys = F.normalize(m.projector_momentum(m.backbone_momentum(xk)), axis=1).numpy().copy()
     loss.backward()
     opt.step()
     online = dict(m.backbone.named_parameters()) | {f"p.{k}": v for k, v in m.projector.named_parameters()}
     target = dict(m.backbone_momentum.named_parameters()) | {
         f"p.{k}": v for k, v in m.projector_momentum.named_parameters()}
-    theta_o = {k: v.data.copy() for k, v in online.items()}
-    theta_t = {k: v.data.copy() for k, v in target.items()}
+    theta_o = {k: v.numpy().copy() for k, v in online.items()}   # host copies
+    theta_t = {k: v.numpy().copy() for k, v in target.items()}
     assert any(not np.array_equal(theta_o[k], theta_t[k]) for k in theta_o)  # the step moved θ
-    old_queue = m.queue.data.copy()
+    old_queue = backend.to_numpy(m.queue.data).copy()
     ptr = m.queue.ptr
     m.after_step(0, 1)
     for k in theta_o:
-        change = target[k].data - theta_t[k]
+        change = target[k].numpy() - theta_t[k]
         np.testing.assert_allclose(change, 0.1 * (theta_o[k] - theta_t[k]), rtol=1e-5, atol=1e-7)
-        np.testing.assert_array_equal(online[k].data, theta_o[k])  # the online weights are untouched
+        np.testing.assert_array_equal(online[k].numpy(), theta_o[k])  # the online weights are untouched
     n = images.shape[0]
     rows = (ptr + np.arange(n)) % 30
-    np.testing.assert_allclose(m.queue.data[rows], keys, rtol=1e-5, atol=1e-6)
+    queue = backend.to_numpy(m.queue.data)
+    np.testing.assert_allclose(queue[rows], keys, rtol=1e-5, atol=1e-6)
     others = np.setdiff1d(np.arange(30), rows)
-    np.testing.assert_array_equal(m.queue.data[others], old_queue[others])
+    np.testing.assert_array_equal(queue[others], old_queue[others])
     assert m.queue.ptr == (ptr + n) % 30
 
 
-def test_symmetric_loss_enqueues_both_views(make_backbone, make_views, images):
+def test_symmetric_loss_enqueues_both_views(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views, symmetric=True)
-    loss = m(*m.make_views(images[:5], generator=3))
+    loss = m(*m.make_views(backend.to_device(images[:5], device), generator=3))
     loss.backward()
     assert np.isfinite(loss.item())
     m.after_step(0, 1)
     assert m.queue.ptr == 10
 
 
-def test_queue_follows_the_dtype_of_the_method(make_backbone, make_views, images):
+def test_queue_follows_the_dtype_of_the_method(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views).double()
-    x = [Tensor(v.data.astype(np.float64)) for v in m.make_views(images[:4], generator=4)]
+    x = [Tensor(v.data.astype(np.float64)) for v in m.make_views(backend.to_device(images[:4], device), generator=4)]
     loss = m(*x)
     assert loss.dtype == np.float64 and m.queue.data.dtype == np.float64
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from npjem import optim
+from npjem import backend, optim
 from npjem.autograd import Tensor, no_grad
 from npjem.autograd import functional as F
 from npjem.data import DataLoader
@@ -17,16 +17,17 @@ def method(make_backbone, n=12, **kw):
                 generator=0, **kw)
 
 
-def test_views_are_an_image_and_its_tiles(make_backbone, images):
+def test_views_are_an_image_and_its_tiles(make_backbone, images, device):
     m = method(make_backbone)
-    img, tiles = m.make_views(images, generator=0)
+    img, tiles = m.make_views(backend.to_device(images, device), generator=0)
     assert img.shape == (12, 3, 8, 8) and tiles.shape == (12, 4, 3, 4, 4)
+    assert img.device == tiles.device == device
 
 
-def test_loss_is_finite_with_gradients_for_backbone_and_both_heads(make_backbone, images):
+def test_loss_is_finite_with_gradients_for_backbone_and_both_heads(make_backbone, images, device):
     m = method(make_backbone)
     idx = np.arange(6)
-    loss = m(*m.make_views(images[:6], generator=1), indices=idx)
+    loss = m(*m.make_views(backend.to_device(images[:6], device), generator=1), indices=idx)
     assert loss.shape == () and np.isfinite(loss.item())
     loss.backward()
     for name, p in m.named_parameters():
@@ -37,10 +38,10 @@ def test_loss_is_finite_with_gradients_for_backbone_and_both_heads(make_backbone
 
 
 @pytest.mark.parametrize("loss_type", ["nce", "infonce"])
-def test_loss_is_the_lambda_mixture_against_the_drawn_memory_rows(make_backbone, images, loss_type):
+def test_loss_is_the_lambda_mixture_against_the_drawn_memory_rows(make_backbone, images, loss_type, device):
     m = method(make_backbone, normalizer=2.0, num_negatives=4, lam=0.3, loss=loss_type)
     idx = np.array([0, 2, 4, 6, 8, 10])
-    img, tiles = m.make_views(images[:6], generator=2)
+    img, tiles = m.make_views(backend.to_device(images[:6], device), generator=2)
     assert m.memory is None                      # made lazily, on the device/dtype of f
     m(img, tiles, indices=idx)
     bank = m.memory
@@ -48,7 +49,7 @@ def test_loss_is_the_lambda_mixture_against_the_drawn_memory_rows(make_backbone,
     m._negative_generator = default_rng(5)          # so that the test can replay the draw
     loss = m(img, tiles, indices=idx).item()
     neg_idx = bank.sample_indices(4, exclude=idx, generator=default_rng(5))
-    assert not np.isin(neg_idx, idx).any()       # the batch's own rows are never negatives
+    assert not np.isin(backend.to_numpy(neg_idx), idx).any()       # the batch's own rows are never negatives
     with no_grad():
         f = m.head_f(m.backbone(img))
         h = m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4)))
@@ -61,16 +62,16 @@ def test_loss_is_the_lambda_mixture_against_the_drawn_memory_rows(make_backbone,
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
-def test_after_step_updates_only_the_batch_rows(make_backbone, images):
+def test_after_step_updates_only_the_batch_rows(make_backbone, images, device):
     m = method(make_backbone, memory_momentum=0.5)
     idx = np.array([1, 5, 7])
-    img, tiles = m.make_views(images[idx], generator=3)
+    img, tiles = m.make_views(backend.to_device(images[idx], device), generator=3)
     m(img, tiles, indices=idx)
-    before = m.memory.data.copy()
+    before = backend.to_numpy(m.memory.data).copy()   # host copies
     with no_grad():
-        f = F.normalize(m.head_f(m.backbone(img)), axis=1).data
+        f = F.normalize(m.head_f(m.backbone(img)), axis=1).numpy()
     m.after_step(0, 1)
-    after = m.memory.data
+    after = backend.to_numpy(m.memory.data)
     rest = np.setdiff1d(np.arange(12), idx)
     np.testing.assert_array_equal(after[rest], before[rest])
     mixed = 0.5 * before[idx] + 0.5 * f
@@ -88,12 +89,12 @@ def test_fit_needs_and_gets_indices(make_backbone, images):
         m(*m.make_views(images[:4], generator=0))
 
 
-def test_jigsaw_head_and_arguments(make_backbone):
+def test_jigsaw_head_and_arguments(make_backbone, device):
     head = JigsawHead(6, num_tiles=4, tile_dim=3, out_dim=5, generator=0)
-    out = head(Tensor(np.ones((2, 4, 6), np.float32)))
+    out = head(Tensor(np.ones((2, 4, 6), np.float32), device=device))
     assert out.shape == (2, 5)
     with pytest.raises(ValueError, match="tile features"):
-        head(Tensor(np.ones((2, 3, 6), np.float32)))
+        head(Tensor(np.ones((2, 3, 6), np.float32), device=device))
     with pytest.raises(ValueError, match="dataset_size"):
         PIRL(make_backbone(), 1)
     with pytest.raises(ValueError, match="normalizer"):

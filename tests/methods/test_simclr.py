@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import npjem
+from npjem import backend
 from npjem.autograd import Tensor
 from npjem.losses.contrastive import info_nce
 from npjem.methods import SimCLR
@@ -12,9 +13,9 @@ def method(make_backbone, make_views, **kw):
     return SimCLR(make_backbone(), hidden_dim=8, out_dim=4, views=make_views(), generator=0, **kw)
 
 
-def test_loss_is_finite_and_reaches_backbone_and_projector(make_backbone, make_views, images):
+def test_loss_is_finite_and_reaches_backbone_and_projector(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views)
-    x1, x2 = m.make_views(images, generator=0)
+    x1, x2 = m.make_views(backend.to_device(images, device), generator=0)
     loss = m(x1, x2)
     assert loss.shape == () and np.isfinite(loss.item())
     loss.backward()
@@ -25,10 +26,11 @@ def test_loss_is_finite_and_reaches_backbone_and_projector(make_backbone, make_v
     assert any(np.abs(p.grad.data).max() > 0 for p in m.projector.parameters())
 
 
-def test_loss_is_nt_xent_of_the_projected_views_computed_as_one_batch(make_backbone, make_views, images):
+def test_loss_is_nt_xent_of_the_projected_views_computed_as_one_batch(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views, temperature=0.3)
-    x1, x2 = m.make_views(images, generator=1)
-    z = m.projector(m.backbone(Tensor(np.concatenate([x1.data, x2.data]))))
+    x1, x2 = m.make_views(backend.to_device(images, device), generator=1)
+    xp = backend.get_array_module(x1)
+    z = m.projector(m.backbone(Tensor(xp.concatenate([x1.data, x2.data]))))
     n = images.shape[0]
     expected = info_nce(z[:n], z[n:], 0.3).item()
     assert m(x1, x2).item() == pytest.approx(expected, rel=1e-6)
@@ -36,9 +38,10 @@ def test_loss_is_nt_xent_of_the_projected_views_computed_as_one_batch(make_backb
     assert half(x1, x2).item() == pytest.approx(expected / 2, rel=1e-6)
 
 
-def test_gradcheck_of_a_parameter_in_float64(make_backbone, make_views, images):
+def test_gradcheck_of_a_parameter_in_float64(make_backbone, make_views, images, device):
     m = method(make_backbone, make_views).double()
-    x1, x2 = (Tensor(v.data.astype(np.float64)) for v in m.make_views(images[:6], generator=2))
+    x1, x2 = (Tensor(v.data.astype(np.float64))
+              for v in m.make_views(backend.to_device(images[:6], device), generator=2))
     lin = m.projector.layers[0]          # the projector's first Linear
     conv = m.backbone.features[0]        # and the backbone's first convolution
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import npjem
-from npjem import Tensor, nn
+from npjem import backend, nn
 
 F64 = np.float64
 
@@ -36,7 +36,7 @@ def with_params(module, names, fn):
 
 def param_arrays(module, names):
     sd = dict(module.named_parameters())
-    return [Tensor(sd[n].data.astype(F64), requires_grad=True) for n in names]
+    return [npjem.tensor(sd[n].data.astype(F64), requires_grad=True) for n in names]
 
 
 # ============================================================================ shapes and names
@@ -44,18 +44,18 @@ def param_arrays(module, names):
 def test_convnet_shapes_and_count():
     m = nn.ConvNet(3, widths=(4, 6, 8), strides=(1, 2, 2), generator=0)
     x = images(2)
-    f = m.forward_features(Tensor(x.astype(np.float32)))
+    f = m.forward_features(npjem.tensor(x.astype(np.float32)))
     assert f.shape == (2, 8) and m.num_features == 8
-    assert m(Tensor(x.astype(np.float32))).shape == (2, 8)  # no classifier: fc is the identity
+    assert m(npjem.tensor(x.astype(np.float32))).shape == (2, 8)  # no classifier: fc is the identity
     # conv k×k without bias + BN (γ, β) per block
     expected = sum(cin * cout * 9 + 2 * cout for cin, cout in [(3, 4), (4, 6), (6, 8)])
     assert n_params(m) == expected
     c = nn.ConvNet(3, widths=(4, 6, 8), strides=(1, 2, 2), num_classes=5, generator=0)
-    assert c(Tensor(x.astype(np.float32))).shape == (2, 5)
+    assert c(npjem.tensor(x.astype(np.float32))).shape == (2, 5)
     assert n_params(c) == expected + 8 * 5 + 5
     nb = nn.ConvNet(1, widths=(4,), strides=(2,), batch_norm=False, generator=0)
     assert n_params(nb) == 1 * 4 * 9 + 4
-    assert nb(Tensor(images(2, c=1).astype(np.float32))).shape == (2, 4)
+    assert nb(npjem.tensor(images(2, c=1).astype(np.float32))).shape == (2, 4)
 
 
 def test_convnet_rejects_bad_arguments():
@@ -64,9 +64,9 @@ def test_convnet_rejects_bad_arguments():
     with pytest.raises(ValueError, match="widths"):
         nn.ConvNet(3, widths=(4, 0), strides=(1, 2))
     with pytest.raises(ValueError, match="in_channels"):
-        nn.ConvNet(3, widths=(4,), strides=(1,))(Tensor(images(2, c=1)))
+        nn.ConvNet(3, widths=(4,), strides=(1,))(npjem.tensor(images(2, c=1)))
     with pytest.raises(ValueError, match="N, C, H, W"):
-        nn.ConvNet(3, widths=(4,), strides=(1,))(Tensor(np.zeros((3, 8, 8))))
+        nn.ConvNet(3, widths=(4,), strides=(1,))(npjem.tensor(np.zeros((3, 8, 8))))
 
 
 def basic_block_params(cin, cout, stride):
@@ -83,7 +83,7 @@ def test_resnet_tiny_shapes_count_and_names():
         basic_block_params(a, b, 2) for a, b in zip(w[:-1], w[1:]))
     assert n_params(m) == expected
     assert m.num_features == 32
-    x = Tensor(images(2, h=8, w=8).astype(np.float32))
+    x = npjem.tensor(images(2, h=8, w=8).astype(np.float32))
     assert m(x).shape == (2, 32)
     keys = list(m.state_dict())
     # torchvision's names and order
@@ -100,13 +100,13 @@ def test_resnet_tiny_shapes_count_and_names():
 def test_resnet18_and_bottleneck_shapes():
     m = nn.resnet18(width=2, generator=0)
     assert len(m.layer3) == 2 and m.num_features == 16
-    assert m(Tensor(images(2, h=8, w=8).astype(np.float32))).shape == (2, 16)
+    assert m(npjem.tensor(images(2, h=8, w=8).astype(np.float32))).shape == (2, 16)
     r50 = nn.resnet50(width=2, generator=0)
     assert r50.num_features == 64 and len(r50.layer3) == 6
-    assert r50(Tensor(images(2, h=8, w=8).astype(np.float32))).shape == (2, 64)
+    assert r50(npjem.tensor(images(2, h=8, w=8).astype(np.float32))).shape == (2, 64)
     inet = nn.resnet_tiny(width=2, stem="imagenet", generator=0)
     assert inet.conv1.kernel_size == (7, 7) and isinstance(inet.maxpool, nn.MaxPool2d)
-    assert inet(Tensor(images(2, h=32, w=32).astype(np.float32))).shape == (2, 16)
+    assert inet(npjem.tensor(images(2, h=32, w=32).astype(np.float32))).shape == (2, 16)
     with pytest.raises(ValueError, match="stem"):
         nn.ResNet(stem="tiny")
     with pytest.raises(ValueError, match="widths"):
@@ -124,7 +124,7 @@ def test_basic_block_shortcut_only_when_needed():
     assert isinstance(nn.BasicBlock(4, 8, 1).downsample, nn.Sequential)
     assert isinstance(nn.BasicBlock(4, 4, 2).downsample, nn.Sequential)
     b = nn.BasicBlock(4, 8, 2, generator=0)
-    assert b(Tensor(images(2, c=4).astype(np.float32))).shape == (2, 8, 4, 4)
+    assert b(npjem.tensor(images(2, c=4).astype(np.float32))).shape == (2, 8, 4, 4)
 
 
 def tiny_vit(**kw):
@@ -140,7 +140,7 @@ def test_vit_shapes_and_count():
     per_block = 4 * d + (3 * d * d + 3 * d + d * d + d) + (d * h + h + h * d + d)
     expected = (c * p * p * d + d) + d + (n_patch + 1) * d + d + depth * per_block + 2 * d
     assert n_params(m) == expected
-    x = Tensor(images(3, dtype=np.float32))
+    x = npjem.tensor(images(3, dtype=np.float32))
     assert m(x).shape == (3, d) and m.num_features == d
     assert m.forward_features(x).shape == (3, n_patch + 1, d)
     assert tiny_vit(num_classes=5)(x).shape == (3, 5)
@@ -156,21 +156,21 @@ def test_vit_rejects_bad_inputs():
         nn.VisionTransformer(img_size=8, patch_size=4, embed_dim=10, num_heads=4)
     m = tiny_vit().double()
     with pytest.raises(ValueError, match="img_size"):
-        m(Tensor(images(2, h=12, w=12)))
+        m(npjem.tensor(images(2, h=12, w=12)))
     with pytest.raises(ValueError, match="num_patches"):
-        m(Tensor(images(2)), mask=np.zeros((2, 5), bool))
+        m(npjem.tensor(images(2)), mask=np.zeros((2, 5), bool))
     with pytest.raises(TypeError, match="boolean"):
-        m(Tensor(images(2)), mask=np.zeros((2, 4)))
+        m(npjem.tensor(images(2)), mask=np.zeros((2, 4)))
     with pytest.raises(ValueError, match="block_output"):
-        m.forward_features(Tensor(images(2)), return_all_blocks=True, block_output="attn")
+        m.forward_features(npjem.tensor(images(2)), return_all_blocks=True, block_output="attn")
 
 
 def test_vit_mask_replaces_exactly_the_masked_tokens():
     m = tiny_vit().double()
     x = images(2)
     mask = np.array([[True, False, False, True], [False, False, True, False]])
-    plain = m.prepare_tokens(Tensor(x)).numpy()
-    masked = m.prepare_tokens(Tensor(x), mask=mask).numpy()
+    plain = m.prepare_tokens(npjem.tensor(x)).numpy()
+    masked = m.prepare_tokens(npjem.tensor(x), mask=mask).numpy()
     pos = m.pos_embed.numpy()[0]
     tok = m.mask_token.numpy()[0, 0]
     np.testing.assert_array_equal(masked[:, 0], plain[:, 0])          # CLS untouched
@@ -183,24 +183,25 @@ def test_vit_mask_replaces_exactly_the_masked_tokens():
     # The content of a masked patch cannot reach the output; an unmasked patch's can.
     x2 = x.copy()
     x2[0, :, :4, :4] += 5.0      # patch 0 of image 0: masked
-    np.testing.assert_allclose(m(Tensor(x2), mask=mask).numpy(), m(Tensor(x), mask=mask).numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(m(npjem.tensor(x2), mask=mask).numpy(), m(npjem.tensor(x), mask=mask).numpy(),
+                               rtol=0, atol=0)
     x3 = x.copy()
     x3[0, :, :4, 4:] += 5.0      # patch 1 of image 0: visible
-    assert not np.allclose(m(Tensor(x3), mask=mask).numpy()[0], m(Tensor(x), mask=mask).numpy()[0])
+    assert not np.allclose(m(npjem.tensor(x3), mask=mask).numpy()[0], m(npjem.tensor(x), mask=mask).numpy()[0])
     # mask_token receives gradient only through masked positions (random weights: the sum of a
     # LayerNorm output over its features is constant, so a plain sum would have zero gradient)
-    v = Tensor(np.random.default_rng(1).standard_normal((2, 8)))
-    out = (m(Tensor(x), mask=mask) * v).sum()
+    v = npjem.tensor(np.random.default_rng(1).standard_normal((2, 8)))
+    out = (m(npjem.tensor(x), mask=mask) * v).sum()
     g, = npjem.grad(out, [m.mask_token])
     assert np.abs(g.numpy()).sum() > 0
-    out = (m(Tensor(x), mask=np.zeros((2, 4), bool)) * v).sum()
+    out = (m(npjem.tensor(x), mask=np.zeros((2, 4), bool)) * v).sum()
     g, = npjem.grad(out, [m.mask_token], allow_unused=True)
     assert g is None or np.all(g.numpy() == 0)
 
 
 def test_vit_return_all_blocks():
     m = tiny_vit(depth=3).double()
-    x = Tensor(images(2))
+    x = npjem.tensor(images(2))
     tokens, outs = m.forward_features(x, return_all_blocks=True)
     assert len(outs) == 3 and all(o.shape == (2, 5, 8) for o in outs)
     np.testing.assert_allclose(m.norm(outs[-1]).numpy(), tokens.numpy(), rtol=1e-14, atol=1e-14)
@@ -220,22 +221,22 @@ def test_batchnorm_modes_in_a_backbone():
     m = nn.resnet_tiny(width=2, generator=0).double()
     x = images(4, seed=1)
     before = m.bn1.running_mean.numpy().copy()
-    y_train = m(Tensor(x)).numpy()
+    y_train = m(npjem.tensor(x)).numpy()
     assert not np.array_equal(before, m.bn1.running_mean.numpy())       # training updates the statistics
     assert int(m.bn1.num_batches_tracked.numpy()) == 1
     # train mode: a sample's output depends on the rest of the batch
-    assert not np.allclose(m(Tensor(x[:2])).numpy(), y_train[:2])
+    assert not np.allclose(m(npjem.tensor(x[:2])).numpy(), y_train[:2])
     m.eval()
     stats = m.bn1.running_mean.numpy().copy()
-    y0 = m(Tensor(x)).numpy()
+    y0 = m(npjem.tensor(x)).numpy()
     np.testing.assert_array_equal(stats, m.bn1.running_mean.numpy())    # eval leaves them alone
-    np.testing.assert_allclose(m(Tensor(x[:2])).numpy(), y0[:2], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m(npjem.tensor(x[:2])).numpy(), y0[:2], rtol=1e-12, atol=1e-12)
     assert not np.allclose(y0, y_train)
 
 
 def test_dropout_in_vit_only_in_training():
     m = tiny_vit(drop_rate=0.5, attn_drop_rate=0.5).double()
-    x = Tensor(images(2))
+    x = npjem.tensor(images(2))
     assert not np.allclose(m(x).numpy(), m(x).numpy())
     m.eval()
     np.testing.assert_array_equal(m(x).numpy(), m(x).numpy())
@@ -246,8 +247,8 @@ def test_dropout_in_vit_only_in_training():
 def test_mha_shapes_weights_and_masks():
     rng = np.random.default_rng(0)
     mha = nn.MultiheadAttention(8, 2, generator=0).double()
-    q = Tensor(rng.standard_normal((2, 3, 8)))
-    kv = Tensor(rng.standard_normal((2, 5, 8)))
+    q = npjem.tensor(rng.standard_normal((2, 3, 8)))
+    kv = npjem.tensor(rng.standard_normal((2, 5, 8)))
     out, w = mha(q, kv, kv)
     assert out.shape == (2, 3, 8) and w.shape == (2, 3, 5)
     np.testing.assert_allclose(w.numpy().sum(-1), 1.0, rtol=1e-13)
@@ -261,18 +262,18 @@ def test_mha_shapes_weights_and_masks():
     assert np.all(w1.numpy()[0, :, 3:] == 0)
     kv2 = kv.numpy().copy()
     kv2[0, 3:] += 10.0
-    out2, _ = mha(q, Tensor(kv2), Tensor(kv2), key_padding_mask=kpm)
+    out2, _ = mha(q, npjem.tensor(kv2), npjem.tensor(kv2), key_padding_mask=kpm)
     np.testing.assert_allclose(out2.numpy()[0], out1.numpy()[0], rtol=1e-13, atol=1e-13)
     # causal self-attention: query i never sees key j > i
     _, wc = mha(q, is_causal=True)
     assert np.all(np.triu(wc.numpy()[0], k=1) == 0)
     # unbatched input
-    o, w = mha(Tensor(q.numpy()[0]))
+    o, w = mha(npjem.tensor(q.numpy()[0]))
     assert o.shape == (3, 8) and w.shape == (3, 3)
     # seq-first layout
     sf = nn.MultiheadAttention(8, 2, batch_first=False, generator=0).double()
     sf.load_state_dict(mha.state_dict())
-    o_sf, _ = sf(Tensor(q.numpy().transpose(1, 0, 2)))
+    o_sf, _ = sf(npjem.tensor(q.numpy().transpose(1, 0, 2)))
     np.testing.assert_allclose(o_sf.numpy().transpose(1, 0, 2), mha(q)[0].numpy(), rtol=1e-13, atol=1e-13)
 
 
@@ -281,13 +282,13 @@ def test_mha_rejects_bad_inputs():
         nn.MultiheadAttention(6, 4)
     mha = nn.MultiheadAttention(4, 2)
     with pytest.raises(ValueError, match="embed_dim"):
-        mha(Tensor(np.zeros((2, 3, 5), np.float32)))
+        mha(npjem.tensor(np.zeros((2, 3, 5), np.float32)))
     with pytest.raises(ValueError, match="attn_mask"):
-        mha(Tensor(np.zeros((2, 3, 4), np.float32)), attn_mask=np.zeros((2, 2), bool))
+        mha(npjem.tensor(np.zeros((2, 3, 4), np.float32)), attn_mask=np.zeros((2, 2), bool))
     with pytest.raises(ValueError, match="key_padding_mask"):
-        mha(Tensor(np.zeros((2, 3, 4), np.float32)), key_padding_mask=np.zeros((2, 4), bool))
+        mha(npjem.tensor(np.zeros((2, 3, 4), np.float32)), key_padding_mask=np.zeros((2, 4), bool))
     with pytest.raises(TypeError, match="key_padding_mask"):
-        mha(Tensor(np.zeros((2, 3, 4), np.float32)), key_padding_mask=np.zeros((2, 3), np.int64))
+        mha(npjem.tensor(np.zeros((2, 3, 4), np.float32)), key_padding_mask=np.zeros((2, 3), np.int64))
 
 
 # ============================================================================ heads
@@ -296,7 +297,7 @@ def test_projection_head_layouts_and_counts():
     h = nn.SimCLRProjectionHead(6, 10, 4, num_layers=3)
     # Linear without bias before each BN, last Linear with bias
     assert n_params(h) == 6 * 10 + 20 + 10 * 10 + 20 + 10 * 4 + 4
-    assert h(Tensor(np.ones((3, 6), np.float32) + np.arange(3, dtype=np.float32)[:, None])).shape == (3, 4)
+    assert h(npjem.tensor(np.ones((3, 6), np.float32) + np.arange(3, dtype=np.float32)[:, None])).shape == (3, 4)
     v1 = nn.SimCLRProjectionHead(6, 10, 4, batch_norm=False)
     assert n_params(v1) == 6 * 10 + 10 + 10 * 4 + 4
     v2 = nn.SimCLRProjectionHead(6, 6, 4, num_layers=3, last_batch_norm=True)
@@ -335,7 +336,7 @@ def test_dino_head():
     assert n_params(h) == 6 * 10 + 10 + 10 * 10 + 10 + 10 * 4 + 4 + 7 + 7 * 4
     assert not h.last_layer.weight_g.requires_grad
     np.testing.assert_allclose(np.linalg.norm(h.last_layer.weight.numpy(), axis=1), 1.0, rtol=1e-14)
-    x = Tensor(np.random.default_rng(0).standard_normal((3, 6)))
+    x = npjem.tensor(np.random.default_rng(0).standard_normal((3, 6)))
     y = h(x)
     assert y.shape == (3, 7)
     # output = W u with unit rows and unit u: every logit lies in [−1, 1]
@@ -346,7 +347,7 @@ def test_dino_head():
     # freezing the last layer drops its gradients during the first epochs only
     f = nn.DINOProjectionHead(6, 10, 4, 7, norm_last_layer=False, freeze_last_layer=1, generator=0)
     assert f.last_layer.weight_g.requires_grad
-    f(Tensor(np.ones((2, 6), np.float32))).sum().backward()
+    f(npjem.tensor(np.ones((2, 6), np.float32))).sum().backward()
     f.cancel_last_layer_gradients(1)
     assert f.last_layer.weight_v.grad is not None
     f.cancel_last_layer_gradients(0)
@@ -358,7 +359,7 @@ def test_dino_head():
 
 def test_gradcheck_basic_block_input_and_params():
     b = nn.BasicBlock(2, 3, stride=2, generator=0).double()
-    x = Tensor(images(2, c=2, h=4, w=4), requires_grad=True)
+    x = npjem.tensor(images(2, c=2, h=4, w=4), requires_grad=True)
     names = ["conv1.weight", "bn1.weight", "conv2.weight", "bn2.bias", "downsample.0.weight", "downsample.1.weight"]
     fn = with_params(b, names, lambda m, x: m(x))
     assert npjem.gradcheck(fn, [x] + param_arrays(b, names))
@@ -371,7 +372,7 @@ def test_gradgradcheck_basic_block():
     """Second order through conv, BN (batch statistics) and ReLU: what score matching with a
     ResNet energy differentiates."""
     b = nn.BasicBlock(2, 2, stride=1, generator=1).double()
-    x = Tensor(images(2, c=2, h=3, w=3, seed=4), requires_grad=True)
+    x = npjem.tensor(images(2, c=2, h=3, w=3, seed=4), requires_grad=True)
     names = ["conv1.weight", "bn2.weight"]
     fn = with_params(b, names, lambda m, x: m(x))
     assert npjem.gradgradcheck(fn, [x] + param_arrays(b, names), mode="fast", n_directions=6)
@@ -380,8 +381,8 @@ def test_gradgradcheck_basic_block():
 def test_gradcheck_mha():
     rng = np.random.default_rng(1)
     mha = nn.MultiheadAttention(4, 2, generator=0).double()
-    q = Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
-    kv = Tensor(rng.standard_normal((2, 5, 4)), requires_grad=True)
+    q = npjem.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    kv = npjem.tensor(rng.standard_normal((2, 5, 4)), requires_grad=True)
     kpm = np.zeros((2, 5), bool)
     kpm[1, 4] = True
     names = ["in_proj_weight", "in_proj_bias", "out_proj.weight"]
@@ -400,13 +401,13 @@ def test_gradcheck_mha():
 
 def test_gradcheck_vit_block_and_vit():
     blk = nn.Block(4, 2, mlp_ratio=2.0, generator=0).double()
-    x = Tensor(np.random.default_rng(2).standard_normal((2, 3, 4)), requires_grad=True)
+    x = npjem.tensor(np.random.default_rng(2).standard_normal((2, 3, 4)), requires_grad=True)
     names = ["norm1.weight", "attn.in_proj_weight", "mlp.fc1.weight", "mlp.fc2.bias", "norm2.bias"]
     fn = with_params(blk, names, lambda m, x: m(x))
     assert npjem.gradcheck(fn, [x] + param_arrays(blk, names), mode="fast", n_directions=6)
     assert npjem.gradcheck(lambda x: blk(x), [x])
     vit = tiny_vit(depth=1, embed_dim=4, num_heads=2).double()
-    xi = Tensor(images(2, h=8, w=8), requires_grad=True)
+    xi = npjem.tensor(images(2, h=8, w=8), requires_grad=True)
     mask = np.array([[True, False, False, False], [False, False, True, True]])
     vnames = ["mask_token", "cls_token", "pos_embed", "patch_embed.proj.weight"]
     vfn = with_params(vit, vnames, lambda m, x: m(x, mask=mask))
@@ -415,15 +416,15 @@ def test_gradcheck_vit_block_and_vit():
 
 def test_gradcheck_heads():
     rng = np.random.default_rng(3)
-    x = Tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    x = npjem.tensor(rng.standard_normal((4, 3)), requires_grad=True)
     h = nn.SimCLRProjectionHead(3, 5, 2, num_layers=3, last_batch_norm=True, generator=0).double()
     names = ["layers.0.weight", "layers.1.weight", "layers.4.bias", "layers.6.weight", "layers.7.weight"]
     assert npjem.gradcheck(with_params(h, names, lambda m, x: m(x)), [x] + param_arrays(h, names))
     d = nn.DINOProjectionHead(3, 5, 4, 6, norm_last_layer=False, generator=0).double()
     for lin in d.mlp:  # O(1) weights: DINO's σ = 0.02 makes ‖z‖ tiny and the L2 normalisation stiff
         if isinstance(lin, nn.Linear):
-            lin.weight.data[...] = rng.standard_normal(lin.weight.shape)
-            lin.bias.data[...] = rng.standard_normal(lin.bias.shape)
+            lin.weight.data[...] = backend.to_device(rng.standard_normal(lin.weight.shape), lin.weight.device)
+            lin.bias.data[...] = backend.to_device(rng.standard_normal(lin.bias.shape), lin.bias.device)
     dnames = ["mlp.0.weight", "mlp.4.bias", "last_layer.weight_g", "last_layer.weight_v"]
     assert npjem.gradcheck(with_params(d, dnames, lambda m, x: m(x)), [x] + param_arrays(d, dnames))
     s = nn.SimSiamProjectionHead(3, 5, 4, generator=0).double()
@@ -432,7 +433,7 @@ def test_gradcheck_heads():
 
 def test_gradcheck_convnet_fast():
     m = nn.ConvNet(2, widths=(3, 4), strides=(1, 2), num_classes=2, generator=0).double()
-    x = Tensor(images(3, c=2, h=6, w=6), requires_grad=True)
+    x = npjem.tensor(images(3, c=2, h=6, w=6), requires_grad=True)
     names = ["features.0.weight", "features.1.weight", "features.3.weight", "fc.weight"]
     assert npjem.gradcheck(with_params(m, names, lambda m, x: m(x)), [x] + param_arrays(m, names), mode="fast")
 
@@ -442,17 +443,19 @@ def test_gradcheck_convnet_fast():
 def test_seed_reproduces_weights_and_float32_default():
     a, b = nn.resnet_tiny(width=2, generator=5), nn.resnet_tiny(width=2, generator=5)
     c = nn.resnet_tiny(width=2, generator=6)
+    host = backend.to_numpy
     for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
-        np.testing.assert_array_equal(va, vb)
-    assert any(not np.array_equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+        np.testing.assert_array_equal(host(va), host(vb))
+    assert any(not np.array_equal(host(va), host(vc))
+               for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
     assert a.conv1.weight.dtype == np.float32
     v1, v2 = tiny_vit(generator=3), tiny_vit(generator=3)
     for va, vb in zip(v1.state_dict().values(), v2.state_dict().values()):
-        np.testing.assert_array_equal(va, vb)
+        np.testing.assert_array_equal(host(va), host(vb))
 
 
 def test_state_dict_roundtrip_between_models():
     a, b = tiny_vit(generator=1), tiny_vit(generator=2)
     b.load_state_dict(a.state_dict())
-    x = Tensor(images(2).astype(np.float32))
+    x = npjem.tensor(images(2).astype(np.float32))
     np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())

@@ -11,27 +11,41 @@ torch = pytest.importorskip("torch")
 tnn = torch.nn
 
 import npjem  # noqa: E402
-from npjem import Tensor, nn  # noqa: E402
+from npjem import Tensor, backend, nn  # noqa: E402
 
+from _nn_util import DEVICE, host, skip_without_device  # noqa: E402
+
+pytestmark = skip_without_device
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 
 def to_torch_state(sd):
-    return {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
+    # host copies (np.array copies, so torch never shares npjem's own arrays)
+    return {k: torch.from_numpy(np.array(host(v))) for k, v in sd.items()}
+
+
+def dev(a):
+    """A host NumPy array (an attention or patch mask) moved to the device under test."""
+    return backend.to_device(a, DEVICE)
+
+
+def assign(t, values):
+    """Overwrite a parameter or buffer in place with host values."""
+    t.data[...] = backend.to_device(values, t.device)
 
 
 def check_same_pass(ours, theirs, x, train, head=None, seed=0):
     """Forward + backward of a random projection of the output in both; compare everything."""
     ours.train(train)
     theirs.train(train)
-    xo = Tensor(x.copy(), requires_grad=True)
+    xo = Tensor(x.copy(), device=DEVICE, requires_grad=True)
     xt = torch.tensor(x, requires_grad=True)
     yo, yt = ours(xo), theirs(xt)
     if isinstance(yo, tuple):
         yo, yt = yo[0], yt[0]
     np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), **TOL)
     v = np.random.default_rng(seed).standard_normal(yo.shape)
-    (yo * Tensor(v)).sum().backward()
+    (yo * Tensor(v, device=DEVICE)).sum().backward()
     (yt * torch.from_numpy(v)).sum().backward()
     np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), **TOL)
     tp = dict(theirs.named_parameters())
@@ -43,7 +57,7 @@ def check_same_pass(ours, theirs, x, train, head=None, seed=0):
         np.testing.assert_allclose(p.grad.numpy(), tp[name].grad.numpy(), err_msg=name, **TOL)
     tsd = theirs.state_dict()
     for k, v in ours.state_dict().items():
-        np.testing.assert_allclose(np.asarray(v), tsd[k].numpy(), err_msg=k, **TOL)
+        np.testing.assert_allclose(host(v), tsd[k].numpy(), err_msg=k, **TOL)
     ours.zero_grad()
     theirs.zero_grad()
 
@@ -69,15 +83,17 @@ def test_mha_matches_torch(bias):
         dict(attn_mask=am, key_padding_mask=np.where(kpm, -np.inf, 0.0), average_attn_weights=False),
     ]
     for kw in cases:
-        ins_o = [Tensor(a.copy(), requires_grad=True) for a in (q, k, v)]
+        ins_o = [Tensor(a.copy(), device=DEVICE, requires_grad=True) for a in (q, k, v)]
         ins_t = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+        kw_o = {key: (dev(val) if isinstance(val, np.ndarray) else val) for key, val in kw.items()}
         kw_t = {key: (torch.from_numpy(val) if isinstance(val, np.ndarray) else val) for key, val in kw.items()}
-        yo, wo = ours(*ins_o, **kw)
+        yo, wo = ours(*ins_o, **kw_o)
         yt, wt = theirs(*ins_t, **kw_t)
         np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), **TOL)
         np.testing.assert_allclose(wo.numpy(), wt.detach().numpy(), **TOL)
         g = rng.standard_normal(yo.shape)
-        go = npjem.grad(yo, ins_o + [ours.in_proj_weight, ours.out_proj.weight], grad_outputs=Tensor(g))
+        go = npjem.grad(yo, ins_o + [ours.in_proj_weight, ours.out_proj.weight],
+                        grad_outputs=Tensor(g, device=DEVICE))
         gt = torch.autograd.grad(yt, ins_t + [theirs.in_proj_weight, theirs.out_proj.weight],
                                  grad_outputs=torch.from_numpy(g))
         for a, b in zip(go, gt):
@@ -90,13 +106,13 @@ def test_mha_self_attention_and_fast_path_match_torch():
     theirs = tnn.MultiheadAttention(6, 3, batch_first=True, dtype=torch.float64)
     theirs.load_state_dict(to_torch_state(ours.state_dict()))
     x = rng.standard_normal((2, 4, 6))
-    xo, xt = Tensor(x.copy(), requires_grad=True), torch.tensor(x, requires_grad=True)
+    xo, xt = Tensor(x.copy(), device=DEVICE, requires_grad=True), torch.tensor(x, requires_grad=True)
     # need_weights=False sends torch down its fused scaled_dot_product_attention path
     yo, _ = ours(xo, xo, xo, need_weights=False)
     yt, _ = theirs(xt, xt, xt, need_weights=False)
     np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), **TOL)
     g = rng.standard_normal(yo.shape)
-    gxo, = npjem.grad(yo, [xo], grad_outputs=Tensor(g))
+    gxo, = npjem.grad(yo, [xo], grad_outputs=Tensor(g, device=DEVICE))
     gxt, = torch.autograd.grad(yt, [xt], grad_outputs=torch.from_numpy(g))
     np.testing.assert_allclose(gxo.numpy(), gxt.numpy(), **TOL)
 
@@ -150,11 +166,11 @@ def perturb_bn(module, seed):
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             c = m.num_features
             if m.affine:
-                m.weight.data[...] = rng.uniform(0.5, 1.5, c)
+                assign(m.weight, rng.uniform(0.5, 1.5, c))
                 if m.bias is not None:
-                    m.bias.data[...] = rng.normal(0, 0.3, c)
-            m.running_mean.data[...] = rng.normal(0, 0.3, c)
-            m.running_var.data[...] = rng.uniform(0.5, 2.0, c)
+                    assign(m.bias, rng.normal(0, 0.3, c))
+            assign(m.running_mean, rng.normal(0, 0.3, c))
+            assign(m.running_var, rng.uniform(0.5, 2.0, c))
 
 
 @pytest.mark.parametrize("cin,cout,stride", [(3, 3, 1), (3, 5, 2)])
@@ -190,7 +206,8 @@ def test_resnet_tiny_state_dict_loads_into_twin():
     ours2.load_state_dict(theirs.state_dict())
     x = np.random.default_rng(5).standard_normal((2, 3, 8, 8))
     ours.eval(), ours2.eval()
-    np.testing.assert_array_equal(ours(Tensor(x)).numpy(), ours2(Tensor(x)).numpy())
+    xo = Tensor(x, device=DEVICE)
+    np.testing.assert_array_equal(ours(xo).numpy(), ours2(xo).numpy())
 
 
 # ============================================================================ ConvNet + SimCLR head (the benchmark's twin)
@@ -287,7 +304,7 @@ def test_vit_matches_torch_with_mask():
         def __getattr__(self, name):
             return getattr(self.m, name)
 
-    check_same_pass(WithMask(ours, mask), WithMask(theirs, torch.from_numpy(mask)), x, True)
+    check_same_pass(WithMask(ours, dev(mask)), WithMask(theirs, torch.from_numpy(mask)), x, True)
 
 
 # ============================================================================ heads
@@ -295,7 +312,7 @@ def test_vit_matches_torch_with_mask():
 def test_dino_head_matches_torch_weight_norm():
     ours = nn.DINOProjectionHead(6, 10, 4, 7, norm_last_layer=False, generator=0).double()
     rng = np.random.default_rng(9)
-    ours.last_layer.weight_g.data[...] = rng.uniform(0.5, 2.0, (7, 1))
+    assign(ours.last_layer.weight_g, rng.uniform(0.5, 2.0, (7, 1)))
 
     class TorchDINOHead(tnn.Module):
         def __init__(self):

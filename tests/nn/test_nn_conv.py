@@ -175,7 +175,7 @@ def test_blocking_over_images_gives_the_same_result(case):
     def run():
         ts = [T(host(a)) for a in args]
         y = _conv(case)(*ts)
-        y.backward(gy)
+        y.backward(T(gy, False))
         return [host(y)] + [host(t.grad) for t in ts]
 
     whole = run()
@@ -197,7 +197,7 @@ def test_unblocked_backend_keeps_columns_and_agrees(monkeypatch):
     def run():
         ts = [T(x), T(w), T(b)]
         y = F.conv2d(*ts, stride=(1, 2), padding=1, groups=2)
-        y.backward(np.cos(np.arange(y.size)).reshape(y.shape))
+        y.backward(T(np.cos(np.arange(y.size)).reshape(y.shape), False))
         return y, [host(y)] + [host(t.grad) for t in ts]
 
     _, blocked = run()
@@ -236,7 +236,7 @@ def test_second_backward_recomputes_what_the_first_freed():
     r = rng(8)
     x, w = T(r.standard_normal((2, 2, 4, 4))), T(r.standard_normal((3, 2, 2, 2)))
     y = F.conv2d(x, w)
-    gy = r.standard_normal(y.shape)
+    gy = T(r.standard_normal(y.shape), False)
     y.backward(gy)
     g1 = host(w.grad).copy()
     y.backward(gy)  # the graph is kept: gradients add up, columns recomputed if released
@@ -351,9 +351,9 @@ def test_cached_columns_give_the_same_gradients_and_are_released(groups):
         y = fn(*ts)
         gy = r.standard_normal(y.shape) if gy is None else gy
         assert (fn._cols is not None) == cache
-        y.backward(gy)
+        y.backward(T(gy, False))
         assert fn._cols is None  # the first backward lets the kept columns go
-        y.backward(gy)  # and a second one recomputes them
+        y.backward(T(gy, False))  # and a second one recomputes them
         grads.append([host(t.grad) for t in ts])
     for a, c in zip(*grads):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)

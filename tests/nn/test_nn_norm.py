@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import npjem
-from npjem import nn
+from npjem import backend, nn
 from npjem.nn import functional as F
 
 from _nn_util import DEVICE, T, host, rng, skip_without_device
@@ -31,8 +31,8 @@ def _hand_bn(x, gamma, beta, eps=1e-5):
 def test_batchnorm_training_running_stats_and_eval(cls, shape):
     r = rng(0)
     bn = _bn(cls, 3, momentum=0.3)
-    bn.weight.data[...] = r.uniform(0.5, 2.0, 3)
-    bn.bias.data[...] = r.standard_normal(3)
+    bn.weight.data[...] = backend.to_device(r.uniform(0.5, 2.0, 3), DEVICE)
+    bn.bias.data[...] = backend.to_device(r.standard_normal(3), DEVICE)
     gamma, beta = host(bn.weight), host(bn.bias)
     rm, rv = np.zeros(3), np.ones(3)
     axes = (0,) + tuple(range(2, len(shape)))
@@ -89,7 +89,7 @@ def test_batchnorm_under_no_grad_still_updates_running_stats():
 def test_batch_norm_gradcheck_and_gradgradcheck(shape, training, seed):
     r = rng(seed)
     x, w, b = T(r.standard_normal(shape)), T(r.uniform(0.5, 1.5, 2)), T(r.standard_normal(2))
-    rm, rv = r.standard_normal(2), r.uniform(0.5, 2.0, 2)
+    rm, rv = (backend.to_device(a, DEVICE) for a in (r.standard_normal(2), r.uniform(0.5, 2.0, 2)))
 
     def f(x, w, b):  # fresh running stats each call: the check calls f many times
         return F.batch_norm(x, rm.copy(), rv.copy(), w, b, training=training)
@@ -101,8 +101,8 @@ def test_batch_norm_gradcheck_and_gradgradcheck(shape, training, seed):
 def test_layer_norm_layer():
     r = rng(4)
     ln = nn.LayerNorm((3, 4), device=DEVICE, dtype=np.float64)
-    ln.weight.data[...] = r.standard_normal((3, 4))
-    ln.bias.data[...] = r.standard_normal((3, 4))
+    ln.weight.data[...] = backend.to_device(r.standard_normal((3, 4)), DEVICE)
+    ln.bias.data[...] = backend.to_device(r.standard_normal((3, 4)), DEVICE)
     x = r.standard_normal((2, 3, 4))
     mu, var = x.mean(axis=(1, 2), keepdims=True), x.var(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(host(ln(T(x))), (x - mu) / np.sqrt(var + 1e-5) * host(ln.weight) + host(ln.bias),

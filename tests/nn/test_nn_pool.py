@@ -107,13 +107,13 @@ def test_max_pool_grad_of_grad_is_a_gather():
 
 def test_max_pool_ties_send_the_gradient_to_the_first_maximum():
     x = T(np.ones((1, 1, 4, 4)))
-    F.max_pool2d(x, 2).backward(np.arange(1.0, 5.0).reshape(1, 1, 2, 2))
+    F.max_pool2d(x, 2).backward(T(np.arange(1.0, 5.0).reshape(1, 1, 2, 2), False))
     expect = np.zeros((4, 4))
     expect[0, 0], expect[0, 2], expect[2, 0], expect[2, 2] = 1, 2, 3, 4
     np.testing.assert_array_equal(host(x.grad)[0, 0], expect)
     # overlapping windows add up at a shared maximum
     x = T(np.array([[[[0.0, 5.0, 0.0], [0.0, 0.0, 0.0]]]]))
-    F.max_pool2d(x, (1, 2), stride=1).backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    F.max_pool2d(x, (1, 2), stride=1).backward(T(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), False))
     np.testing.assert_array_equal(host(x.grad)[0, 0], [[0.0, 3.0, 0.0], [3.0, 4.0, 0.0]])
 
 
@@ -191,10 +191,10 @@ def test_pool_layers_and_errors():
 def test_max_pool_non_finite_gradient_goes_only_to_the_argmax():
     x = T(np.arange(16.0).reshape(1, 1, 4, 4))
     gy = np.array([[[[np.inf, 1.0], [np.nan, 2.0]]]])
-    F.max_pool2d(x, 2).backward(gy)
+    F.max_pool2d(x, 2).backward(T(gy, False))
     g = host(x.grad)[0, 0]
     assert g[1, 1] == np.inf and np.isnan(g[3, 1]) and g[1, 3] == 1.0 and g[3, 3] == 2.0
     assert np.count_nonzero(g == 0) == 12  # no inf·0 = NaN leaking into the other positions
     x2 = T(np.arange(16.0).reshape(1, 1, 4, 4))
-    F.max_pool2d(x2, 3, stride=1).backward(np.array([[[[np.inf, 1.0], [1.0, 1.0]]]]))  # overlapping
+    F.max_pool2d(x2, 3, stride=1).backward(T(np.array([[[[np.inf, 1.0], [1.0, 1.0]]]]), False))  # overlapping
     assert np.count_nonzero(np.isnan(host(x2.grad))) == 0
