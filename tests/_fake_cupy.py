@@ -16,8 +16,9 @@ for the seam, as CuPy's do:
 - full reductions and scalar indexing give 0-d arrays, not NumPy scalars; the arrays are
   unhashable; they pickle through the host.
 
-It does not model CuPy's own gaps (functions NumPy has and CuPy lacks), kernels, streams or
-memory: the real GPU run (``NPJEM_DEVICE=cuda`` on a machine with CuPy) remains the final check.
+It models few of CuPy's own gaps (NumPy's error-state functions; not, e.g., ``histogram`` with
+array bins), and no kernels, streams or memory: the real GPU run (``NPJEM_DEVICE=cuda`` on a
+machine with CuPy) remains the final check.
 """
 from __future__ import annotations
 
@@ -275,6 +276,11 @@ def _asnumpy(a, stream=None, order="C", out=None):
     return a.get() if type(a) is ndarray else np.asarray(a, order=order)
 
 
+# NumPy names CuPy does not have at its top level (error-state control lives in cupyx and
+# has no GPU counterpart for NumPy's floating-point flags).
+_NOT_IN_CUPY = frozenset({"errstate", "seterr", "geterr", "seterrcall", "geterrcall"})
+
+
 class _FakeCupy(types.ModuleType):
     """The ``cupy`` namespace: NumPy's, made strict, plus ``cuda`` and ``asnumpy``."""
 
@@ -301,6 +307,8 @@ class _FakeCupy(types.ModuleType):
         return self if any(type(a) is ndarray for a in args) else np
 
     def __getattr__(self, name):
+        if name in _NOT_IN_CUPY:
+            raise AttributeError(f"module 'cupy' has no attribute {name!r} (CuPy lacks it; see cupyx)")
         attr = getattr(np, name)
         if isinstance(attr, type) or not callable(attr) and not isinstance(attr, types.ModuleType):
             return attr  # dtypes, constants (cupy.float32 is numpy.float32)

@@ -37,6 +37,8 @@ def test_fake_gpu_arrays_refuse_numpy_and_implicit_conversion():
     b = cp.asarray(host)
     host[0] = 5.0  # a transfer copies
     np.testing.assert_array_equal(b.get(), [1.0, 1.0])
+    with pytest.raises(AttributeError, match="errstate"):
+        cp.errstate  # noqa: B018  (CuPy has none at its top level)
 
 
 @pytest.mark.slow
