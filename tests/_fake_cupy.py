@@ -164,15 +164,10 @@ class ndarray(NDArrayOperatorsMixin):
         return method
 
     def __getitem__(self, key):
-        if type(key) is ndarray or (isinstance(key, tuple) and any(type(k) is ndarray for k in key)):
-            key = tuple(_unwrap(k) for k in key) if isinstance(key, tuple) else key._a
-        else:
-            key = _unwrap_index(key)
-        return _wrap(self._a[key])
+        return _wrap(self._a[_unwrap_index(key)])
 
     def __setitem__(self, key, value):
-        key = tuple(_unwrap(k, False) for k in key) if isinstance(key, tuple) else _unwrap(key, False)
-        self._a[key] = _unwrap(value)
+        self._a[_unwrap_index(key)] = _unwrap(value)
 
     def __len__(self):
         return len(self._a)
@@ -227,9 +222,8 @@ def _from_host(a):
 class _Proxy:
     """Wraps a NumPy object (a ufunc, a Generator, a submodule) so that what it returns is fake."""
 
-    def __init__(self, obj, host_ok=()):
+    def __init__(self, obj):
         self._obj = obj
-        self._host_ok = host_ok
 
     def __call__(self, *args, **kwargs):
         return _wrap(self._obj(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
