@@ -28,8 +28,14 @@ the optimizer step; the key encoder then sees the same online weights (those aft
 step) when it computes the next keys, so the two orders give the same training (MoCo's first
 update, on identical weights, changes nothing).
 
-Shuffling BN (MoCo's cross-GPU trick against BatchNorm leaking which key goes with which query)
-is not done: on one device the batch statistics do not depend on the order of the batch.
+Shuffling BN. With BatchNorm, the positive key k_i is normalised with the statistics of the same
+images as its query q_i, while every queued negative was normalised with another batch's: the
+network can tell the positive by the batch it came from instead of by its content ("cheating",
+MoCo §3.3; the pretext loss falls and the features stay poor). MoCo computes BN per GPU and
+shuffles the key batch across GPUs, so a key's BN group and its query's differ. Here the batch
+is cut into ``bn_splits`` groups, each through the encoder on its own (as on ``bn_splits``
+GPUs; the queries in order, the keys after a random shuffle, undone afterwards), as
+MoCo's single-GPU CIFAR demo does with its ``SplitBatchNorm`` (8 splits).
 """
 from __future__ import annotations
 
@@ -67,7 +73,11 @@ class MoCo(Method):
             queue holds the keys of both views. Off by default (MoCo v2 is asymmetric).
         views: the view maker (default ``simclr_views(32)``, MoCo v2's recipe minus blur).
         projector: a Module to use instead of ``MoCoProjectionHead(feature_dim, hidden_dim, out_dim)``.
-        generator: seed for the head's initial weights and the queue's random initial keys.
+        bn_splits: shuffling BN over this many groups of the batch (MoCo's GPUs; its CIFAR demo
+            uses 8); 1 turns it off (every encoder call sees the whole batch). The batch size
+            must be a multiple of it.
+        generator: seed for the head's initial weights, the queue's random initial keys and
+            the key shuffles.
 
     Attributes:
         backbone, projector: the query encoder (trained).
@@ -77,7 +87,7 @@ class MoCo(Method):
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=512, out_dim=128, queue_size=4096, momentum=0.999,
-                 temperature=0.2, symmetric=False, views=None, projector=None, generator=None):
+                 temperature=0.2, symmetric=False, bn_splits=8, views=None, projector=None, generator=None):
         super().__init__(backbone, views)
         feature_dim = _feature_dim(backbone, feature_dim)
         if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
@@ -88,9 +98,14 @@ class MoCo(Method):
         self.momentum = float(momentum)
         self.temperature = _temperature(temperature)
         self.symmetric = bool(symmetric)
+        if isinstance(bn_splits, bool) or not isinstance(bn_splits, numbers.Integral) or bn_splits < 1:
+            raise ValueError(f"bn_splits must be a positive integer, got {bn_splits!r}")
+        self.bn_splits = int(bn_splits)
         self.out_dim = int(out_dim)
         g = nrandom.as_generator(generator, "cpu")
         self._queue_seed = int(g.integers(0, 2**31 - 1))
+        self._shuffle_seed = int(g.integers(0, 2**31 - 1))
+        self._shuffle_generator = None
         if projector is None:
             # Drawn on the host from the method's seed, so the initial weights are the same on
             # every device; then moved to the default device, as every module is created there.
@@ -123,23 +138,57 @@ class MoCo(Method):
             q.device, q.dtype, q.xp = device, arr.dtype, backend.get_array_module(q.data)
         return self.queue
 
+    def _groups(self, n):
+        """The ``bn_splits`` slices of a batch of n (MoCo's per-GPU batches)."""
+        if n % self.bn_splits:
+            raise ValueError(f"the batch size ({n}) must be a multiple of bn_splits ({self.bn_splits})")
+        m = n // self.bn_splits
+        return [slice(j * m, (j + 1) * m) for j in range(self.bn_splits)]
+
+    def _queries(self, x):
+        """q = g(BB(x)), BatchNorm over each of the ``bn_splits`` groups of x separately."""
+        if self.bn_splits == 1:
+            return self.projector(self.backbone(x))
+        return ops.concatenate([self.projector(self.backbone(x[s])) for s in self._groups(x.shape[0])], axis=0)
+
+    def _queries_both(self, x_q, x_k):
+        if self.bn_splits == 1:
+            return self.projector(self.backbone(ops.concatenate([x_q, x_k], axis=0)))
+        return ops.concatenate([self._queries(x_q), self._queries(x_k)], axis=0)
+
     def _keys(self, x):
+        """Normalised keys of the momentum encoder, BatchNorm over shuffled groups (shuffling BN)."""
+        x = x.data if isinstance(x, Tensor) else x
         with no_grad():
-            k = self.projector_momentum(self.backbone_momentum(x))
-            return Tensor(F.normalize(k, axis=1).data)
+            if self.bn_splits == 1:
+                k = self.projector_momentum(self.backbone_momentum(x)).data
+            else:
+                device = backend.device_of(x)
+                if self._shuffle_generator is None or self._shuffle_generator.device != device:
+                    self._shuffle_generator = nrandom.as_generator(self._shuffle_seed, device)
+                xp = backend.get_array_module(x)
+                perm = self._shuffle_generator.permutation(x.shape[0])
+                xs = x[perm]
+                ks = xp.concatenate([self.projector_momentum(self.backbone_momentum(xs[s])).data
+                                     for s in self._groups(x.shape[0])], axis=0)
+                k = xp.empty_like(ks)
+                k[perm] = ks
+            return Tensor(F.normalize(Tensor(k), axis=1).data)
 
     def forward(self, x_q, x_k):
         if tuple(x_q.shape) != tuple(x_k.shape):
             raise ValueError(f"the two views must have the same shape, got {tuple(x_q.shape)} and {tuple(x_k.shape)}")
         if not self.symmetric:
-            q = self.projector(self.backbone(x_q))
+            q = self._queries(x_q)
             k = self._keys(x_k)
             queue = self._queue_for(k)
             loss = moco_loss(q, k, Tensor(queue.data), self.temperature)
             self._pending_keys = k.data
             return loss
         n = x_q.shape[0]
-        q = self.projector(self.backbone(ops.concatenate([x_q, x_k], axis=0)))
+        # The two views' queries as one batch of 2N (split in 2·bn_splits groups for shuffling BN:
+        # each group holds one view of N/bn_splits images, as the demo's two calls on one GPU).
+        q = self._queries_both(x_q, x_k)
         k1, k2 = self._keys(x_q), self._keys(x_k)
         queue = self._queue_for(k1)
         negatives = Tensor(queue.data)
@@ -159,4 +208,4 @@ class MoCo(Method):
 
     def extra_repr(self):
         return (f"queue_size={self.queue_size}, momentum={self.momentum}, temperature={self.temperature}, "
-                f"symmetric={self.symmetric}")
+                f"symmetric={self.symmetric}, bn_splits={self.bn_splits}")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from npjem import backend, optim
+from npjem import random as nrandom
 from npjem.autograd import Tensor, no_grad
 from npjem.autograd import functional as F
 from npjem.losses.contrastive import moco_loss
@@ -11,6 +12,7 @@ from npjem.methods import MoCo
 
 def method(make_backbone, make_views, **kw):
     kw.setdefault("momentum", 0.9)
+    kw.setdefault("bn_splits", 1)  # BatchNorm over the whole batch; shuffling BN is tested below
     return MoCo(make_backbone(), hidden_dim=8, out_dim=4, queue_size=30, views=make_views(), generator=0, **kw)
 
 
@@ -91,3 +93,45 @@ def test_arguments_are_checked(make_backbone, make_views):
         method(make_backbone, make_views, momentum=1.5)
     with pytest.raises(ValueError, match="queue_size"):
         MoCo(make_backbone(), queue_size=0)
+
+
+def test_shuffling_bn_changes_only_the_batchnorm_groups(make_backbone, make_views, images, device):
+    """In eval mode (running statistics) the groups do not matter: the loss with shuffling BN equals
+    the whole-batch loss, so the keys are unshuffled back to their queries."""
+    x = m0 = None
+    for splits in (1, 4):
+        m = method(make_backbone, make_views, bn_splits=splits, symmetric=True)
+        m.eval()
+        if x is None:
+            x = m.make_views(backend.to_device(images, device), generator=5)
+            m0 = m(*x).item()
+        else:
+            assert m(*x).item() == pytest.approx(m0, rel=1e-5)
+
+
+def test_shuffling_bn_groups_queries_in_order_and_keys_shuffled(make_backbone, make_views, images, device):
+    m = method(make_backbone, make_views, bn_splits=3)
+    xq, xk = m.make_views(backend.to_device(images, device), generator=6)
+    n = xq.shape[0]
+    loss = m(xq, xk).item()
+    perm = backend.to_numpy(nrandom.as_generator(m._shuffle_seed, device).permutation(n))
+    with no_grad():
+        q = np.concatenate([m.projector(m.backbone(xq[j:j + 4])).numpy() for j in range(0, n, 4)])
+        ks = np.concatenate([m.projector_momentum(m.backbone_momentum(xk[backend.to_device(perm[j:j + 4], device)])).numpy()
+                             for j in range(0, n, 4)])
+    k = np.empty_like(ks)
+    k[perm] = ks
+    k /= np.linalg.norm(k, axis=1, keepdims=True)
+    expected = moco_loss(Tensor(q), Tensor(k), Tensor(backend.to_numpy(m.queue.data)), m.temperature).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
+    whole = method(make_backbone, make_views, bn_splits=1)
+    assert abs(whole(xq, xk).item() - loss) > 1e-4  # in train mode the groups' statistics differ
+
+
+def test_shuffling_bn_needs_a_batch_divisible_by_the_splits(make_backbone, make_views, images, device):
+    m = method(make_backbone, make_views, bn_splits=5)
+    with pytest.raises(ValueError, match="multiple of bn_splits"):
+        m(*m.make_views(backend.to_device(images, device), generator=7))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="bn_splits"):
+            method(make_backbone, make_views, bn_splits=bad)
