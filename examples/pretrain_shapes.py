@@ -25,7 +25,7 @@ def main(argv=None):
 
     train, test = shapes("train", n=args.n_train), shapes("test", n=2000)
     backbone = ConvNet(widths=(32, 64, 128, 128), strides=(2, 2, 2, 1), generator=args.seed)
-    views = TwoViews(shapes_augmentation(32, scale=0.25, strength=1.0, hue=0.5))
+    views = TwoViews(shapes_augmentation(32, scale=0.6, strength=0.5, hue=0.5, rotation=180, invert=0.5))
     method = SimCLR(backbone, hidden_dim=256, out_dim=128, temperature=0.2, views=views, generator=args.seed + 1)
     if args.device:
         method.to(args.device)

@@ -33,16 +33,20 @@ __all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_f
 
 METHODS = ("simclr", "moco", "pirl")
 # The augmentation of the recipe (see shapes_augmentation).
-AUGMENTATION = {"scale": 0.25, "strength": 1.0, "hue": 0.5, "grayscale": 0.2, "rotation": 0.0, "invert": 0.0, "vflip": 0.0}
+AUGMENTATION = {"scale": 0.6, "strength": 0.5, "hue": 0.5, "grayscale": 0.2, "rotation": 180.0, "invert": 0.5, "vflip": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
 
 # The default recipe: each method's own lr, temperature and extras (chosen on shapes; see docs/results.md).
 DEFAULTS = {
-    "simclr": {"temperature": 0.2},
-    "moco": {"temperature": 0.2, "queue_size": 2048, "momentum": 0.99, "symmetric": True},
+    "simclr": {"temperature": 0.2, "batch_size": 256},
+    # MoCo: K = 256 keys is 2.6 % of the 10,000 images (MoCo's 65,536 are 5 % of ImageNet); on these
+    # 20-epoch runs a shorter, fresher queue is better (K = 2048: 0.26 probe, 256: 0.32; docs/results.md).
+    "moco": {"temperature": 0.2, "queue_size": 256, "momentum": 0.99, "symmetric": True, "bn_splits": 8,
+             "batch_size": 128},
     # PIRL: the paper's NCE (τ = 0.07) diverges on these short runs (docs/results.md); the recipe uses
     # the InfoNCE form of vissl's "cross_entropy" PIRL configs, with their τ = 0.1.
-    "pirl": {"temperature": 0.1, "num_negatives": 2048, "loss": "infonce", "grid": 3},
+    "pirl": {"temperature": 0.1, "num_negatives": 2048, "loss": "infonce", "grid": 3,
+             "batch_size": 256},
 }
 # The optimizer of the recipe: Adam (SimCLR's LARS at lr 0.3·B/256 is for batches of thousands and
 # hundreds of epochs; Adam at 1e-3 trains these small networks fastest in a few epochs).
@@ -81,8 +85,11 @@ def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0
     image share. Rotation, vertical flips and inversion are label-preserving on ``shapes``
     (shapes are drawn at any angle, in any colour on any background) and remove further
     shortcuts: the shape's vertical position (a horizontal flip keeps the row) and whether it is
-    lighter or darker than its background (colour jitter keeps that order). They are off in the
-    recipe: on shapes they did not raise the probe (docs/results.md).
+    lighter or darker than its background (colour jitter keeps that order). The recipe
+    (``AUGMENTATION``) rotates and inverts, crops at scale 0.6–1 (a smaller crop often cuts the
+    shape away: the two views then share only background and clutter) and jitters at strength
+    0.5 (at 1, brightness and contrast often wash the shape out of a view); see
+    docs/results.md.
     """
     from .data.augment import (
         ColorJitter,
@@ -105,7 +112,7 @@ def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0
 
 
 def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, momentum=None,
-                 symmetric=None, num_negatives=None, pirl_loss=None, grid=None, hidden_dim=None, out_dim=128, aug_strength=None, aug_scale=None,
+                 symmetric=None, bn_splits=None, num_negatives=None, pirl_loss=None, grid=None, hidden_dim=None, out_dim=128, aug_strength=None, aug_scale=None,
                  aug_hue=None, aug_grayscale=None, aug_rotation=None, aug_invert=None, aug_vflip=None, seed=0):
     """A method with the recipe's defaults (``DEFAULTS``), any of them overridden."""
     from .data.augment import TwoViews
@@ -128,8 +135,9 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
         k = d["queue_size"] if queue_size is None else queue_size
         m = d["momentum"] if momentum is None else momentum
         sym = d["symmetric"] if symmetric is None else symmetric
+        splits = d["bn_splits"] if bn_splits is None else bn_splits
         return MoCo(backbone, feat, hidden_dim=hidden, out_dim=out_dim, queue_size=k, momentum=m, temperature=tau,
-                    symmetric=sym, views=TwoViews(image_view), generator=seed + 1)
+                    symmetric=sym, bn_splits=splits, views=TwoViews(image_view), generator=seed + 1)
     k = d["num_negatives"] if num_negatives is None else num_negatives
     grid = d["grid"] if grid is None else grid
     tiles = pirl_views(32, grid=grid)
@@ -232,10 +240,13 @@ def cmd_pretrain(args):
 
     t0 = time.perf_counter()
     lr = OPTIMIZER["lr"] if args.lr is None else args.lr
+    if args.batch_size is None:
+        args.batch_size = DEFAULTS[args.method]["batch_size"]
     train, test = _load_shapes(args.n_train, args.n_test, args.data_seed)
     backbone = build_backbone(args.arch, args.width, seed=args.seed)
     method = build_method(args.method, backbone, len(train), temperature=args.temperature,
                           queue_size=args.queue_size, momentum=args.momentum, symmetric=args.symmetric,
+                          bn_splits=args.bn_splits,
                           num_negatives=args.num_negatives, pirl_loss=args.pirl_loss, grid=args.jigsaw_grid,
                           hidden_dim=args.hidden_dim, out_dim=args.out_dim, aug_strength=args.aug_strength,
                           aug_scale=args.aug_scale, aug_hue=args.aug_hue, aug_grayscale=args.aug_grayscale, aug_rotation=args.aug_rotation,
@@ -276,7 +287,7 @@ def cmd_pretrain(args):
     print(f"\nloss per epoch: {', '.join(f'{v:.3f}' for v in per_epoch)}")
     print(f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0:.0f}s")
 
-    recipe = {k: getattr(method, k) for k in ("temperature", "directions", "queue_size", "momentum", "symmetric",
+    recipe = {k: getattr(method, k) for k in ("temperature", "directions", "queue_size", "momentum", "symmetric", "bn_splits",
                                                "num_negatives", "loss", "lam", "memory_momentum")
               if isinstance(getattr(method, k, None), (int, float, str, bool))}
     recipe["views"] = repr(method.views)
@@ -396,7 +407,8 @@ def build_parser():
                                    "report linear-probe and kNN accuracy and collapse diagnostics.")
     p.add_argument("--method", choices=METHODS, default="simclr", help="default simclr")
     p.add_argument("--epochs", type=_positive_int, default=OPTIMIZER["epochs"], help=f"default {OPTIMIZER['epochs']}")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="default: the method's (" + ", ".join(f"{m} {d['batch_size']}" for m, d in DEFAULTS.items()) + ")")
     p.add_argument("--lr", type=_positive_float, default=None, help=f"peak lr (default {OPTIMIZER['lr']})")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "lars"), default=OPTIMIZER["optimizer"],
                    help=f"default {OPTIMIZER['optimizer']} (sgd and lars: momentum 0.9)")
@@ -411,6 +423,9 @@ def build_parser():
                    help=f"MoCo's key-encoder EMA momentum m (default {DEFAULTS['moco']['momentum']})")
     p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
                    help="MoCo: symmetrised loss (both views as queries; default on)")
+    p.add_argument("--bn-splits", type=_positive_int, default=None,
+                   help=f"MoCo's shuffling BN over this many groups of the batch, 1 = off "
+                        f"(default {DEFAULTS['moco']['bn_splits']})")
     p.add_argument("--num-negatives", type=_positive_int, default=None,
                    help=f"PIRL's negatives per step (default {DEFAULTS['pirl']['num_negatives']})")
     p.add_argument("--pirl-loss", choices=("nce", "infonce"), default=None,

@@ -82,6 +82,30 @@ def test_bad_arguments_exit_with_a_message(capsys):
     assert "positive integer" in capsys.readouterr().err
 
 
+def test_pretrain_batch_size_defaults_to_the_method_recipe(tmp_path):
+    out = tmp_path / "moco"
+    n = 2 * cli.DEFAULTS["moco"]["batch_size"]
+    cli.main(["pretrain", "--method", "moco", "--n-train", str(n), "--n-test", "40", "--epochs", "1",
+              "--width", "4", "--hidden-dim", "16", "--out-dim", "8", "--queue-size", "64",
+              "--probe-max-iter", "5", "--quiet", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["batch_size"] == cli.DEFAULTS["moco"]["batch_size"] and res["steps"] == 2
+    assert res["recipe"]["bn_splits"] == cli.DEFAULTS["moco"]["bn_splits"]
+
+
+def test_recipe_augmentation_rotates_inverts_and_crops_large():
+    from npjem.data.augment import ColorJitter, RandomInvert, RandomResizedCrop, RandomRotation
+
+    aug = cli.shapes_augmentation(32, **cli.AUGMENTATION)
+    kinds = [type(t) for t in aug.transforms]
+    assert kinds[0] is RandomRotation and kinds[-1] is RandomInvert
+    crop = next(t for t in aug.transforms if isinstance(t, RandomResizedCrop))
+    assert crop.scale == (cli.AUGMENTATION["scale"], 1.0)
+    jitter = next(t for t in aug.transforms if isinstance(t, ColorJitter))
+    assert jitter.brightness == pytest.approx((0.6, 1.4)) and jitter.contrast == pytest.approx((0.6, 1.4))
+    assert jitter.hue == pytest.approx((-0.5, 0.5))
+
+
 def test_shapes_augmentation_optional_rotation_and_invert():
     from npjem.data.augment import RandomInvert, RandomRotation, RandomVerticalFlip
 
