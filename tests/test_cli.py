@@ -94,7 +94,12 @@ def test_pretrain_batch_size_defaults_to_the_method_recipe(tmp_path):
 
 
 def test_recipe_augmentation_rotates_inverts_and_crops_large():
-    from npjem.data.augment import ColorJitter, RandomInvert, RandomResizedCrop, RandomRotation
+    from npjem.data.augment import (
+        ColorJitter,
+        RandomInvert,
+        RandomResizedCrop,
+        RandomRotation,
+    )
 
     aug = cli.shapes_augmentation(32, **cli.AUGMENTATION)
     kinds = [type(t) for t in aug.transforms]
