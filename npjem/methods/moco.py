@@ -72,7 +72,12 @@ class MoCo(Method):
             average the two losses, as MoCo v2's CIFAR demo and solo-learn's "MoCo V2+"; one
             queue holds the keys of both views. Off by default (MoCo v2 is asymmetric).
         views: the view maker (default ``simclr_views(32)``, MoCo v2's recipe minus blur).
-        projector: a Module to use instead of ``MoCoProjectionHead(feature_dim, hidden_dim, out_dim)``.
+        projector: a Module to use instead of ``MoCoProjectionHead(feature_dim, hidden_dim, out_dim,
+            batch_norm=batch_norm)``.
+        batch_norm: BatchNorm after the head's hidden layer (lightly's
+            ``MoCoProjectionHead(batch_norm=True)``; MoCo v3's projector has it, MoCo v2's
+            ``--mlp`` has not, hence off by default). The BN runs over the same shuffling-BN
+            groups as the backbone's.
         bn_splits: shuffling BN over this many groups of the batch (MoCo's GPUs; its CIFAR demo
             uses 8); 1 turns it off (every encoder call sees the whole batch). The batch size
             must be a multiple of it.
@@ -87,7 +92,8 @@ class MoCo(Method):
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=512, out_dim=128, queue_size=4096, momentum=0.999,
-                 temperature=0.2, symmetric=False, bn_splits=8, views=None, projector=None, generator=None):
+                 temperature=0.2, symmetric=False, bn_splits=8, views=None, projector=None, batch_norm=False,
+                 generator=None):
         super().__init__(backbone, views)
         feature_dim = _feature_dim(backbone, feature_dim)
         if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
@@ -102,6 +108,11 @@ class MoCo(Method):
             raise ValueError(f"bn_splits must be a positive integer, got {bn_splits!r}")
         self.bn_splits = int(bn_splits)
         self.out_dim = int(out_dim)
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")
+        if batch_norm and projector is not None:
+            raise ValueError("batch_norm=True configures the default projector; it cannot apply to a given projector")
+        self.batch_norm = batch_norm
         g = nrandom.as_generator(generator, "cpu")
         self._queue_seed = int(g.integers(0, 2**31 - 1))
         self._shuffle_seed = int(g.integers(0, 2**31 - 1))
@@ -109,7 +120,7 @@ class MoCo(Method):
         if projector is None:
             # Drawn on the host from the method's seed, so the initial weights are the same on
             # every device; then moved to the default device, as every module is created there.
-            projector = MoCoProjectionHead(feature_dim, hidden_dim, out_dim, generator=g,
+            projector = MoCoProjectionHead(feature_dim, hidden_dim, out_dim, batch_norm=batch_norm, generator=g,
                                            device="cpu").to(backend.default_device())
         self.projector = projector
         # The key encoder: copies of the online modules, moved by EMA only. MoCo keeps the key
@@ -208,4 +219,4 @@ class MoCo(Method):
 
     def extra_repr(self):
         return (f"queue_size={self.queue_size}, momentum={self.momentum}, temperature={self.temperature}, "
-                f"symmetric={self.symmetric}, bn_splits={self.bn_splits}")
+                f"symmetric={self.symmetric}, bn_splits={self.bn_splits}, batch_norm={self.batch_norm}")

@@ -135,3 +135,25 @@ def test_shuffling_bn_needs_a_batch_divisible_by_the_splits(make_backbone, make_
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="bn_splits"):
             method(make_backbone, make_views, bn_splits=bad)
+
+
+def test_batch_norm_puts_batchnorm_in_both_heads(make_backbone, make_views, images, device):
+    from npjem.nn import BatchNorm1d
+
+    m = method(make_backbone, make_views, batch_norm=True, bn_splits=2, symmetric=True)
+    for head in (m.projector, m.projector_momentum):
+        assert sum(isinstance(layer, BatchNorm1d) for layer in head.modules()) == 1
+    assert not any(isinstance(layer, BatchNorm1d) for layer in method(make_backbone, make_views).projector.modules())
+    loss = m(*m.make_views(backend.to_device(images[:6], device), generator=7))
+    loss.backward()
+    bn = next(layer for layer in m.projector.modules() if isinstance(layer, BatchNorm1d))
+    assert np.isfinite(loss.item()) and np.abs(bn.weight.grad.data).max() > 0
+
+
+def test_batch_norm_needs_the_default_projector(make_backbone, make_views):
+    from npjem.nn.models import MoCoProjectionHead
+
+    with pytest.raises(ValueError, match="batch_norm"):
+        method(make_backbone, make_views, batch_norm=True, projector=MoCoProjectionHead(16, 8, 4))
+    with pytest.raises(TypeError, match="batch_norm"):
+        method(make_backbone, make_views, batch_norm=1)
