@@ -91,6 +91,21 @@ def test_pretrain_batch_size_defaults_to_the_method_recipe(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["batch_size"] == cli.DEFAULTS["moco"]["batch_size"] and res["steps"] == 2
     assert res["recipe"]["bn_splits"] == cli.DEFAULTS["moco"]["bn_splits"]
+    assert res["recipe"]["batch_norm"] is cli.DEFAULTS["moco"]["head_bn"]
+
+
+def test_moco_head_bn_flag_switches_the_projector_batchnorm():
+    from npjem.nn import BatchNorm1d
+
+    def has_bn(**kw):
+        bb = cli.build_backbone("convnet", 4, seed=0)
+        m = cli.build_method("moco", bb, 100, hidden_dim=16, out_dim=8, **kw)
+        return any(isinstance(layer, BatchNorm1d) for layer in m.projector.modules())
+
+    assert has_bn() is cli.DEFAULTS["moco"]["head_bn"]
+    assert has_bn(head_bn=True) and not has_bn(head_bn=False)
+    args = cli.build_parser().parse_args(["pretrain", "--method", "moco", "--no-head-bn"])
+    assert args.head_bn is False
 
 
 def test_recipe_augmentation_rotates_inverts_and_crops_large():
