@@ -80,6 +80,9 @@ def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--epochs", "0"])
     assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--weight-decay", "-1e-4"])
+    assert "--weight-decay" in capsys.readouterr().err
 
 
 def test_pretrain_batch_size_defaults_to_the_method_recipe(tmp_path):
@@ -92,6 +95,23 @@ def test_pretrain_batch_size_defaults_to_the_method_recipe(tmp_path):
     assert res["config"]["batch_size"] == cli.DEFAULTS["moco"]["batch_size"] and res["steps"] == 2
     assert res["recipe"]["bn_splits"] == cli.DEFAULTS["moco"]["bn_splits"]
     assert res["recipe"]["batch_norm"] is cli.DEFAULTS["moco"]["head_bn"]
+    assert res["config"]["optimizer"] == cli.DEFAULTS["moco"]["optimizer"]
+    assert res["config"]["weight_decay"] == cli.DEFAULTS["moco"]["weight_decay"]
+
+
+def test_optimizer_defaults_follow_the_method_and_the_chosen_optimizer():
+    moco = cli.DEFAULTS["moco"]
+    assert cli.optimizer_defaults("moco") == (moco["optimizer"], moco["weight_decay"])
+    assert cli.optimizer_defaults("simclr") == (cli.OPTIMIZER["optimizer"], cli.OPTIMIZER["weight_decay"])
+    # Another optimizer than the method's own does not inherit its decay.
+    assert cli.optimizer_defaults("moco", "adam") == ("adam", cli.OPTIMIZER["weight_decay"])
+    assert cli.optimizer_defaults("moco", weight_decay=0.0) == (moco["optimizer"], 0.0)
+    assert cli.optimizer_defaults("moco", moco["optimizer"]) == (moco["optimizer"], moco["weight_decay"])
+    assert cli.optimizer_defaults("pirl", "sgd", 1e-4) == ("sgd", 1e-4)
+    with pytest.raises(ValueError, match="method"):
+        cli.optimizer_defaults("byol")
+    args = cli.build_parser().parse_args(["pretrain", "--method", "moco"])
+    assert args.optimizer is None and args.weight_decay is None  # resolved per method in cmd_pretrain
 
 
 def test_moco_head_bn_flag_switches_the_projector_batchnorm():
