@@ -61,8 +61,8 @@ def optimizer_defaults(method, optimizer=None, weight_decay=None):
     """``(optimizer, weight_decay)`` of ``method``'s recipe, with the given ones kept.
 
     A weight decay left unset follows the optimizer: the method's own when it runs with its own
-    optimizer, else the recipe's 1e-6 (MoCo's AdamW decay of 0.2 would be far too strong as
-    Adam's L2 term).
+    optimizer, else the recipe's 1e-6 (MoCo's 0.05 is AdamW's decoupled decay; as Adam's or
+    SGD's L2 term it would be a different and far stronger pull).
     """
     if method not in DEFAULTS:
         raise ValueError(f"method must be one of {', '.join(DEFAULTS)}, got {method!r}")
