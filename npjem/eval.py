@@ -30,6 +30,7 @@ from scipy.optimize import minimize
 
 from . import backend
 from . import random as _random
+from ._checks import check_int, check_positive
 
 __all__ = [
     "ProbeResult", "linear_probe", "probe_objective", "DEFAULT_L2_GRID",
@@ -87,28 +88,6 @@ def _check_labels(a, name, n, features_name):
 def _check_same_dim(ref, other, ref_name, other_name):
     if ref.shape[1] != other.shape[1]:
         raise ValueError(f"{other_name} has {other.shape[1]} columns but {ref_name} has {ref.shape[1]}")
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v}")
-    return v
-
-
-def _positive_float(value, name):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (v > 0.0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
 
 
 def _common_xp(*arrays):
@@ -289,8 +268,8 @@ def linear_probe(train_features, train_labels, test_features, test_labels, l2=1e
     yte = _check_labels(backend.to_numpy(_unwrap(test_labels)), "test_labels", Xte.shape[0],
                         "test_features")
     _check_same_dim(Xtr, Xte, "train_features", "test_features")
-    max_iter = _positive_int(max_iter, "max_iter")
-    tol = _positive_float(tol, "tol")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_positive(tol, "tol")
     Xtr = Xtr.astype(np.float64)
     Xte = Xte.astype(np.float64)
 
@@ -353,11 +332,11 @@ def _knn_inputs(train_features, train_labels, test_features, k, temperature, num
     ytr = _check_labels(_unwrap(train_labels), "train_labels", xtr.shape[0], "train_features")
     xte = _check_features(_unwrap(test_features), "test_features")
     _check_same_dim(xtr, xte, "train_features", "test_features")
-    k = _positive_int(k, "k")
+    k = check_int(k, "k")
     if k > xtr.shape[0]:
         raise ValueError(f"k must be at most the number of train samples ({xtr.shape[0]}), got {k}")
-    temperature = _positive_float(temperature, "temperature")
-    batch_size = _positive_int(batch_size, "batch_size")
+    temperature = check_positive(temperature, "temperature")
+    batch_size = check_int(batch_size, "batch_size")
     xp, (xtr, ytr, xte) = _common_xp(xtr, ytr, xte)
     lo, hi = int(ytr.min()), int(ytr.max())
     if lo < 0:
@@ -365,7 +344,7 @@ def _knn_inputs(train_features, train_labels, test_features, k, temperature, num
     if num_classes is None:
         num_classes = hi + 1
     else:
-        num_classes = _positive_int(num_classes, "num_classes")
+        num_classes = check_int(num_classes, "num_classes")
         if hi >= num_classes:
             raise ValueError(f"num_classes={num_classes} is too small: train_labels reach {hi}")
     return xp, xtr, ytr, xte, k, temperature, num_classes, batch_size
@@ -496,7 +475,7 @@ def alignment(z1, z2, alpha=2):
     Row ``i`` of ``z1`` and row ``i`` of ``z2`` are a positive pair (two views of one sample);
     both are L2-normalised first. 0 for identical pairs, 4^(alpha/2) at most. Python float.
     """
-    alpha = _positive_float(alpha, "alpha")
+    alpha = check_positive(alpha, "alpha")
     xp, a = _embeddings(z1, "z1")
     _, b = _embeddings(z2, "z2")
     if a.shape != b.shape:
@@ -515,8 +494,8 @@ def uniformity(z, t=2, batch_size=1024):
     of exponentials is accumulated as a log-sum-exp over blocks of ``batch_size`` rows, so
     memory is ``O(batch_size * n)``. Needs at least two rows; returns a Python float.
     """
-    t = _positive_float(t, "t")
-    batch_size = _positive_int(batch_size, "batch_size")
+    t = check_positive(t, "t")
+    batch_size = check_int(batch_size, "batch_size")
     xp, z = _embeddings(z, "z", min_rows=2)
     u = _l2_normalize(z, xp)
     sq = (u * u).sum(axis=1)
@@ -659,9 +638,9 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
                          f"{tuple(xtr.shape[1:])}")
     ytr = _check_labels(backend.to_numpy(_unwrap(train_labels)), "train_labels", xtr.shape[0], "train_images")
     yte = _check_labels(backend.to_numpy(_unwrap(test_labels)), "test_labels", xte.shape[0], "test_images")
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    lr = _positive_float(lr, "lr")
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    lr = check_positive(lr, "lr")
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be a non-negative integer, got {warmup_epochs!r}")
     if augment is not None and not callable(augment):
@@ -685,7 +664,7 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
             probe = backend.to_device(xtr[:2], device).astype(dtype, copy=False)
             feature_dim = int(backbone(Tensor(probe)).shape[1])
         backbone.train(was)
-    feature_dim = _positive_int(feature_dim, "feature_dim")
+    feature_dim = check_int(feature_dim, "feature_dim")
     head = Linear(feature_dim, k, generator=gen).to(device, dtype)
     model = Sequential(backbone, head)
 

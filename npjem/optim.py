@@ -23,6 +23,7 @@ import math
 import numbers
 
 from . import backend
+from ._checks import check_int, check_real
 from .autograd import Tensor, enable_grad, no_grad
 
 __all__ = [
@@ -39,21 +40,6 @@ class _Required:
 
 
 required = _Required()
-
-
-def _check_number(name, value, low=None, high=None, low_open=False, high_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
-    if math.isnan(v):
-        raise ValueError(f"{name} must not be NaN")
-    if low is not None and (v < low or (low_open and v == low)):
-        op = ">" if low_open else ">="
-        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
-    if high is not None and (v > high or (high_open and v == high)):
-        op = "<" if high_open else "<="
-        raise ValueError(f"{name} must be {op} {high}, got {value!r}")
-    return v
 
 
 def _grad_array(p):
@@ -147,9 +133,9 @@ class Optimizer:
 
     def _check_group(self, group: dict) -> None:
         """Validate a group's hyperparameters (subclasses extend)."""
-        _check_number("lr", group["lr"], low=0.0)
+        check_real(group["lr"], "lr", low=0.0)
         if "weight_decay" in group:
-            _check_number("weight_decay", group["weight_decay"], low=0.0)
+            check_real(group["weight_decay"], "weight_decay", low=0.0)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's gradient: ``None`` (default) or a fresh zero array.
@@ -294,8 +280,8 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        _check_number("momentum", group["momentum"], low=0.0)
-        _check_number("dampening", group["dampening"])
+        check_real(group["momentum"], "momentum", low=0.0)
+        check_real(group["dampening"], "dampening")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("nesterov momentum requires a momentum > 0 and zero dampening")
 
@@ -343,9 +329,9 @@ class Adam(Optimizer):
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        _check_number("betas[0]", betas[0], low=0.0, high=1.0, high_open=True)
-        _check_number("betas[1]", betas[1], low=0.0, high=1.0, high_open=True)
-        _check_number("eps", group["eps"], low=0.0)
+        check_real(betas[0], "betas[0]", low=0.0, high=1.0, high_open=True)
+        check_real(betas[1], "betas[1]", low=0.0, high=1.0, high_open=True)
+        check_real(group["eps"], "eps", low=0.0)
 
     def _update(self, p, g, group, state):
         lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
@@ -437,8 +423,8 @@ class LARS(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        _check_number("momentum", group["momentum"], low=0.0)
-        _check_number("trust_coefficient", group["trust_coefficient"], low=0.0)
+        check_real(group["momentum"], "momentum", low=0.0)
+        check_real(group["trust_coefficient"], "trust_coefficient", low=0.0)
         if group["lars_exclude"] not in (None, True, False):
             raise ValueError(f"lars_exclude must be None, True or False, got {group['lars_exclude']!r}")
 
@@ -475,11 +461,9 @@ class LARS(Optimizer):
 # ============================================================================ schedules
 
 def _check_steps(total_steps, warmup_steps):
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-    if (isinstance(warmup_steps, bool) or not isinstance(warmup_steps, numbers.Integral)
-            or not 0 <= warmup_steps < total_steps):
-        raise ValueError(f"warmup_steps must be an integer in [0, total_steps={total_steps}), got {warmup_steps!r}")
+    total = check_int(total_steps, "total_steps")
+    check_int(warmup_steps, "warmup_steps", minimum=0, maximum=total - 1)
+    return total
 
 
 def warmup_cosine(step, total_steps, warmup_steps, base_lr, final_lr=0.0) -> float:
@@ -495,8 +479,8 @@ def warmup_cosine(step, total_steps, warmup_steps, base_lr, final_lr=0.0) -> flo
     final = 0.001·base; lightly's ``cosine_schedule`` divides by K − 1 instead of K.)
     """
     _check_steps(total_steps, warmup_steps)
-    base = _check_number("base_lr", base_lr, low=0.0)
-    final = _check_number("final_lr", final_lr, low=0.0)
+    base = check_real(base_lr, "base_lr", low=0.0)
+    final = check_real(final_lr, "final_lr", low=0.0)
     k = min(max(float(step), 0.0), float(total_steps))
     if k < warmup_steps:
         return base * k / warmup_steps
@@ -510,10 +494,9 @@ def cosine_momentum(step, total_steps, base=0.996, final=1.0) -> float:
     With ``final = 1`` this is 1 − (1 − τ_base)(cos(πk/K) + 1)/2: τ_0 = base, τ_K = final,
     k clipped to [0, K] (BYOL, solo-learn's per-step MomentumUpdater, DINO's teacher).
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
-        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-    base = _check_number("base", base, low=0.0, high=1.0)
-    final = _check_number("final", final, low=0.0, high=1.0)
+    check_int(total_steps, "total_steps")
+    base = check_real(base, "base", low=0.0, high=1.0)
+    final = check_real(final, "final", low=0.0, high=1.0)
     k = min(max(float(step), 0.0), float(total_steps))
     return final - (final - base) * (math.cos(math.pi * k / total_steps) + 1.0) / 2.0
 
@@ -547,14 +530,14 @@ class WarmupCosine:
         if final_lr_scale is not None:
             if final_lr not in (0, 0.0):
                 raise ValueError("give final_lr or final_lr_scale, not both")
-            s = _check_number("final_lr_scale", final_lr_scale, low=0.0)
+            s = check_real(final_lr_scale, "final_lr_scale", low=0.0)
             self.final_lrs = [s * b for b in self.base_lrs]
         elif isinstance(final_lr, (list, tuple)):
             if len(final_lr) != n:
                 raise ValueError(f"final_lr has {len(final_lr)} values for {n} parameter groups")
-            self.final_lrs = [_check_number("final_lr", f, low=0.0) for f in final_lr]
+            self.final_lrs = [check_real(f, "final_lr", low=0.0) for f in final_lr]
         else:
-            self.final_lrs = [_check_number("final_lr", final_lr, low=0.0)] * n
+            self.final_lrs = [check_real(final_lr, "final_lr", low=0.0)] * n
         self.last_step = int(last_step)
         self.step()
 
@@ -644,7 +627,7 @@ class EMA:
             raise ValueError(f"buffers must be one of {self._BUFFER_MODES}, got {buffers!r}")
         if target is online:
             raise ValueError("target and online must be two different modules")
-        self.momentum = _check_number("momentum", momentum, low=0.0, high=1.0)
+        self.momentum = check_real(momentum, "momentum", low=0.0, high=1.0)
         self.target, self.online, self.buffers = target, online, buffers
         self._pairs("named_parameters")  # fail now, not at the first update
         self._pairs("named_buffers")
@@ -690,7 +673,7 @@ class EMA:
 
     def update(self, momentum=None) -> None:
         """One EMA step with ``momentum`` (default: ``self.momentum``); call after ``optimizer.step()``."""
-        m = self.momentum if momentum is None else _check_number("momentum", momentum, low=0.0, high=1.0)
+        m = self.momentum if momentum is None else check_real(momentum, "momentum", low=0.0, high=1.0)
         for _, ta, oa in self._pairs("named_parameters"):
             self._average(ta, oa, m)
         if self.buffers == "keep":

@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import backend
 from .. import random as npr
+from .._checks import check_int, check_probability, check_real
 
 __all__ = [
     # functional helpers
@@ -74,12 +75,6 @@ def _check_images(x, name="x", channels=None):
     return x
 
 
-def _check_prob(p, name="p"):
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0.0 <= float(p) <= 1.0):
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-    return float(p)
-
-
 def _check_range(value, name, lo_bound=-math.inf, hi_bound=math.inf, positive=False):
     """A ``(lo, hi)`` pair of floats with ``lo_bound <= lo <= hi <= hi_bound``."""
     try:
@@ -102,12 +97,6 @@ def _check_scale(value, name):
     return lo, hi
 
 
-def _check_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_size(size, name="size"):
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
@@ -115,7 +104,7 @@ def _check_size(size, name="size"):
         h, w = size
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be an int or a pair (height, width), got {size!r}") from None
-    return _check_int(h, name), _check_int(w, name)
+    return check_int(h, name), check_int(w, name)
 
 
 def _generator_for(x, generator):
@@ -292,7 +281,7 @@ def gaussian_blur(x, sigma, kernel_size):
     """
     _check_images(x)
     xp = backend.get_array_module(x)
-    k = _check_int(kernel_size, "kernel_size")
+    k = check_int(kernel_size, "kernel_size")
     if k % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {k}")
     n, _, hgt, wid = x.shape
@@ -503,7 +492,7 @@ class _RandomPerSample(Transform):
     key = "apply"
 
     def __init__(self, p):
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
 
     def _repr_args(self):
         return {"p": self.p}
@@ -558,7 +547,7 @@ class RandomRotation(Transform):
                 raise ValueError(f"degrees must be >= 0 when a single number, got {degrees!r}")
             degrees = (-float(degrees), float(degrees))
         self.degrees = _check_range(degrees, "degrees")
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
         if padding_mode not in ("border", "zeros"):
             raise ValueError(f"padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
         self.padding_mode = padding_mode
@@ -622,7 +611,7 @@ class ColorJitter(Transform):
         self.contrast = _jitter_range(contrast, "contrast", 1.0, (0.0, math.inf), True)
         self.saturation = _jitter_range(saturation, "saturation", 1.0, (0.0, math.inf), True)
         self.hue = _jitter_range(hue, "hue", 0.0, (-0.5, 0.5), False)
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
 
     def _repr_args(self):
         return {k: getattr(self, k) for k in self._NAMES + ("p",)}
@@ -684,14 +673,14 @@ class GaussianBlur(Transform):
 
     def __init__(self, kernel_size=None, sigma=(0.1, 2.0), p=0.5):
         if kernel_size is not None:
-            kernel_size = _check_int(kernel_size, "kernel_size")
+            kernel_size = check_int(kernel_size, "kernel_size")
             if kernel_size % 2 == 0:
                 raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.kernel_size = kernel_size
         if isinstance(sigma, numbers.Real) and not isinstance(sigma, bool):
             sigma = (sigma, sigma)
         self.sigma = _check_range(sigma, "sigma", positive=True)
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
 
     def _repr_args(self):
         return {"kernel_size": self.kernel_size, "sigma": self.sigma, "p": self.p}
@@ -718,10 +707,8 @@ class Solarize(Transform):
     """Invert the pixels at or above ``threshold`` (``x ← 1 − x`` where ``x ≥ threshold``) with probability ``p``."""
 
     def __init__(self, threshold=0.5, p=0.5):
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (0.0 <= threshold <= 1.0):
-            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        self.threshold = float(threshold)
-        self.p = _check_prob(p, "p")
+        self.threshold = check_real(threshold, "threshold", low=0.0, high=1.0)
+        self.p = check_probability(p, "p")
 
     def _repr_args(self):
         return {"threshold": self.threshold, "p": self.p}
@@ -760,7 +747,7 @@ class GaussianNoise(Transform):
             std = (std, std)
         self.std = _check_range(std, "std", 0.0, math.inf)
         self.clip = bool(clip)
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
 
     def _repr_args(self):
         return {"std": self.std, "clip": self.clip, "p": self.p}
@@ -856,7 +843,7 @@ class RandomApply:
         if not callable(transform):
             raise ValueError(f"transform must be callable as t(x, generator=...), got {transform!r}")
         self.transform = transform
-        self.p = _check_prob(p, "p")
+        self.p = check_probability(p, "p")
 
     def __repr__(self):
         return f"RandomApply({self.transform!r}, p={self.p})"
@@ -956,7 +943,7 @@ class MultiCrop:
                  local_scale=(0.05, 0.4), photometric=True, blur_sigma=(0.1, 2.0)):
         self.global_size = _check_size(global_size, "global_size")
         self.local_size = _check_size(local_size, "local_size")
-        self.n_local = _check_int(n_local, "n_local", minimum=0)
+        self.n_local = check_int(n_local, "n_local", minimum=0)
         self.global_scale = _check_scale(global_scale, "global_scale")
         self.local_scale = _check_scale(local_scale, "local_scale")
         self.photometric = bool(photometric)
@@ -995,10 +982,9 @@ def random_patch_mask(n, grid, mask_ratio, generator=None, device=None):
     the uniform masking of MAE / data2vec 2.0; data2vec 1.0's vision model masks BEiT-style
     blocks (ratio 0.6), which this does not reproduce. ``round`` is Python's (halves to even).
     """
-    n = _check_int(n, "n", minimum=0)
+    n = check_int(n, "n", minimum=0)
     rows, cols = _check_size(grid, "grid")
-    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, numbers.Real) or not (0.0 <= mask_ratio <= 1.0):
-        raise ValueError(f"mask_ratio must be a number in [0, 1], got {mask_ratio!r}")
+    mask_ratio = check_real(mask_ratio, "mask_ratio", low=0.0, high=1.0)
     g = npr.as_generator(generator, device)
     xp = g.xp
     num = rows * cols
@@ -1060,11 +1046,11 @@ class Jigsaw:
     """
 
     def __init__(self, grid=3, tile_size=None, n_permutations=None, permutation_seed=0, transform=None):
-        self.grid = _check_int(grid, "grid", minimum=2)
+        self.grid = check_int(grid, "grid", minimum=2)
         self.tile_size = None if tile_size is None else _check_size(tile_size, "tile_size")
         if n_permutations is None:
             n_permutations = min(100, math.factorial(self.grid * self.grid))
-        self.n_permutations = _check_int(n_permutations, "n_permutations")
+        self.n_permutations = check_int(n_permutations, "n_permutations")
         if transform is not None and not callable(transform):
             raise ValueError(f"transform must be callable or None, got {transform!r}")
         self.transform = transform

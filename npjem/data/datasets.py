@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import backend
 from .. import random as nrandom
+from .._checks import check_choice, check_int, check_real
 
 __all__ = [
     "Dataset", "shapes", "SHAPE_CLASSES", "digits", "image_folder", "toy2d", "DataLoader",
@@ -74,21 +75,8 @@ class Dataset:
 
 # ====================================================================== validation helpers
 
-def _check_int(name: str, value, minimum: int | None = None, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_split(split) -> str:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return split
+    return check_choice(split, "split", ("train", "test"))
 
 
 # ====================================================================== shapes
@@ -334,9 +322,9 @@ def shapes(split: str = "train", n: int | None = None, seed: int = 0, cache_dir:
     Returns a ``Dataset`` with ``images`` float32 (n, 3, size, size) in [0, 1] on the host.
     """
     split = _check_split(split)
-    n = _SHAPES_DEFAULT_N[split] if n is None else _check_int("n", n, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
-    size = _check_int("size", size, minimum=8)
+    n = _SHAPES_DEFAULT_N[split] if n is None else check_int(n, "n", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    size = check_int(size, "size", minimum=8)
     if cache_dir is not None and cache_dir is not False and not isinstance(cache_dir, (str, os.PathLike)):
         raise ValueError(f"cache_dir must be a path, None or False, got {cache_dir!r}")
 
@@ -373,14 +361,10 @@ def digits(split: str = "train", size: int = 8, seed: int = 0, test_fraction: fl
     when ``size != 8``, and have 1 channel or the gray channel repeated 3 times.
     """
     split = _check_split(split)
-    size = _check_int("size", size, minimum=1)
-    seed = _check_int("seed", seed, minimum=0)
-    channels = _check_int("channels", channels)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating)) \
-            or not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
+    size = check_int(size, "size", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    channels = check_choice(check_int(channels, "channels", minimum=None), "channels", (1, 3))
+    check_real(test_fraction, "test_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
     try:
         from sklearn.datasets import load_digits  # optional dependency
     except ImportError as exc:
@@ -422,7 +406,7 @@ def image_folder(path, size: int = 32) -> Dataset:
     """
     from PIL import Image
 
-    size = _check_int("size", size, minimum=1)
+    size = check_int(size, "size", minimum=1)
     root = os.fspath(path)
     if not os.path.isdir(root):
         raise ValueError(f"path {root!r} is not a directory")
@@ -496,7 +480,7 @@ class Toy2D:
     bounds = (-4.0, 4.0)
 
     def sample(self, n: int, generator=None, dtype=None):
-        n = _check_int("n", n, minimum=0)
+        n = check_int(n, "n", minimum=0)
         gen = nrandom.as_generator(generator)
         dt = np.dtype(backend.default_dtype() if dtype is None else dtype)
         if dt.kind != "f":
@@ -600,7 +584,7 @@ class CurveMixture(Toy2D):
         self._sigma = sigma                   # (k, s, xp) -> std per point (array or float)
         self._pdf, self._icdf = latent_pdf, latent_icdf
         self.bounds = bounds
-        self.resolution = _check_int("resolution", resolution, minimum=2, allow_none=True)
+        self.resolution = None if resolution is None else check_int(resolution, "resolution", minimum=2)
         self._grid = None
 
     def _points_per_curve(self, k) -> int:
@@ -807,7 +791,7 @@ class DataLoader:
             if labels.ndim < 1 or labels.shape[0] != images.shape[0]:
                 raise ValueError(f"labels must have {images.shape[0]} entries to match images, "
                                  f"got shape {tuple(labels.shape)}")
-        self.batch_size = _check_int("batch_size", batch_size, minimum=1)
+        self.batch_size = check_int(batch_size, "batch_size", minimum=1)
         for name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
