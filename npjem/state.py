@@ -12,22 +12,14 @@ import numpy as np
 
 from . import backend
 from . import random as nrandom
+from ._checks import check_float_dtype, check_int, check_probability
 from .autograd.tensor import Tensor
 
 __all__ = ["Queue", "MemoryBank"]
 
 
-def _count(name, value, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _float_dtype(dtype):
-    dt = np.dtype(backend.default_dtype() if dtype is None else dtype)
-    if dt.kind != "f":
-        raise TypeError(f"dtype must be a floating dtype, got {dt}")
-    return dt
+    return check_float_dtype(dtype, "dtype", default=backend.default_dtype())
 
 
 def _normalize_rows(a, eps=1e-12):
@@ -74,8 +66,8 @@ class Queue:
     """
 
     def __init__(self, size, dim, generator=None, device=None, dtype=None):
-        self.size = _count("size", size)
-        self.dim = _count("dim", dim)
+        self.size = check_int(size, "size")
+        self.dim = check_int(dim, "dim")
         self.dtype = _float_dtype(dtype)
         self.device = backend.normalize_device(device)
         self.xp = backend.xp_for_device(self.device)
@@ -130,12 +122,9 @@ class MemoryBank:
     """
 
     def __init__(self, size, dim, momentum=0.5, generator=None, device=None, dtype=None):
-        self.size = _count("size", size)
-        self.dim = _count("dim", dim)
-        if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real) \
-                or not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-        self.momentum = float(momentum)
+        self.size = check_int(size, "size")
+        self.dim = check_int(dim, "dim")
+        self.momentum = check_probability(momentum, "momentum")
         self.dtype = _float_dtype(dtype)
         self.device = backend.normalize_device(device)
         self.xp = backend.xp_for_device(self.device)
@@ -198,7 +187,7 @@ class MemoryBank:
             raise ValueError(f"generator draws on {g.device} but the bank lives on {self.device}")
         shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
         for s in shape:
-            _count("shape", s, minimum=0)
+            check_int(s, "shape", minimum=0)
         xp = self.xp
         if exclude is None:
             return g.integers(0, self.size, size=shape)

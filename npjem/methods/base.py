@@ -26,12 +26,12 @@ optimizer step; :meth:`Method.embed` returns the backbone's features for probing
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
 
 import numpy as np
 
+from .._checks import check_int
 from .. import backend
 from .. import random as nrandom
 from ..autograd import Tensor, no_grad
@@ -162,8 +162,7 @@ class Method(Module):
         it is moved to the device of the method's parameters. With ``projected=True`` the
         :attr:`head` is applied too (the embedding the loss compares).
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_int(batch_size, "batch_size")
         if projected and self.head is None:
             raise ValueError(f"{type(self).__name__} has no head to project with")
         arr = _raw(x)
@@ -249,9 +248,7 @@ def _current_lr(optimizer):
 
 
 def _check_epochs(epochs):
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    return int(epochs)
+    return check_int(epochs, "epochs")
 
 
 def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, progress=True,
@@ -294,11 +291,9 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
     step.
     """
     epochs = _check_epochs(epochs)
-    if isinstance(log_every, bool) or not isinstance(log_every, numbers.Integral) or log_every < 1:
-        raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)
-                                  or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+    check_int(log_every, "log_every")
+    if max_steps is not None:
+        check_int(max_steps, "max_steps")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if schedule is not None and not callable(getattr(schedule, "step", None)):

@@ -39,8 +39,8 @@ MoCo's single-GPU CIFAR demo does with its ``SplitBatchNorm`` (8 splits).
 """
 from __future__ import annotations
 
-import numbers
 
+from .._checks import check_int, check_probability
 from .. import backend
 from .. import random as nrandom
 from ..autograd import Tensor, no_grad, ops
@@ -96,17 +96,11 @@ class MoCo(Method):
                  generator=None):
         super().__init__(backbone, views)
         feature_dim = _feature_dim(backbone, feature_dim)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, numbers.Integral) or queue_size < 1:
-            raise ValueError(f"queue_size must be a positive integer, got {queue_size!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-        self.queue_size = int(queue_size)
-        self.momentum = float(momentum)
+        self.queue_size = check_int(queue_size, "queue_size")
+        self.momentum = check_probability(momentum, "momentum")
         self.temperature = _temperature(temperature)
         self.symmetric = bool(symmetric)
-        if isinstance(bn_splits, bool) or not isinstance(bn_splits, numbers.Integral) or bn_splits < 1:
-            raise ValueError(f"bn_splits must be a positive integer, got {bn_splits!r}")
-        self.bn_splits = int(bn_splits)
+        self.bn_splits = check_int(bn_splits, "bn_splits")
         self.out_dim = int(out_dim)
         if not isinstance(batch_norm, bool):
             raise TypeError(f"batch_norm must be True or False, got {batch_norm!r}")

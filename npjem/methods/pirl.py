@@ -32,8 +32,8 @@ which keeps the NCE terms near 1 at the start instead of K·log 2.
 """
 from __future__ import annotations
 
-import numbers
 
+from .._checks import check_choice, check_int, check_positive, check_probability
 from .. import backend
 from .. import random as nrandom
 from ..autograd import Tensor, no_grad
@@ -168,20 +168,14 @@ class PIRL(Method):
             views = pirl_views(32, grid=grid)
         super().__init__(backbone, views)
         feature_dim = _feature_dim(backbone, feature_dim)
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, numbers.Integral) or dataset_size < 2:
-            raise ValueError(f"dataset_size must be an integer >= 2 (rows of the memory bank), got {dataset_size!r}")
-        if isinstance(num_negatives, bool) or not isinstance(num_negatives, numbers.Integral) or num_negatives < 1:
-            raise ValueError(f"num_negatives must be a positive integer, got {num_negatives!r}")
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-        if isinstance(memory_momentum, bool) or not isinstance(memory_momentum, numbers.Real) \
-                or not 0.0 <= float(memory_momentum) <= 1.0:
-            raise ValueError(f"memory_momentum must be a number in [0, 1], got {memory_momentum!r}")
+        # the memory bank needs a row besides the positive's
+        check_int(dataset_size, "dataset_size", minimum=2)
+        check_int(num_negatives, "num_negatives")
+        check_probability(lam, "lam")
+        check_probability(memory_momentum, "memory_momentum")
         if normalizer != "auto":
-            if isinstance(normalizer, bool) or not isinstance(normalizer, numbers.Real) or not float(normalizer) > 0:
-                raise ValueError(f"normalizer must be 'auto' or a positive number, got {normalizer!r}")
-        if loss not in ("nce", "infonce"):
-            raise ValueError(f"loss must be 'nce' or 'infonce', got {loss!r}")
+            check_positive(normalizer, "normalizer ('auto' or a number)")
+        check_choice(loss, "loss", ("nce", "infonce"))
         self.loss = loss
         self.dataset_size = int(dataset_size)
         self.num_negatives = int(num_negatives)

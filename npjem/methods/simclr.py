@@ -18,8 +18,8 @@ are concatenated along the batch), so BatchNorm normalises over both views toget
 """
 from __future__ import annotations
 
-import numbers
 
+from .._checks import check_int, check_positive
 from ..autograd import ops
 from ..losses.contrastive import info_nce
 from ..nn.models import SimCLRProjectionHead
@@ -33,15 +33,11 @@ def _feature_dim(backbone, feature_dim):
         feature_dim = getattr(backbone, "num_features", None)
         if feature_dim is None:
             raise ValueError("feature_dim must be given: the backbone has no num_features attribute")
-    if isinstance(feature_dim, bool) or not isinstance(feature_dim, numbers.Integral) or feature_dim < 1:
-        raise ValueError(f"feature_dim must be a positive integer (the backbone's output width), got {feature_dim!r}")
-    return int(feature_dim)
+    return check_int(feature_dim, "feature_dim")
 
 
 def _temperature(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
-        raise ValueError(f"temperature must be a positive number, got {value!r}")
-    return float(value)
+    return check_positive(value, "temperature")
 
 
 class SimCLR(Method):

@@ -6,20 +6,12 @@ import numbers
 import numpy as np
 
 from .. import backend
+from .._checks import check_float_dtype as _check_float_dtype
 from .module import Parameter
 
 
-def check_positive_int(value, name):
-    if not isinstance(value, (numbers.Integral, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
 def check_float_dtype(dtype):
-    dt = np.dtype(backend.default_dtype() if dtype is None else dtype)
-    if dt.kind != "f":
-        raise TypeError(f"dtype must be a floating dtype, got {dt}")
-    return dt
+    return _check_float_dtype(dtype, "dtype", default=backend.default_dtype())
 
 
 def empty_parameter(shape, device=None, dtype=None):

@@ -29,7 +29,8 @@ from ..autograd import functional as AF
 from ..autograd import ops
 from ..autograd.tensor import Tensor, as_tensor
 from . import init
-from ._utils import check_positive_int, empty_parameter
+from .._checks import check_int
+from ._utils import empty_parameter
 from .linear import Dropout, Linear
 from .module import Module
 
@@ -72,8 +73,8 @@ class MultiheadAttention(Module):
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, batch_first=True,
                  device=None, dtype=None, generator=None):
         super().__init__()
-        self.embed_dim = check_positive_int(embed_dim, "embed_dim")
-        self.num_heads = check_positive_int(num_heads, "num_heads")
+        self.embed_dim = check_int(embed_dim, "embed_dim")
+        self.num_heads = check_int(num_heads, "num_heads")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
         if not 0.0 <= dropout <= 1.0:

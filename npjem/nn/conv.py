@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from . import functional as F
 from . import init
-from ._utils import check_positive_int, empty_parameter, pair
+from .._checks import check_int
+from ._utils import empty_parameter, pair
 from .module import Module
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -16,9 +17,9 @@ class _ConvNd(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                  bias, padding_mode, output_padding, device, dtype, generator):
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
-        self.groups = check_positive_int(groups, "groups")
+        self.in_channels = check_int(in_channels, "in_channels")
+        self.out_channels = check_int(out_channels, "out_channels")
+        self.groups = check_int(groups, "groups")
         if self.in_channels % self.groups:
             raise ValueError(f"in_channels={in_channels} must be divisible by groups={groups}")
         if self.out_channels % self.groups:

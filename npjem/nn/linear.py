@@ -7,7 +7,8 @@ from .. import random as nrandom
 from ..autograd import ops
 from . import functional as F
 from . import init
-from ._utils import check_positive_int, empty_parameter
+from .._checks import check_int
+from ._utils import empty_parameter
 from .module import Module
 
 __all__ = ["Linear", "Identity", "Flatten", "Dropout"]
@@ -32,8 +33,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, generator=None):
         super().__init__()
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         self.weight = empty_parameter((self.out_features, self.in_features), device, dtype)
         if bias:
             self.bias = empty_parameter((self.out_features,), device, dtype)

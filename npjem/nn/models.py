@@ -31,7 +31,8 @@ from ..autograd import functional as AF
 from ..autograd import ops
 from ..autograd.tensor import Tensor, as_tensor
 from . import init
-from ._utils import check_positive_int, empty_parameter, filled
+from .._checks import check_int
+from ._utils import empty_parameter, filled
 from .activation import GELU, ReLU
 from .attention import MultiheadAttention
 from .container import ModuleList, Sequential
@@ -57,7 +58,7 @@ def _ints(values, name, length=None):
         values = (values,)
     if not isinstance(values, (tuple, list)) or not values:
         raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {values!r}")
-    out = tuple(check_positive_int(v, name) for v in values)
+    out = tuple(check_int(v, name) for v in values)
     if length is not None and len(out) != length:
         raise ValueError(f"{name} must have {length} entries, got {len(out)} ({values!r})")
     return out
@@ -66,7 +67,7 @@ def _ints(values, name, length=None):
 def _num_classes(num_classes):
     if num_classes is None or num_classes == 0:
         return None
-    return check_positive_int(num_classes, "num_classes")
+    return check_int(num_classes, "num_classes")
 
 
 def _generator(generator, device):
@@ -98,10 +99,10 @@ class ConvNet(Module):
     def __init__(self, in_channels=3, widths=(32, 64, 128), strides=(1, 2, 2), num_classes=None,
                  kernel_size=3, batch_norm=True, device=None, dtype=None, generator=None):
         super().__init__()
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.in_channels = check_int(in_channels, "in_channels")
         widths = _ints(widths, "widths")
         strides = _ints(strides, "strides", len(widths))
-        k = check_positive_int(kernel_size, "kernel_size")
+        k = check_int(kernel_size, "kernel_size")
         g = _generator(generator, device)
         layers, c = [], self.in_channels
         for w, s in zip(widths, strides):
@@ -160,9 +161,9 @@ class BasicBlock(Module):
     def __init__(self, in_channels, out_channels, stride=1, downsample=None, device=None, dtype=None,
                  generator=None):
         super().__init__()
-        cin = check_positive_int(in_channels, "in_channels")
-        cout = check_positive_int(out_channels, "out_channels")
-        self.stride = check_positive_int(stride, "stride")
+        cin = check_int(in_channels, "in_channels")
+        cout = check_int(out_channels, "out_channels")
+        self.stride = check_int(stride, "stride")
         g = _generator(generator, device)
         self.conv1 = _conv3x3(cin, cout, self.stride, device, dtype, g)
         self.bn1 = BatchNorm2d(cout, device=device, dtype=dtype)
@@ -188,9 +189,9 @@ class Bottleneck(Module):
     def __init__(self, in_channels, out_channels, stride=1, downsample=None, device=None, dtype=None,
                  generator=None):
         super().__init__()
-        cin = check_positive_int(in_channels, "in_channels")
-        width = check_positive_int(out_channels, "out_channels")
-        self.stride = check_positive_int(stride, "stride")
+        cin = check_int(in_channels, "in_channels")
+        width = check_int(out_channels, "out_channels")
+        self.stride = check_int(stride, "stride")
         cout = width * self.expansion
         g = _generator(generator, device)
         self.conv1 = _conv1x1(cin, width, 1, device, dtype, g)
@@ -235,7 +236,7 @@ class ResNet(Module):
             raise TypeError(f"block must be a residual block class such as BasicBlock or Bottleneck, got {block!r}")
         layers = _ints(layers, "layers")
         widths = _ints(widths, "widths", len(layers))
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.in_channels = check_int(in_channels, "in_channels")
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
         g = _generator(generator, device)
@@ -291,25 +292,25 @@ class ResNet(Module):
 
 def resnet18(width=64, **kwargs):
     """ResNet-18 (BasicBlock, layers 2-2-2-2), widths (w, 2w, 4w, 8w); CIFAR stem by default."""
-    w = check_positive_int(width, "width")
+    w = check_int(width, "width")
     return ResNet(BasicBlock, (2, 2, 2, 2), (w, 2 * w, 4 * w, 8 * w), **kwargs)
 
 
 def resnet34(width=64, **kwargs):
     """ResNet-34 (BasicBlock, layers 3-4-6-3), widths (w, 2w, 4w, 8w)."""
-    w = check_positive_int(width, "width")
+    w = check_int(width, "width")
     return ResNet(BasicBlock, (3, 4, 6, 3), (w, 2 * w, 4 * w, 8 * w), **kwargs)
 
 
 def resnet50(width=64, **kwargs):
     """ResNet-50 (Bottleneck, layers 3-4-6-3), num_features = 32·w (2048 for w = 64)."""
-    w = check_positive_int(width, "width")
+    w = check_int(width, "width")
     return ResNet(Bottleneck, (3, 4, 6, 3), (w, 2 * w, 4 * w, 8 * w), **kwargs)
 
 
 def resnet_tiny(width=16, **kwargs):
     """A ResNet small enough for CPU examples: one BasicBlock per stage, widths (w, 2w, 4w, 8w)."""
-    w = check_positive_int(width, "width")
+    w = check_int(width, "width")
     return ResNet(BasicBlock, (1, 1, 1, 1), (w, 2 * w, 4 * w, 8 * w), **kwargs)
 
 
@@ -325,13 +326,13 @@ class PatchEmbed(Module):
                  generator=None):
         super().__init__()
         ih, iw = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
-        self.img_size = (check_positive_int(ih, "img_size"), check_positive_int(iw, "img_size"))
-        self.patch_size = check_positive_int(patch_size, "patch_size")
+        self.img_size = (check_int(ih, "img_size"), check_int(iw, "img_size"))
+        self.patch_size = check_int(patch_size, "patch_size")
         if ih % self.patch_size or iw % self.patch_size:
             raise ValueError(f"img_size {self.img_size} must be divisible by patch_size={patch_size}")
         self.grid_size = (ih // self.patch_size, iw // self.patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.in_channels = check_int(in_channels, "in_channels")
         self.proj = Conv2d(in_channels, embed_dim, self.patch_size, stride=self.patch_size, device=device,
                            dtype=dtype, generator=_generator(generator, device))
 
@@ -374,7 +375,7 @@ class Block(Module):
     def __init__(self, dim, num_heads, mlp_ratio=4.0, qkv_bias=True, drop=0.0, attn_drop=0.0, norm_eps=1e-6,
                  device=None, dtype=None, generator=None):
         super().__init__()
-        dim = check_positive_int(dim, "dim")
+        dim = check_int(dim, "dim")
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio!r}")
         g = _generator(generator, device)
@@ -420,8 +421,8 @@ class VisionTransformer(Module):
                  norm_eps=1e-6, device=None, dtype=None, generator=None):
         super().__init__()
         g = _generator(generator, device)
-        d = check_positive_int(embed_dim, "embed_dim")
-        self.depth = check_positive_int(depth, "depth")
+        d = check_int(embed_dim, "embed_dim")
+        self.depth = check_int(depth, "depth")
         self.embed_dim = self.num_features = d
         self.patch_embed = PatchEmbed(img_size, patch_size, in_channels, d, device, dtype, g)
         self.num_patches = self.patch_embed.num_patches
@@ -524,7 +525,7 @@ class ProjectionHead(Module):
             if not isinstance(blk, (tuple, list)) or len(blk) not in (4, 5):
                 raise ValueError(f"blocks[{i}] must be (in, out, batch_norm, activation[, bias]), got {blk!r}")
             fin, fout, bn, act = blk[:4]
-            fin, fout = check_positive_int(fin, f"blocks[{i}] in_features"), check_positive_int(
+            fin, fout = check_int(fin, f"blocks[{i}] in_features"), check_int(
                 fout, f"blocks[{i}] out_features")
             if prev is not None and fin != prev:
                 raise ValueError(f"blocks[{i}] has in_features={fin} but blocks[{i - 1}] outputs {prev}")
@@ -578,14 +579,14 @@ class SimCLRProjectionHead(ProjectionHead):
 
     def __init__(self, in_dim=2048, hidden_dim=2048, out_dim=128, num_layers=2, batch_norm=True,
                  last_batch_norm=False, device=None, dtype=None, generator=None):
-        num_layers = check_positive_int(num_layers, "num_layers")
+        num_layers = check_int(num_layers, "num_layers")
         if num_layers < 2:
             raise ValueError(f"num_layers must be >= 2 (a linear head is a Linear), got {num_layers}")
         blocks = [(in_dim, hidden_dim, bool(batch_norm), "relu")]
         blocks += [(hidden_dim, hidden_dim, bool(batch_norm), "relu")] * (num_layers - 2)
         last_bn = None
         if last_batch_norm:
-            last_bn = _ScaleOnlyBatchNorm1d(check_positive_int(out_dim, "out_dim"), device=device, dtype=dtype)
+            last_bn = _ScaleOnlyBatchNorm1d(check_int(out_dim, "out_dim"), device=device, dtype=dtype)
         blocks.append((hidden_dim, out_dim, last_bn, None))
         super().__init__(blocks, device, dtype, generator)
 
@@ -597,7 +598,7 @@ class MoCoProjectionHead(ProjectionHead):
 
     def __init__(self, in_dim=2048, hidden_dim=2048, out_dim=128, num_layers=2, batch_norm=False,
                  device=None, dtype=None, generator=None):
-        num_layers = check_positive_int(num_layers, "num_layers")
+        num_layers = check_int(num_layers, "num_layers")
         if num_layers < 2:
             raise ValueError(f"num_layers must be >= 2, got {num_layers}")
         blocks = [(in_dim, hidden_dim, bool(batch_norm), "relu")]
@@ -636,7 +637,7 @@ class SimSiamProjectionHead(ProjectionHead):
     """
 
     def __init__(self, in_dim=2048, hidden_dim=2048, out_dim=2048, device=None, dtype=None, generator=None):
-        out = check_positive_int(out_dim, "out_dim")
+        out = check_int(out_dim, "out_dim")
         super().__init__([(in_dim, hidden_dim, True, "relu"), (hidden_dim, hidden_dim, True, "relu"),
                           (hidden_dim, out, BatchNorm1d(out, affine=False, device=device, dtype=dtype), None)],
                          device, dtype, generator)
@@ -670,7 +671,7 @@ class VICRegProjectionHead(ProjectionHead):
 
     def __init__(self, in_dim=2048, hidden_dim=8192, out_dim=8192, num_layers=3, device=None, dtype=None,
                  generator=None):
-        num_layers = check_positive_int(num_layers, "num_layers")
+        num_layers = check_int(num_layers, "num_layers")
         if num_layers < 2:
             raise ValueError(f"num_layers must be >= 2, got {num_layers}")
         blocks = [(in_dim, hidden_dim, True, "relu")]
@@ -691,8 +692,8 @@ class WeightNormLinear(Module):
 
     def __init__(self, in_features, out_features, init_g=None, device=None, dtype=None, generator=None):
         super().__init__()
-        self.in_features = check_positive_int(in_features, "in_features")
-        self.out_features = check_positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         lin = Linear(self.in_features, self.out_features, bias=False, device=device, dtype=dtype,
                      generator=generator)
         v = lin.weight.data
@@ -735,7 +736,7 @@ class DINOProjectionHead(Module):
                  batch_norm=False, norm_last_layer=True, freeze_last_layer=-1, device=None, dtype=None,
                  generator=None):
         super().__init__()
-        num_layers = check_positive_int(num_layers, "num_layers")
+        num_layers = check_int(num_layers, "num_layers")
         g = _generator(generator, device)
         if num_layers == 1:
             layers = [Linear(in_dim, bottleneck_dim, device=device, dtype=dtype, generator=g)]

@@ -8,7 +8,8 @@ import numpy as np
 from .. import backend
 from ..autograd.tensor import Tensor
 from . import functional as F
-from ._utils import check_positive_int, filled
+from .._checks import check_int, check_positive, check_probability
+from ._utils import filled
 from .module import Module, Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
@@ -29,11 +30,10 @@ class _BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None):
         super().__init__()
-        self.num_features = check_positive_int(num_features, "num_features")
-        if not (isinstance(eps, numbers.Real) and eps >= 0):
-            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-        if momentum is not None and not (isinstance(momentum, numbers.Real) and 0.0 <= momentum <= 1.0):
-            raise ValueError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
+        self.num_features = check_int(num_features, "num_features")
+        check_positive(eps, "eps", allow_zero=True)
+        if momentum is not None:
+            check_probability(momentum, "momentum")
         self.eps = eps
         self.momentum = momentum
         self.affine = bool(affine)
@@ -116,7 +116,7 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, numbers.Integral):
             normalized_shape = (int(normalized_shape),)
-        self.normalized_shape = tuple(check_positive_int(s, "normalized_shape") for s in normalized_shape)
+        self.normalized_shape = tuple(check_int(s, "normalized_shape") for s in normalized_shape)
         self.eps = eps
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
