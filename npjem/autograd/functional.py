@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .._checks import check_choice
 from . import ops
 from .ops import exp, log, sqrt, where
 from .tensor import Function, Tensor, as_tensor
@@ -24,8 +25,7 @@ tanh = ops.tanh
 
 
 def _check_reduction(reduction):
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
 
 
 def _reduce(loss, reduction):

@@ -18,11 +18,11 @@ as the original code does (they are computed under ``no_grad`` or kept in a buff
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import backend
+from .._checks import check_choice, check_int, check_positive, check_probability
 from ..autograd import functional as F
 from ..autograd import ops
 from ..autograd.tensor import Tensor
@@ -60,22 +60,6 @@ def _same(name, t, ref_name, ref, shape=None):
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; cast one of them")
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
-
-
-def _positive(name, value, allow_zero=False):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {bound} finite number, got {value!r}")
-    return v
-
-
-def _choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}, got {value!r}")
-    return value
 
 
 def _reduce(loss, reduction):
@@ -140,10 +124,10 @@ def pair_margin_loss(h_x, h_y, is_positive, margin=1.0, distance="euclidean", re
     n = h_x.shape[0]
     if n < 1:
         raise ValueError("pair_margin_loss needs at least one pair, got N = 0")
-    margin = _positive("margin", margin)
-    eps = _positive("eps", eps, allow_zero=True)
-    _choice("distance", distance, ("euclidean", "cosine"))
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    margin = check_positive(margin, "margin")
+    eps = check_positive(eps, "eps", allow_zero=True)
+    check_choice(distance, "distance", ("euclidean", "cosine"))
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
     xp = h_x.xp
 
     lab = is_positive.data if isinstance(is_positive, Tensor) else is_positive
@@ -242,9 +226,9 @@ def info_nce(h_x, h_y, temperature=0.1, *, directions="sum", intra_view_negative
     if n < 2:
         raise ValueError(f"info_nce needs N >= 2 pairs (the negatives come from the batch), "
                          f"got h_x of shape {tuple(h_x.shape)}")
-    tau = _positive("temperature", temperature)
-    _choice("directions", directions, ("sum", "mean", "x_to_y"))
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    tau = check_positive(temperature, "temperature")
+    check_choice(directions, "directions", ("sum", "mean", "x_to_y"))
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
     if include_self and not intra_view_negatives:
         raise ValueError("include_self=True needs intra_view_negatives=True "
                          "(the self-similarity is an intra-view term)")
@@ -331,8 +315,8 @@ def moco_loss(q, k, queue, temperature=0.2, *, normalize=True, reduction="mean")
         raise ValueError("moco_loss needs at least one query, got N = 0")
     if queue.shape[0] < 1:
         raise ValueError("queue must hold at least one negative key (K >= 1), got K = 0")
-    tau = _positive("temperature", temperature)
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    tau = check_positive(temperature, "temperature")
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
 
     k, queue = k.detach(), queue.detach()
     if normalize:
@@ -429,12 +413,11 @@ def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07
         |                                              |   eps=float(np.finfo(np.float32).eps))       |
     """
     v, memory_pos, memory_neg = _nce_inputs("v", v, memory_pos, memory_neg)
-    if isinstance(dataset_size, (bool, np.bool_)) or not isinstance(dataset_size, numbers.Integral) or dataset_size < 1:
-        raise ValueError(f"dataset_size must be a positive integer (|D|, the memory bank's rows), got {dataset_size!r}")
-    tau = _positive("temperature", temperature)
-    z = _positive("normalizer", normalizer)
-    eps = _positive("eps", eps, allow_zero=True)
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    check_int(dataset_size, "dataset_size")
+    tau = check_positive(temperature, "temperature")
+    z = check_positive(normalizer, "normalizer")
+    eps = check_positive(eps, "eps", allow_zero=True)
+    check_choice(reduction, "reduction", ("mean", "sum", "none"))
 
     s_pos, s_neg = _nce_scores(v, memory_pos, memory_neg, tau, normalize)
     num_neg = memory_neg.shape[-2]
@@ -495,9 +478,7 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     f_orig, memory_pos_c, memory_neg_c = _nce_inputs("f_orig", f_orig, memory_pos, memory_neg)
     g_transformed = _embeddings("g_transformed", g_transformed, what="(B, d)")
     _same("g_transformed", g_transformed, "f_orig", f_orig, shape=f_orig.shape)
-    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
-        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-    lam = float(lam)
+    lam = check_probability(lam, "lam")
     kw = dict(dataset_size=dataset_size, temperature=temperature, normalizer=normalizer, eps=eps,
               normalize=normalize, reduction=reduction)
     term_g = nce_memory_loss(g_transformed, memory_pos_c, memory_neg_c, **kw)
@@ -513,9 +494,8 @@ def nce_normalizer(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07,
     The mean is taken in the log domain (log-sum-exp), so it does not overflow.
     """
     v, memory_pos, memory_neg = _nce_inputs("v", v, memory_pos, memory_neg)
-    if isinstance(dataset_size, (bool, np.bool_)) or not isinstance(dataset_size, numbers.Integral) or dataset_size < 1:
-        raise ValueError(f"dataset_size must be a positive integer, got {dataset_size!r}")
-    tau = _positive("temperature", temperature)
+    check_int(dataset_size, "dataset_size")
+    tau = check_positive(temperature, "temperature")
     s_pos, s_neg = _nce_scores(v.detach(), memory_pos, memory_neg, tau, normalize)
     xp = v.xp
     s = xp.concatenate([s_pos.data[:, None], s_neg.data], axis=1).astype(np.float64).ravel()
