@@ -24,6 +24,8 @@ import math
 
 import numpy as np
 
+from ._checks import check_int
+
 try:
     from hypothesis import strategies as st
     from hypothesis.extra import numpy as hnp
@@ -44,10 +46,8 @@ __all__ = [
 
 
 def _check_bounds(min_dims, max_dims, min_side, max_side):
-    if not 0 <= min_dims <= max_dims:
-        raise ValueError(f"need 0 <= min_dims <= max_dims, got min_dims={min_dims}, max_dims={max_dims}")
-    if not 0 <= min_side <= max_side:
-        raise ValueError(f"need 0 <= min_side <= max_side, got min_side={min_side}, max_side={max_side}")
+    check_int(max_dims, "max_dims", minimum=check_int(min_dims, "min_dims", minimum=0))
+    check_int(max_side, "max_side", minimum=check_int(min_side, "min_side", minimum=0))
 
 
 def shapes(min_dims=0, max_dims=4, min_side=1, max_side=4, *, max_size=None):

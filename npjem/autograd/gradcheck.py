@@ -24,11 +24,11 @@ far inside the tolerance, while real bugs miss by O(1).
 """
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from .. import backend
+from .._checks import check_choice, check_int, check_positive
 from .tensor import Tensor, enable_grad, grad, no_grad
 
 __all__ = ["GradcheckError", "gradcheck", "gradgradcheck"]
@@ -146,16 +146,12 @@ def _excess(analytic, numeric, atol, rtol):
 # ----------------------------------------------------------------------------- the check
 
 def _validate(eps, atol, rtol, mode, n_directions):
-    if not (isinstance(eps, numbers.Real) and eps > 0):
-        raise ValueError(f"eps must be a positive number, got {eps!r}")
-    if not (isinstance(atol, numbers.Real) and atol >= 0):
-        raise ValueError(f"atol must be a non-negative number, got {atol!r}")
-    if not (isinstance(rtol, numbers.Real) and rtol >= 0):
-        raise ValueError(f"rtol must be a non-negative number, got {rtol!r}")
-    if mode not in ("full", "fast"):
-        raise ValueError(f"mode must be 'full' or 'fast', got {mode!r}")
-    if n_directions is not None and not (isinstance(n_directions, numbers.Integral) and n_directions >= 1):
-        raise ValueError(f"n_directions must be a positive integer, got {n_directions!r}")
+    check_positive(eps, "eps")
+    check_positive(atol, "atol", allow_zero=True)
+    check_positive(rtol, "rtol", allow_zero=True)
+    check_choice(mode, "mode", ("full", "fast"))
+    if n_directions is not None:
+        check_int(n_directions, "n_directions")
 
 
 def _check(fn, args, diff, eps, atol, rtol, mode, n_directions, seed, what):
