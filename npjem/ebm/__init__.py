@@ -7,3 +7,4 @@ on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It i
 """
 
 from .rbm import BernoulliRBM  # noqa: E402,F401
+from .dae import DenoisingAutoencoder  # noqa: E402,F401
