@@ -70,6 +70,15 @@ def sigmoid(x):
     return xp.tanh(x * 0.5) * 0.5 + 0.5
 
 
+def _sigmoid_(t, xp):
+    """σ in place on a fresh temporary ``t`` (the training loop's hot path: no new arrays)."""
+    t *= 0.5
+    xp.tanh(t, out=t)
+    t *= 0.5
+    t += 0.5
+    return t
+
+
 def softplus(x):
     """log(1 + e^x) = max(x, 0) + log1p(e^{−|x|}), stable for any x."""
     xp = backend.get_array_module(x)
@@ -404,19 +413,25 @@ class BernoulliRBM(Module):
     def _chain(self, h, k, g, W, c, b):
         """k sweeps h → v → h from hidden states h; returns (v, p(h|v)) of the last sweep and
         the sampled h that continues the chain."""
+        xp = backend.get_array_module(W)
         for step in range(k):
-            v = self._bernoulli(sigmoid(h @ W + b), g)
-            ph = sigmoid(v @ W.T + c)
+            t = h @ W
+            t += b
+            v = self._bernoulli(_sigmoid_(t, xp), g)
+            ph = v @ W.T
+            ph += c
+            _sigmoid_(ph, xp)
             h = self._bernoulli(ph, g)
         return v, ph, h
 
     @staticmethod
     def _statistics(v_pos, ph_pos, v_neg, ph_neg):
         """(∂W, ∂c, ∂b): mean data statistics minus mean negative-phase statistics."""
-        n, m = v_pos.shape[0], v_neg.shape[0]
-        dW = ph_pos.T @ v_pos * (1.0 / n) - ph_neg.T @ v_neg * (1.0 / m)
-        dc = ph_pos.mean(axis=0) - ph_neg.mean(axis=0)
-        db = v_pos.mean(axis=0) - v_neg.mean(axis=0)
+        a, z = 1.0 / v_pos.shape[0], -1.0 / v_neg.shape[0]
+        dW = (ph_pos.T * a) @ v_pos
+        dW += (ph_neg.T * z) @ v_neg
+        dc = ph_pos.sum(axis=0) * a + ph_neg.sum(axis=0) * z
+        db = v_pos.sum(axis=0) * a + v_neg.sum(axis=0) * z
         return dW, dc, db
 
     def cd_gradient(self, X, k=1, generator=None):
@@ -476,7 +491,9 @@ class BernoulliRBM(Module):
 
     def _update(self, v_pos, g):
         W, b, c = self.weight.data, self.visible_bias.data, self.hidden_bias.data
-        ph_pos = sigmoid(v_pos @ W.T + c)
+        ph_pos = v_pos @ W.T
+        ph_pos += c
+        _sigmoid_(ph_pos, backend.get_array_module(W))
         if self.method == "cd":
             v_neg, ph_neg, _ = self._chain(self._bernoulli(ph_pos, g), self.k, g, W, c, b)
         elif self.method == "pcd":
