@@ -192,6 +192,9 @@ class BernoulliRBM(Module):
         if self._generator is None or self._generator.device != backend.normalize_device(device):
             self._generator = nrandom.as_generator(self._seed, device) if self._seed is not None \
                 else nrandom.default_rng(None, device)
+            if self._generator.device != backend.normalize_device(device):
+                raise ValueError(f"generator is on {self._generator.device} but the RBM's data and "
+                                 f"parameters are on {backend.normalize_device(device)}")
         return self._generator
 
     def _create(self, n_visible, xp, dtype, generator):
