@@ -5,3 +5,6 @@ An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (lecture not
 on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It imports
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
+
+from .rbm import BernoulliRBM  # noqa: E402,F401
+from .dae import DenoisingAutoencoder  # noqa: E402,F401
