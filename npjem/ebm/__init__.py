@@ -5,3 +5,10 @@ An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (lecture not
 on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It imports
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
+
+# Energies, free energies, the Gibbs distribution and its NLL (energy.py).
+from .energy import (  # noqa: F401
+    ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, free_energy_min, gibbs, nll,
+)
+
+__all__ = ["MLPEnergy", "ConvEnergy", "ConditionalEnergy", "free_energy_min", "free_energy", "gibbs", "nll"]
