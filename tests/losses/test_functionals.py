@@ -151,10 +151,10 @@ def test_lvq2_margin_zero_and_saturation(n, seed, big_m, xp):
 
 def test_lvq2_ratio_form_saturates_at_one_plus_delta(xp):
     delta = 0.5
-    en = np.array([1.0, 1.0, 1.0, 2.0])
-    ep = np.array([0.9, 1.25, 1.6, 3.0])             # ratios E_C / E_I: 0.9, 1.25, 1.6, 1.5
+    en = np.array([2.0, 2.0, 2.0, 4.0])
+    ep = np.array([1.8, 2.5, 3.2, 5.0])             # ratios E_C / E_I: 0.9, 1.25, 1.6, 1.25
     loss = host(lvq2(xp.asarray(ep), xp.asarray(en), delta=delta, reduction="none"))
-    np.testing.assert_allclose(loss, [0.0, 0.5, 1.0, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(loss, [0.0, 0.5, 1.0, 0.5], rtol=1e-12)
 
 
 @stateless_fixtures
@@ -295,6 +295,10 @@ def test_most_offending_skips_answers_within_epsilon_of_the_correct_one(xp):
     assert int(backend.to_numpy(idx)[0]) == 6 and float(host(e_i)[0]) == pytest.approx(0.1)
     e_i, idx = most_offending(xp.asarray(e), xp.asarray(t), distances=xp.asarray(dist), epsilon=0.6,
                               return_index=True)
+    assert int(backend.to_numpy(idx)[0]) == 6
+    # Exactly at ε is still "too close": an error must be farther than ε.
+    e_i, idx = most_offending(xp.asarray(e - np.array([[0, 0, 0, 0, 0, 9, 0]])), xp.asarray(t),
+                              distances=xp.asarray(dist), epsilon=0.5, return_index=True)
     assert int(backend.to_numpy(idx)[0]) == 6
     e_i, idx = most_offending(xp.asarray(e), xp.asarray(t), return_index=True)
     assert int(backend.to_numpy(idx)[0]) in (2, 4)
