@@ -232,9 +232,10 @@ class ConditionalEnergy(Module):
         return x
 
     def _y(self, name, y, rows):
-        y = y if isinstance(y, Tensor) else Tensor(y) if backend.is_array(y) else None
-        if y is None:
-            raise TypeError(f"{name} must be a Tensor or an array of answers")
+        if not isinstance(y, Tensor):
+            if not backend.is_array(y):
+                raise TypeError(f"{name} must be a Tensor or an array of answers, got {type(y).__name__}")
+            y = Tensor(y)
         if y.ndim != 2 or (rows is not None and y.shape[0] != rows) or y.shape[1] != self.y_features:
             shown = "(" + ("K" if rows is None else str(rows)) + f", {self.y_features})"
             raise ValueError(f"{name} must have shape {shown} (y_features={self.y_features}), got {tuple(y.shape)}")
