@@ -6,5 +6,12 @@ on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It i
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
 
-from .rbm import BernoulliRBM  # noqa: E402,F401
-from .dae import DenoisingAutoencoder  # noqa: E402,F401
+# Energies, free energies, the Gibbs distribution and its NLL (energy.py).
+from .energy import (  # noqa: F401
+    ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, free_energy_min, gibbs, nll,
+)
+from .rbm import BernoulliRBM  # noqa: F401
+from .dae import DenoisingAutoencoder  # noqa: F401
+
+__all__ = ["MLPEnergy", "ConvEnergy", "ConditionalEnergy", "free_energy_min", "free_energy", "gibbs", "nll",
+           "BernoulliRBM", "DenoisingAutoencoder"]

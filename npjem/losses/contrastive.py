@@ -89,6 +89,12 @@ def pair_margin_loss(h_x, h_y, is_positive, margin=1.0, distance="euclidean", re
     The energy of a positive pair is pushed down to 0; a negative pair is pushed up until its
     distance reaches the margin m and is left alone beyond it (zero loss and zero gradient).
 
+    This is the hinge loss on pairs, in LeCun et al.'s (2006) terms: the energy is the distance,
+    a positive pair gives the correct answer's energy E_C = D⁺, a negative pair the offending
+    answer's E_I = D⁻, and one of each costs ½ (E_C² + max(0, m − E_I)²), i.e. ½ of the
+    square-square functional :func:`npjem.losses.square_square` (a squared hinge with margin m;
+    :func:`npjem.losses.hinge` is its unsquared form on the energy gap).
+
     The ½ factors are in the original (the paper's exact loss:
     L = (1−Y) ½ D_W² + Y ½ {max(0, m − D_W)}², where the paper's Y = 1 marks a *dissimilar*
     pair; here ``is_positive`` is True for a similar pair, i.e. ``is_positive = (Y == 0)``).
