@@ -17,3 +17,6 @@ __all__ = [
     "info_nce", "moco_loss", "nce_loss", "nce_memory_loss", "nce_normalizer", "nt_xent",
     "pair_margin_loss",
 ]
+from .noncontrastive import VICRegLoss, barlow_twins, vicreg  # noqa: E402
+
+__all__ += ["VICRegLoss", "barlow_twins", "vicreg"]
