@@ -335,3 +335,11 @@ def test_data2vec_bad_inputs():
         data2vec_targets([x[:, :1]], 1)
     with pytest.raises(TypeError, match="layer_outputs must be a list"):
         data2vec_targets(x, 1)
+
+
+def test_empty_batches_raise_naming_the_argument():
+    empty = np.zeros((0, 4))
+    with pytest.raises(ValueError, match="p must hold at least one sample"):
+        negative_cosine(empty, empty)
+    with pytest.raises(ValueError, match=r"student\[0\] must have at least one row"):
+        dino([empty, empty], [empty], np.zeros(4))
