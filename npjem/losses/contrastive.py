@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ._inputs import as_float_tensor, like, matrix
 from .._checks import check_choice, check_int, check_positive, check_probability
 from ..autograd import functional as F
 from ..autograd import ops
@@ -31,36 +32,7 @@ __all__ = ["pair_margin_loss", "info_nce", "nt_xent", "moco_loss", "nce_loss", "
            "nce_normalizer"]
 
 
-# ---------------------------------------------------------------- validation
-
-def _tensor(name, value):
-    if isinstance(value, Tensor):
-        t = value
-    elif backend.is_array(value):
-        t = Tensor(value)
-    else:
-        raise TypeError(f"{name} must be a Tensor or an array, got {type(value).__name__}")
-    if t.dtype.kind != "f":
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
-    return t
-
-
-def _embeddings(name, value, what="(N, d)"):
-    t = _tensor(name, value)
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with shape {what}, got shape {tuple(t.shape)}")
-    return t
-
-
-def _same(name, t, ref_name, ref, shape=None):
-    """``t`` must share ``ref``'s dtype and device (and ``shape`` when given)."""
-    if shape is not None and tuple(t.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)} (to match {ref_name}), got {tuple(t.shape)}")
-    if t.dtype != ref.dtype:
-        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; cast one of them")
-    if t.device != ref.device:
-        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
-
+# ---------------------------------------------------------------- helpers
 
 def _reduce(loss, reduction):
     if reduction == "mean":
@@ -124,9 +96,9 @@ def pair_margin_loss(h_x, h_y, is_positive, margin=1.0, distance="euclidean", re
         |   to the difference, not to the square)         | which shifts D by ≈ 1e-6·Σ(a−b)/D        |
         | torch.norm(a − b, dim=1)                        | distance="euclidean", eps=0 (default)    |
     """
-    h_x = _embeddings("h_x", h_x)
-    h_y = _embeddings("h_y", h_y)
-    _same("h_y", h_y, "h_x", h_x, shape=h_x.shape)
+    h_x = matrix("h_x", h_x)
+    h_y = matrix("h_y", h_y)
+    like("h_y", h_y, "h_x", h_x, shape=h_x.shape)
     n = h_x.shape[0]
     if n < 1:
         raise ValueError("pair_margin_loss needs at least one pair, got N = 0")
@@ -225,9 +197,9 @@ def info_nce(h_x, h_y, temperature=0.1, *, directions="sum", intra_view_negative
         |                                               |               intra_view_negatives=False)         |
         | lightly NTXentLoss(memory_bank_size=K)        | moco_loss(a, b, bank, 0.5): one direction, no x–x |
     """
-    h_x = _embeddings("h_x", h_x)
-    h_y = _embeddings("h_y", h_y)
-    _same("h_y", h_y, "h_x", h_x, shape=h_x.shape)
+    h_x = matrix("h_x", h_x)
+    h_y = matrix("h_y", h_y)
+    like("h_y", h_y, "h_x", h_x, shape=h_x.shape)
     n = h_x.shape[0]
     if n < 2:
         raise ValueError(f"info_nce needs N >= 2 pairs (the negatives come from the batch), "
@@ -308,15 +280,15 @@ def moco_loss(q, k, queue, temperature=0.2, *, normalize=True, reduction="mean")
         | solo-learn MoCo V2+ (two queues, averaged)       | (moco_loss(q1, k2, Q2, τ)                     |
         |                                                  |  + moco_loss(q2, k1, Q1, τ)) / 2              |
     """
-    q = _embeddings("q", q)
-    k = _embeddings("k", k)
-    _same("k", k, "q", q, shape=q.shape)
-    queue = _embeddings("queue", queue, what="(K, d)")
+    q = matrix("q", q)
+    k = matrix("k", k)
+    like("k", k, "q", q, shape=q.shape)
+    queue = matrix("queue", queue, what="(K, d)")
     d = q.shape[1]
     if queue.shape[1] != d:
         hint = " (MoCo's buffer is (d, K): pass queue.T)" if queue.shape[0] == d else ""
         raise ValueError(f"queue must have shape (K, {d}) (one negative key per row), got {tuple(queue.shape)}{hint}")
-    _same("queue", queue, "q", q)
+    like("queue", queue, "q", q)
     if q.shape[0] < 1:
         raise ValueError("moco_loss needs at least one query, got N = 0")
     if queue.shape[0] < 1:
@@ -337,11 +309,11 @@ def moco_loss(q, k, queue, temperature=0.2, *, normalize=True, reduction="mean")
 # ---------------------------------------------------------------- PIRL / NPID NCE with a memory bank
 
 def _nce_inputs(name, v, memory_pos, memory_neg):
-    v = _embeddings(name, v, what="(B, d)")
+    v = matrix(name, v, what="(B, d)")
     b, d = v.shape
-    memory_pos = _tensor("memory_pos", memory_pos)
-    _same("memory_pos", memory_pos, name, v, shape=(b, d))
-    memory_neg = _tensor("memory_neg", memory_neg)
+    memory_pos = as_float_tensor("memory_pos", memory_pos)
+    like("memory_pos", memory_pos, name, v, shape=(b, d))
+    memory_neg = as_float_tensor("memory_neg", memory_neg)
     if memory_neg.ndim == 2:
         ok = memory_neg.shape[1] == d
     elif memory_neg.ndim == 3:
@@ -351,7 +323,7 @@ def _nce_inputs(name, v, memory_pos, memory_neg):
     if not ok:
         raise ValueError(f"memory_neg must have shape (K, {d}) (negatives shared by the batch) or "
                          f"({b}, K, {d}) (K negatives per sample), got {tuple(memory_neg.shape)}")
-    _same("memory_neg", memory_neg, name, v)
+    like("memory_neg", memory_neg, name, v)
     if memory_neg.shape[-2] < 1:
         raise ValueError("memory_neg must hold at least one negative (K >= 1), got K = 0")
     if b < 1:
@@ -482,8 +454,8 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     ``bank.update(y, normalize(f_orig))`` (:class:`npjem.state.MemoryBank`).
     """
     f_orig, memory_pos_c, memory_neg_c = _nce_inputs("f_orig", f_orig, memory_pos, memory_neg)
-    g_transformed = _embeddings("g_transformed", g_transformed, what="(B, d)")
-    _same("g_transformed", g_transformed, "f_orig", f_orig, shape=f_orig.shape)
+    g_transformed = matrix("g_transformed", g_transformed, what="(B, d)")
+    like("g_transformed", g_transformed, "f_orig", f_orig, shape=f_orig.shape)
     lam = check_probability(lam, "lam")
     kw = dict(dataset_size=dataset_size, temperature=temperature, normalizer=normalizer, eps=eps,
               normalize=normalize, reduction=reduction)
