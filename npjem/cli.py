@@ -414,13 +414,27 @@ class _ResumableLoader:
                 yield batch
 
 
+def _lower_lr(what, epoch, step, n_steps, lr):
+    return UsageError(f"{what} not finite at epoch {epoch}, step {step} of {n_steps} (lr {lr:g}): lower --lr")
+
+
+def _finite(a):
+    from . import backend
+
+    return bool(backend.get_array_module(a).isfinite(a).all())
+
+
 def _monitor(method, images):
-    """Embedding std and RankMe of h and z on a fixed slice of the test set (per-epoch curves)."""
+    """Embedding std and RankMe of h and z on a fixed slice of the test set (per-epoch curves);
+    None when an embedding is not finite."""
     out = {}
     for prefix, projected in (("h_", False), ("z_", True)):
         if projected and method.head is None:
             continue
-        r = _collapse(method.embed(images, projected=projected).data, prefix)
+        z = method.embed(images, projected=projected).data
+        if not _finite(z):
+            return None
+        r = _collapse(z, prefix)
         out[f"{prefix}embedding_std"] = r[f"{prefix}embedding_std"]
         out[f"{prefix}effective_rank"] = r[f"{prefix}effective_rank"]
     return out
@@ -558,7 +572,10 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
         progress["loss"].append(rec["loss"])
         progress["lr"].append(rec["lr"])
         if step % n_steps == 0:
-            progress["monitor"].append(_monitor(method, monitor_images))
+            m = _monitor(method, monitor_images)
+            if m is None:  # a loss bounded like InfoNCE's can stay finite while the features overflow
+                raise _lower_lr("the embeddings of the test images are", step // n_steps, n_steps, n_steps, lr)
+            progress["monitor"].append(m)
             if step < total:
                 save()
         return stop["requested"]
@@ -574,16 +591,18 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     interrupted = False
     try:
-        if total - start > 0:
-            fit(method, rl, opt, epochs=args.epochs - start // n_steps, schedule=sched, generator=aug_gen,
-                progress=not args.quiet, log_every=max(1, n_steps // 2), callback=callback,
-                max_steps=total - start)
+        # Overflow is caught below as a non-finite loss or embedding, with the flag to change;
+        # NumPy's warnings about it on the way would only bury that message.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if total - start > 0:
+                fit(method, rl, opt, epochs=args.epochs - start // n_steps, schedule=sched, generator=aug_gen,
+                    progress=not args.quiet, log_every=max(1, n_steps // 2), callback=callback,
+                    max_steps=total - start)
     except KeyboardInterrupt:
         interrupted = True
     except FloatingPointError:
-        step = progress["step"] + 1
-        raise UsageError(f"the loss is not finite at epoch {(step - 1) // n_steps + 1}, step "
-                         f"{(step - 1) % n_steps + 1} of {n_steps} (lr {lr:g}): lower --lr") from None
+        step = progress["step"]  # steps completed; fit stopped before the update of the next one
+        raise _lower_lr("the loss is", step // n_steps + 1, step % n_steps + 1, n_steps, lr) from None
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
@@ -655,6 +674,9 @@ def cmd_pretrain(args, parser_defaults=None):
     h_train = method.embed(train.images).data
     h_test = method.embed(test.images).data
     z_test = method.embed(test.images, projected=True).data
+    if not (_finite(h_train) and _finite(h_test) and _finite(z_test)):
+        n = len(loader)
+        raise _lower_lr("the trained backbone's features are", args.epochs, n, n, lr)
     metrics = evaluate_features(h_train, train.labels, h_test, test.labels, probe_max_iter=args.probe_max_iter,
                                 seed=args.seed)
     metrics.update(_collapse(h_test, "h_"))
