@@ -285,6 +285,11 @@ def _load_data(args):
         train, test = _subset(train, args.n_train, "--n-train", "train"), _subset(test, args.n_test, "--n-test", "test")
     _status(args, f"done ({time.perf_counter() - t:.1f}s)")
     args.n_train, args.n_test = len(train), len(test)
+    counts = np.bincount(_host(train.labels))
+    if (counts > 0).sum() < 2 or counts.max() < 5:
+        # The probe picks its l2 on a held-out fifth of each class: found out before training, not after.
+        raise UsageError(f"--n-train {len(train)} leaves {'one class' if (counts > 0).sum() < 2 else 'fewer than 5 images in every class'}"
+                         "; the linear probe chooses its l2 on a held-out fifth of each class: use a larger --n-train")
     return train, test
 
 
