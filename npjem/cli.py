@@ -554,8 +554,17 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
         p = saved["progress"]
         progress.update(step=int(p["step"]), loss=[float(v) for v in p["loss"]], lr=[float(v) for v in p["lr"]],
                         monitor=[dict(m) for m in p["monitor"]], train_seconds=float(p["train_seconds"]))
-        _set_generator_state(aug_gen, saved["generators"]["augment"] or None)
-        _set_generator_state(loader.generator, saved["generators"]["loader"] or None)
+        states = (saved["generators"]["augment"] or None, saved["generators"]["loader"] or None)
+        if None in states or aug_gen.xp is not np or loader.generator.xp is not np:
+            # CuPy's generator states cannot be saved: the resumed run draws fresh, seeded streams
+            # (the same continuation every time, but not the draws the uninterrupted run makes).
+            seeds = np.random.SeedSequence([args.seed, progress["step"]]).generate_state(2)  # host
+            aug_gen = nrandom.Generator(int(seeds[0]), aug_gen.device)
+            loader.generator = nrandom.Generator(int(seeds[1]), loader.generator.device)
+            _status(args, "random streams re-seeded: generator states on a GPU are not saved")
+        else:
+            _set_generator_state(aug_gen, states[0])
+            _set_generator_state(loader.generator, states[1])
         rl = _ResumableLoader(loader, skip=progress["step"] % n_steps)
         _status(args, f"resuming {ckpt_path} at epoch {progress['step'] // n_steps + 1}, "
                       f"step {progress['step'] % n_steps + 1} of {n_steps}")
