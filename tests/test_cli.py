@@ -174,7 +174,7 @@ def test_shapes_augmentation_optional_rotation_and_invert():
 
 AUTO_PICTURES = {"test_pretrain_draws_the_curves_and_the_embeddings_and_prints_where"}
 TINY = ["--n-train", "64", "--n-test", "24", "--epochs", "2", "--batch-size", "16", "--width", "4",
-        "--hidden-dim", "16", "--out-dim", "8", "--queue-size", "32", "--num-negatives", "16", "--bn-splits", "2",
+        "--hidden-dim", "16", "--out-dim", "8", "--queue-size", "40", "--num-negatives", "16", "--bn-splits", "2",
         "--probe-max-iter", "5"]
 
 
