@@ -212,6 +212,10 @@ def _mpl_curves(rows, path, title, xlabel, ylabels, size):
         if ylabels is not None:
             ax.set_ylabel(ylabels[i])
         ax.grid(True, alpha=0.3)
+        if all(_integral(xs) for _, xs, _ in series):
+            from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(series) > 1:
             ax.legend(fontsize=8)
     if title:
@@ -253,8 +257,15 @@ def _text_size(draw, text, font):
     return right - left, bottom - top
 
 
-def _nice_ticks(lo, hi, count=5):
-    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]."""
+def _integral(values):
+    """True when every value is a whole number (epochs, steps): ticks then fall on integers."""
+    v = np.asarray(values, dtype=np.float64)  # host
+    return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
+
+
+def _nice_ticks(lo, hi, count=5, integer=False):
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering [lo, hi]; whole numbers
+    only with ``integer``."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [0.0]
     if hi <= lo:
@@ -262,6 +273,8 @@ def _nice_ticks(lo, hi, count=5):
     raw = (hi - lo) / max(1, count)
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, float(math.ceil(step)))
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     t = first
@@ -290,10 +303,11 @@ def _limits(values, pad=0.05):
 class _Axes:
     """A plotting box inside a Pillow image: data → pixel mapping, frame, ticks, labels."""
 
-    def __init__(self, draw, box, xlim, ylim, font):
+    def __init__(self, draw, box, xlim, ylim, font, integer_x=False):
         self.draw, self.font = draw, font
         self.x0, self.y0, self.x1, self.y1 = box
         self.xlim, self.ylim = xlim, ylim
+        self.integer_x = integer_x
 
     def px(self, x, y):
         (a, b), (c, d) = self.xlim, self.ylim
@@ -304,7 +318,7 @@ class _Axes:
     def frame(self, xlabel=None, ylabel=None, title=None, image=None):
         d, f = self.draw, self.font
         grid, ink = (232, 232, 232), (40, 40, 40)
-        for t in _nice_ticks(*self.xlim):
+        for t in _nice_ticks(*self.xlim, integer=self.integer_x):
             u, _ = self.px(t, self.ylim[0])
             if self.x0 - 0.5 <= u <= self.x1 + 0.5:
                 d.line([(u, self.y0), (u, self.y1)], fill=grid)
@@ -345,8 +359,32 @@ def _rgb(hex_colour):
     return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
 
 
-def _legend(draw, entries, x, y, font, marker="line"):
+def _legend_size(draw, entries, font):
+    w = max(_text_size(draw, name, font)[0] for name, _ in entries) + 24
+    h = sum(max(18, _text_size(draw, name, font)[1] + 6) for name, _ in entries)
+    return w, h
+
+
+def _legend_corner(box, size, points, pad=6):
+    """The inner corner of ``box`` where a legend of ``size`` covers the fewest ``points``."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    corners = [(x0 + pad, y0 + pad), (x1 - pad - w, y0 + pad), (x0 + pad, y1 - pad - h), (x1 - pad - w, y1 - pad - h)]
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))  # host
+
+    def covered(c):
+        inside = ((pts[:, 0] >= c[0] - pad) & (pts[:, 0] <= c[0] + w + pad)
+                  & (pts[:, 1] >= c[1] - pad) & (pts[:, 1] <= c[1] + h + pad))
+        return int(inside.sum())
+
+    return min(corners, key=covered)  # ties keep the order: top left first
+
+
+def _legend(draw, entries, x, y, font, marker="line", frame=False):
     """Legend rows ``[(name, colour)]`` from (x, y) downwards; returns the bottom y."""
+    if frame:
+        w, h = _legend_size(draw, entries, font)
+        draw.rectangle([x - 4, y - 2, x + w + 4, y + h + 2], fill=(255, 255, 255), outline=(200, 200, 200))
     for name, colour in entries:
         w, h = _text_size(draw, name, font)
         cy = y + 8
@@ -376,11 +414,16 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size):
         box = (int(i * panel_w + left_margin), top + 28, int((i + 1) * panel_w - 16), height - 52)
         xs_all = np.concatenate([xs for _, xs, _ in series])
         ys_all = np.concatenate([ys for _, _, ys in series])
-        ax = _Axes(draw, box, _limits(xs_all, 0.03), _limits(ys_all), font)
+        ax = _Axes(draw, box, _limits(xs_all, 0.03), _limits(ys_all), font, integer_x=_integral(xs_all))
         ax.frame(xlabel, ylabels[i] if ylabels is not None else None, ptitle, img)
+        drawn = []
         for j, (name, xs, ys) in enumerate(series):
             colour = _rgb(PALETTE[j % len(PALETTE)])
             pts = [ax.px(a, b) if math.isfinite(b) else None for a, b in zip(xs, ys)]
+            for q0, q1 in zip(pts[:-1], pts[1:]):  # where the lines run, for placing the legend
+                if q0 is not None and q1 is not None:
+                    drawn.extend((q0[0] + t * (q1[0] - q0[0]), q0[1] + t * (q1[1] - q0[1]))
+                                 for t in np.linspace(0.0, 1.0, 25))
             run = []
             for q in pts + [None]:
                 if q is None:
@@ -394,8 +437,9 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size):
                     if q is not None:
                         draw.ellipse([q[0] - 2.5, q[1] - 2.5, q[0] + 2.5, q[1] + 2.5], fill=colour)
         if len(series) > 1:
-            _legend(draw, [(name, _rgb(PALETTE[j % len(PALETTE)])) for j, (name, _, _) in enumerate(series)],
-                    box[0] + 8, box[1] + 6, font)
+            entries = [(name, _rgb(PALETTE[j % len(PALETTE)])) for j, (name, _, _) in enumerate(series)]
+            x, y = _legend_corner(box, _legend_size(draw, entries, font), drawn)
+            _legend(draw, entries, x, y, font, frame=True)
     img.save(path, format="PNG")
 
 

@@ -116,3 +116,6 @@ def test_nice_ticks_are_round_and_cover_the_range():
     ticks = plot._nice_ticks(0.061, 0.1003)
     assert ticks[0] >= 0.061 and ticks[-1] <= 0.1003 and len(ticks) >= 3
     assert plot._nice_ticks(2.0, 2.0) == [2.0]
+    # Epochs: whole numbers only, even on a short axis.
+    assert plot._nice_ticks(0.97, 2.03, integer=True) == [1.0, 2.0]
+    assert plot._integral([1, 2, 3]) and not plot._integral([1, 1.5])
