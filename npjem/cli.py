@@ -5,7 +5,8 @@
 
 ``pretrain`` trains a joint-embedding method on the built-in ``shapes`` images (10 classes of
 procedurally drawn shapes whose colour, position, size, rotation and clutter carry no label),
-then evaluates the frozen backbone on the shapes test split: a linear probe (multinomial
+(or on ``--data digits`` or a folder of images), then evaluates the frozen backbone on the
+test split: a linear probe (multinomial
 logistic regression, L-BFGS, l2 chosen on a held-out fifth of the train set), a weighted
 k-NN classifier (k = 20, T = 0.07) and the collapse diagnostics (RankMe effective rank, the
 std of the L2-normalised embeddings) of the backbone features h and of the projected
@@ -220,10 +221,21 @@ def _debug_wanted(args=None):
     return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no")
 
 
+_open_status = [False]  # a status line waits for its "done": an error message starts a new line
+
+
 def _status(args, message, end="\n"):
     """A status line on stderr (progress, not results), unless ``--quiet``."""
     if not getattr(args, "quiet", False):
         print(message, end=end, file=sys.stderr, flush=True)
+        _open_status[0] = end != "\n"
+
+
+def _error(message):
+    if _open_status[0]:
+        print(file=sys.stderr)
+        _open_status[0] = False
+    print(message, file=sys.stderr)
 
 
 DATA_SETS = ("shapes", "digits")
@@ -288,8 +300,9 @@ def _load_data(args):
     counts = np.bincount(_host(train.labels))
     if (counts > 0).sum() < 2 or counts.max() < 5:
         # The probe picks its l2 on a held-out fifth of each class: found out before training, not after.
-        raise UsageError(f"--n-train {len(train)} leaves {'one class' if (counts > 0).sum() < 2 else 'fewer than 5 images in every class'}"
-                         "; the linear probe chooses its l2 on a held-out fifth of each class: use a larger --n-train")
+        what = "one class" if (counts > 0).sum() < 2 else "fewer than 5 images in every class"
+        raise UsageError(f"--n-train {len(train)} leaves {what}; the linear probe chooses its l2 on a held-out "
+                         "fifth of each class: use a larger --n-train")
     return train, test
 
 
@@ -880,7 +893,6 @@ def _in_range(lo, hi, lo_open=False, hi_open=False):
             raise argparse.ArgumentTypeError(
                 f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {s}")
         return v
-    parse.__name__ = "number"
     return parse
 
 
@@ -916,7 +928,8 @@ def _common(p):
     p.add_argument("--n-train", type=_positive_int, default=None,
                    help="training images (default: shapes 10000, else all)")
     p.add_argument("--n-test", type=_positive_int, default=None, help="test images (default: shapes 2000, else all)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the shapes images and the digits split (default 0)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the shapes images and the digits split (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentations")
     p.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
     p.add_argument("--probe-max-iter", type=_positive_int, default=300,
@@ -933,7 +946,8 @@ def build_parser():
                                  allow_abbrev=False)
     sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines}")
 
-    p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it", allow_abbrev=False,
+    p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it",
+                       allow_abbrev=False,
                        description="Pretrain a joint-embedding method on the built-in shapes images, then "
                                    "report linear-probe and kNN accuracy and collapse diagnostics. Writes "
                                    "results.json, checkpoint.npz, curves.png and embeddings.png to --out. A "
@@ -993,7 +1007,8 @@ def build_parser():
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
-    b = sub.add_parser("baselines", help="raw-pixel, random-init and supervised baselines on shapes", allow_abbrev=False,
+    b = sub.add_parser("baselines", help="raw-pixel, random-init and supervised baselines on shapes",
+                       allow_abbrev=False,
                        description="The floor and ceiling for pretrain's numbers: linear probe and kNN on raw "
                                    "pixels, on a random-init backbone, and on a supervised backbone.")
     b.add_argument("--epochs", type=_positive_int, default=OPTIMIZER["epochs"],
@@ -1029,18 +1044,17 @@ def main(argv=None):
     except UsageError as exc:
         if _debug_wanted(args):
             raise
-        print(f"npjem {args.command}: error: {exc}", file=sys.stderr)
+        _error(f"npjem {args.command}: error: {exc}")
         raise SystemExit(2) from None
     except (ValueError, OSError, ImportError, RuntimeError) as exc:
         if _debug_wanted(args):
             raise
-        print(f"npjem {args.command}: error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
-              file=sys.stderr)
+        _error(f"npjem {args.command}: error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         if _debug_wanted(args):
             raise
-        print(f"\nnpjem {args.command}: interrupted", file=sys.stderr)
+        _error(f"npjem {args.command}: interrupted")
         raise SystemExit(130) from None
     return 0
 

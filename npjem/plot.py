@@ -36,11 +36,9 @@ _BACKENDS = ("auto", "pillow", "matplotlib")
 
 
 def _has_matplotlib():
-    try:
-        import matplotlib  # noqa: F401,PLC0415
-    except ImportError:
-        return False
-    return True
+    import importlib.util  # noqa: PLC0415
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def available_backends():

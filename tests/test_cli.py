@@ -379,6 +379,21 @@ def test_unknown_data_and_missing_folders_are_refused(capsys, tmp_path):
     assert "--data" in line and "test/ is missing" in line
 
 
+def test_digits_without_scikit_learn_is_one_line_after_the_status(capsys, monkeypatch, tmp_path):
+    from npjem.data import datasets
+
+    def no_sklearn(*a, **k):
+        raise ImportError("digits needs scikit-learn")
+
+    monkeypatch.setattr(datasets, "digits", no_sklearn)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["pretrain", "--data", "digits", "--out", str(tmp_path / "r")])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("digits:") and lines[-1] == ("npjem pretrain: error: --data digits needs "
+                                                            "scikit-learn: pip install 'npjem[datasets]'")
+
+
 def test_data_folder_trains_on_its_images(tmp_path, capsys):
     from PIL import Image
 
