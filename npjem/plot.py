@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from . import backend as _backend
+from ._checks import check_choice, check_int
 
 __all__ = ["line_chart", "curves", "scatter", "pca_2d", "available_backends", "PALETTE"]
 
@@ -47,8 +48,7 @@ def available_backends():
 
 
 def _resolve_backend(name):
-    if name not in _BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}, got {name!r}")
+    check_choice(name, "backend", _BACKENDS)
     if name == "auto":
         return "matplotlib" if _has_matplotlib() else "pillow"
     if name == "matplotlib" and not _has_matplotlib():
@@ -57,11 +57,9 @@ def _resolve_backend(name):
 
 
 def _check_size(size):
-    if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size)
-            or min(size) < 100):
+    if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise ValueError(f"size must be (width, height) in whole pixels, each >= 100, got {size!r}")
-    return int(size[0]), int(size[1])
+    return check_int(size[0], "size's width", minimum=100), check_int(size[1], "size's height", minimum=100)
 
 
 def _host_1d(values, name):

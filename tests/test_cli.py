@@ -203,17 +203,6 @@ def test_pretrain_draws_the_curves_and_the_embeddings_and_prints_where(tmp_path,
     assert "shapes: 64 train / 24 test images" in captured.err and "evaluating:" in captured.err
 
 
-def test_pretrain_pictures_fall_back_to_pillow(tmp_path):
-    from PIL import Image
-
-    from npjem import plot
-
-    assert plot.available_backends() == ("pillow",)  # the autouse fixture hides matplotlib
-    _pretrain(tmp_path / "run", "--quiet")
-    with Image.open(tmp_path / "run" / "curves.png") as im:
-        assert im.size == (1200, 380)
-
-
 # ====================================================================== no lost work
 
 def test_out_is_checked_before_training(tmp_path, capsys, monkeypatch):
@@ -234,9 +223,16 @@ def test_out_is_checked_before_training(tmp_path, capsys, monkeypatch):
 
 
 def test_a_second_run_into_a_run_folder_stops_unless_force(tmp_path, capsys):
+    from PIL import Image
+
+    from npjem import plot
+
     out = tmp_path / "run"
     _pretrain(out, "--quiet")
     assert capsys.readouterr().err == ""  # --quiet: no progress
+    assert plot.available_backends() == ("pillow",)  # the autouse fixture: drawn with Pillow alone
+    with Image.open(out / "curves.png") as im:
+        assert im.size == (1200, 380)
     first = (out / "results.json").read_text()
     with pytest.raises(SystemExit) as e:
         _pretrain(out, "--quiet")
