@@ -444,17 +444,26 @@ def _finite(a):
 
 def _monitor(method, images):
     """Embedding std and RankMe of h and z on a fixed slice of the test set (per-epoch curves);
-    None when an embedding is not finite."""
+    None when an embedding is not finite. The backbone runs once; the head maps its h to z."""
+    from . import eval as ev
+    from .autograd import Tensor, no_grad
+
+    h = method.embed(images).data
+    found = {"h_": h}
+    if method.head is not None:
+        was_training = method.training
+        method.eval()
+        try:
+            with no_grad():
+                found["z_"] = method.head(Tensor(h)).data
+        finally:
+            method.train(was_training)
     out = {}
-    for prefix, projected in (("h_", False), ("z_", True)):
-        if projected and method.head is None:
-            continue
-        z = method.embed(images, projected=projected).data
+    for prefix, z in found.items():
         if not _finite(z):
             return None
-        r = _collapse(z, prefix)
-        out[f"{prefix}embedding_std"] = r[f"{prefix}embedding_std"]
-        out[f"{prefix}effective_rank"] = r[f"{prefix}effective_rank"]
+        out[f"{prefix}embedding_std"] = ev.embedding_std(z)
+        out[f"{prefix}effective_rank"] = ev.effective_rank(z)
     return out
 
 
