@@ -950,9 +950,15 @@ def _common(p):
     p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NPJEM_DEBUG=1)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
 def build_parser():
-    ap = argparse.ArgumentParser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.",
-                                 allow_abbrev=False)
+    ap = _Parser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.", allow_abbrev=False)
     sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines}")
 
     p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it",

@@ -336,12 +336,14 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys, monkeypatch):
 # ====================================================================== one-line errors
 
 def _usage_error(capsys, argv):
+    """The one line a mistake gets (exit status 2, no traceback, no usage block)."""
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    return err.splitlines()[-1]
+    assert "Traceback" not in err and "usage:" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
 
 
 def test_batch_size_one_is_refused_naming_the_flag(capsys):
@@ -413,7 +415,7 @@ def test_too_few_training_images_for_the_probe_are_refused_before_training(capsy
     import npjem.methods
 
     monkeypatch.setattr(npjem.methods, "fit", lambda *a, **k: pytest.fail("trained on too few images"))
-    line = _usage_error(capsys, ["pretrain", "--n-train", "32", "--n-test", "24", "--batch-size", "8", "--out", ""])
+    line = _usage_error(capsys, ["pretrain", "--n-train", "32", "--n-test", "24", "--batch-size", "8", "--out", "", "--quiet"])
     assert "--n-train 32" in line and "linear probe" in line
 
 
