@@ -726,7 +726,9 @@ def cmd_pretrain(args, parser_defaults=None):
     print()
     print(format_table([row], TABLE_COLUMNS))
     print(f"\nloss per epoch: {', '.join(f'{v:.3f}' for v in per_epoch)}")
-    print(f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0:.0f}s")
+    before = saved["progress"]["train_seconds"] if saved is not None else 0.0
+    resumed = f" ({before:.0f}s before --resume)" if saved is not None else ""
+    print(f"train {train_seconds:.0f}s{resumed}, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0 + before:.0f}s")
 
     recipe = {k: getattr(method, k) for k in ("temperature", "directions", "queue_size", "momentum", "symmetric",
                                                "bn_splits", "batch_norm", "num_negatives", "loss", "lam",
@@ -741,7 +743,8 @@ def cmd_pretrain(args, parser_defaults=None):
                "loss_per_epoch": per_epoch, "per_epoch": {"loss": per_epoch, **per_epoch_monitor,
                                                           "monitor_images": min(MONITOR_IMAGES, len(test))},
                "steps": len(progress["loss"]), "train_seconds": train_seconds,
-               "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0}
+               "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0 + before,
+               "resumed_at_step": int(saved["progress"]["step"]) if saved is not None else None}
     if args.out:
         json_path = os.path.join(args.out, "results.json")
         _write_json(json_path, results)
