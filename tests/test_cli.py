@@ -287,6 +287,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues_to_the_same_run(tmp_pat
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     cut = json.loads((tmp_path / "cut" / "results.json").read_text())
     assert cut["steps"] == whole["steps"] == 8
+    assert cut["resumed_at_step"] == 6 and whole["resumed_at_step"] is None
     if npjem.backend.default_device() != "cpu":
         return  # CuPy's generator states cannot be saved: a resumed GPU run draws fresh streams
     # The same run, as far as the CPU run itself repeats (float32 sums may differ in the last bits).
