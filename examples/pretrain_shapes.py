@@ -1,14 +1,16 @@
 """Pretrain SimCLR on the built-in shapes with the Python API, then probe the backbone.
 
-    python examples/pretrain_shapes.py [--epochs 40] [--n-train 5000] [--device cpu|cuda]
+    python examples/pretrain_shapes.py [--epochs 40] [--n-train 5000] [--device cpu|cuda] [--out DIR]
 
 The same recipe as ``npjem pretrain``, written out: data, backbone, method, optimizer and
-schedule, the shared ``fit`` loop, and the evaluation of the frozen backbone.
+schedule, the shared ``fit`` loop, and the evaluation of the frozen backbone. With ``--out`` it
+also draws the loss of every step and the test features in 2-D with ``npjem.plot``.
 """
 import argparse
+import os
 
 from npjem import eval as ev
-from npjem import optim
+from npjem import optim, plot
 from npjem.cli import shapes_augmentation
 from npjem.data import TwoViews, shapes
 from npjem.methods import IndexedDataLoader, SimCLR, fit
@@ -21,6 +23,7 @@ def main(argv=None):
     ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="folder for loss.png and embeddings.png")
     args = ap.parse_args(argv)
 
     train, test = shapes("train", n=args.n_train), shapes("test", n=2000)
@@ -43,6 +46,14 @@ def main(argv=None):
     report = ev.collapse_report(h_test)
     print(f"linear probe {probe.accuracy:.3f}  kNN {knn:.3f}  RankMe {report['effective_rank']:.1f}  "
           f"std {report['embedding_std']:.3f} (isotropic {report['embedding_std_isotropic']:.3f})")
+
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        loss = plot.line_chart({"loss": history["loss"]}, os.path.join(args.out, "loss.png"),
+                               title="SimCLR on shapes", xlabel="step", ylabel="NT-Xent loss")
+        emb = plot.scatter(plot.pca_2d(h_test.data), test.labels, test.classes,
+                           os.path.join(args.out, "embeddings.png"), title=f"linear probe {probe.accuracy:.3f}")
+        print(f"wrote {loss} and {emb}")
 
 
 if __name__ == "__main__":

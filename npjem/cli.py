@@ -5,12 +5,24 @@
 
 ``pretrain`` trains a joint-embedding method on the built-in ``shapes`` images (10 classes of
 procedurally drawn shapes whose colour, position, size, rotation and clutter carry no label),
-then evaluates the frozen backbone on the shapes test split: a linear probe (multinomial
+(or on ``--data digits`` or a folder of images), then evaluates the frozen backbone on the
+test split: a linear probe (multinomial
 logistic regression, L-BFGS, l2 chosen on a held-out fifth of the train set), a weighted
 k-NN classifier (k = 20, T = 0.07) and the collapse diagnostics (RankMe effective rank, the
 std of the L2-normalised embeddings) of the backbone features h and of the projected
-embeddings z. It prints a table, and writes ``results.json`` and ``checkpoint.npz`` under
-``--out``.
+embeddings z. It prints a table, and writes under ``--out`` (default ``runs/<method>``):
+``results.json``, ``checkpoint.npz`` (written at the end of every epoch too), ``curves.png``
+(loss, embedding std and effective rank per epoch) and ``embeddings.png`` (the test set's
+backbone features in 2-D by PCA, coloured by class).
+
+No lost work: ``--out`` is checked to be writable before anything is trained; a folder that
+already holds a run is not overwritten without ``--force``; Ctrl-C finishes the step under
+way, saves ``checkpoint.npz`` and exits, and ``--resume`` continues from it.
+
+Mistakes in what was typed (a flag out of range, ``--device cuda`` without CuPy, a missing
+``--data`` folder, a learning rate that makes the loss non-finite) end with a one-line
+message naming the flag and exit status 2; ``--debug`` (or ``NPJEM_DEBUG=1``) shows the
+traceback instead.
 
 ``baselines`` computes the floor and the ceiling with the same evaluation: raw pixels, the
 randomly initialised backbone, and the same backbone trained with labels (supervised
@@ -24,12 +36,14 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_features", "DEFAULTS"]
+__all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_features", "DEFAULTS", "UsageError"]
 
 METHODS = ("simclr", "moco", "pirl")
 # The augmentation of the recipe (see shapes_augmentation).
@@ -198,10 +212,259 @@ def _collapse(z, prefix):
             f"{prefix}uniformity": r["uniformity"]}
 
 
-def _load_shapes(n_train, n_test, seed):
-    from .data import shapes
+class UsageError(Exception):
+    """A mistake in what was typed: ``main`` prints its message on one line and exits with 2."""
 
-    return shapes("train", n=n_train, seed=seed), shapes("test", n=n_test, seed=seed)
+
+def _debug_wanted(args=None):
+    env = os.environ.get("NPJEM_DEBUG", "").strip().lower()
+    return bool(getattr(args, "debug", False)) or env not in ("", "0", "false", "no")
+
+
+_open_status = [False]  # a status line waits for its "done": an error message starts a new line
+
+
+def _status(args, message, end="\n"):
+    """A status line on stderr (progress, not results), unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(message, end=end, file=sys.stderr, flush=True)
+        _open_status[0] = end != "\n"
+
+
+def _error(message):
+    if _open_status[0]:
+        print(file=sys.stderr)
+        _open_status[0] = False
+    print(message, file=sys.stderr)
+
+
+DATA_SETS = ("shapes", "digits")
+
+
+def _subset(ds, n, flag, split):
+    from .data.datasets import Dataset
+
+    if n is None or n == len(ds):
+        return ds
+    if n > len(ds):
+        raise UsageError(f"{flag} {n} is more than the {len(ds)} images of the {split} split of --data")
+    return Dataset(ds.images[:n], ds.labels[:n], ds.classes, name=ds.name)
+
+
+def _load_data(args):
+    """The (train, test) Datasets that ``--data`` names, cut to ``--n-train`` / ``--n-test``.
+
+    ``shapes`` (default sizes 10,000 / 2,000; drawn once, then cached), ``digits``
+    (scikit-learn's 8x8 digits upsampled to 32x32 RGB; all of them by default) or a folder
+    with ``train/<class>/<image>`` and ``test/<class>/<image>`` (read at 32x32 RGB).
+    """
+    from .data import datasets
+
+    data = args.data
+    t = time.perf_counter()
+    if data == "shapes":
+        n_train = 10000 if args.n_train is None else args.n_train
+        n_test = 2000 if args.n_test is None else args.n_test
+        _status(args, f"shapes: {n_train} train / {n_test} test images (drawn once, then cached in "
+                      f"{datasets.default_cache_dir()}) ...", end=" ")
+        train = datasets.shapes("train", n=n_train, seed=args.data_seed)
+        test = datasets.shapes("test", n=n_test, seed=args.data_seed)
+    elif data == "digits":
+        _status(args, "digits: scikit-learn's 8x8 digits at 32x32 ...", end=" ")
+        try:
+            train = datasets.digits("train", size=32, seed=args.data_seed, channels=3)
+            test = datasets.digits("test", size=32, seed=args.data_seed, channels=3)
+        except ImportError:
+            raise UsageError("--data digits needs scikit-learn: pip install 'npjem[datasets]'") from None
+        train, test = _subset(train, args.n_train, "--n-train", "train"), _subset(test, args.n_test, "--n-test", "test")
+    else:
+        if not os.path.isdir(data):
+            what = "no such folder" if not os.path.exists(data) else "not a folder"
+            raise UsageError(f"--data {data}: expected {' or '.join(DATA_SETS)} or a folder of images ({what})")
+        parts = {split: os.path.join(data, split) for split in ("train", "test")}
+        missing = [sp for sp, d in parts.items() if not os.path.isdir(d)]
+        if missing:
+            raise UsageError(f"--data {data}: the folder needs train/<class>/<image> and test/<class>/<image> "
+                             f"sub-folders; {' and '.join(missing)}/ is missing")
+        _status(args, f"{data}: reading images at 32x32 ...", end=" ")
+        try:
+            train, test = datasets.image_folder(parts["train"], 32), datasets.image_folder(parts["test"], 32)
+        except ValueError as exc:
+            raise UsageError(f"--data {data}: {exc}") from None
+        if list(train.classes) != list(test.classes):
+            raise UsageError(f"--data {data}: train/ and test/ have different class folders "
+                             f"({', '.join(train.classes)} against {', '.join(test.classes)})")
+        train, test = _subset(train, args.n_train, "--n-train", "train"), _subset(test, args.n_test, "--n-test", "test")
+    _status(args, f"done ({time.perf_counter() - t:.1f}s)")
+    args.n_train, args.n_test = len(train), len(test)
+    counts = np.bincount(_host(train.labels))
+    if (counts > 0).sum() < 2 or counts.max() < 5:
+        # The probe picks its l2 on a held-out fifth of each class: found out before training, not after.
+        what = "one class" if (counts > 0).sum() < 2 else "fewer than 5 images in every class"
+        raise UsageError(f"--n-train {len(train)} leaves {what}; the linear probe chooses its l2 on a held-out "
+                         "fifth of each class: use a larger --n-train")
+    return train, test
+
+
+# ====================================================================== run folders
+
+#: Files whose presence marks a folder as holding a run.
+RUN_FILES = ("results.json", "checkpoint.npz", "baselines.json")
+
+
+def _prepare_out(out, *, force=False, resume=False):
+    """Make ``out`` and prove it writable (a probe file written and removed), before training.
+
+    A folder that already holds a run (``RUN_FILES``) is refused unless ``force`` (overwrite)
+    or ``resume`` (continue it) is given.
+    """
+    if not out:
+        return
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if held and not (force or resume):
+        raise UsageError(f"--out {out} already holds a run ({', '.join(held)}); pass --force to overwrite it, "
+                         "--resume to continue it, or choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".npjem-write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("npjem")
+        os.remove(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"--out {out} is not writable ({reason}); choose another --out") from None
+
+
+# ====================================================================== training state (Ctrl-C, --resume)
+
+def _generator_state(g):
+    """A CPU generator's bit-generator state as JSON text; None on a GPU (not saved there)."""
+    inner = getattr(g, "_g", None)
+    if getattr(g, "xp", None) is np and inner is not None:
+        return json.dumps(inner.bit_generator.state)
+    return None
+
+
+def _set_generator_state(g, text):
+    if text is not None and getattr(g, "xp", None) is np:
+        g._g.bit_generator.state = json.loads(text)
+
+
+def _extra_state(method):
+    """What a method holds outside its ``state_dict``: generators (MoCo's shuffling BN, PIRL's
+    negatives), MoCo's queue, PIRL's memory bank and numeric private attributes (PIRL's NCE
+    normaliser), found by walking the modules' attributes."""
+    from . import backend
+    from .random import Generator
+    from .state import MemoryBank, Queue
+
+    arrays, meta = {}, {}
+    for name, module in method.named_modules():
+        for attr, v in vars(module).items():
+            key = f"{name}.{attr}" if name else attr
+            if isinstance(v, Generator):
+                meta[key] = {"generator": _generator_state(v)}
+            elif isinstance(v, (Queue, MemoryBank)):
+                arrays[key] = backend.to_numpy(v.data)
+                meta[key] = {"ptr": int(getattr(v, "ptr", 0)), "generator": _generator_state(v.generator)
+                             if isinstance(getattr(v, "generator", None), Generator) else None}
+            elif attr.startswith("_") and (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+                meta[key] = {"value": v}
+    return {"arrays": arrays, "meta": json.dumps(meta)}
+
+
+def _load_extra_state(method, extra):
+    from . import backend
+    from .random import Generator
+    from .state import MemoryBank, Queue
+
+    meta = json.loads(str(extra["meta"]))
+    modules = dict(method.named_modules())
+    for key, m in meta.items():
+        name, _, attr = key.rpartition(".")
+        module = modules.get(name)
+        if module is None:
+            continue
+        v = getattr(module, attr, None)
+        if "value" in m:
+            setattr(module, attr, m["value"])
+        elif isinstance(v, Generator):
+            _set_generator_state(v, m["generator"])
+        elif isinstance(v, (Queue, MemoryBank)):
+            xp = backend.get_array_module(v.data)
+            v.data[...] = xp.asarray(extra["arrays"][key], dtype=v.data.dtype)
+            if hasattr(v, "ptr"):
+                v.ptr = m["ptr"]
+            if isinstance(getattr(v, "generator", None), Generator):
+                _set_generator_state(v.generator, m["generator"])
+
+
+def _make_lazy_state(method, loader):
+    """Make the state a method creates at its first forward (MoCo's queue, PIRL's memory bank)
+    with one throw-away forward pass, so that a checkpoint can be loaded into it; whatever that
+    pass changed (BatchNorm statistics, generators, queue) the checkpoint then overwrites."""
+    from .autograd import no_grad
+
+    x, _, idx = next(iter(loader))
+    with no_grad():
+        method.training_loss(x, indices=idx, generator=0)
+    for module in method.modules():
+        for attr in [a for a in vars(module) if a.startswith("_pending")]:
+            setattr(module, attr, None)  # the throw-away step's keys/rows must not be stored
+
+
+class _ResumableLoader:
+    """A loader that remembers its generator's state at the start of each epoch (the state the
+    epoch's shuffle is drawn from) and can skip the batches of a resumed epoch already trained."""
+
+    def __init__(self, loader, skip=0):
+        self.loader, self.skip = loader, int(skip)
+        self.epoch_state = _generator_state(loader.generator)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.epoch_state = _generator_state(self.loader.generator)
+        skip, self.skip = self.skip, 0
+        for i, batch in enumerate(self.loader):
+            if i >= skip:
+                yield batch
+
+
+def _lower_lr(what, epoch, step, n_steps, lr):
+    return UsageError(f"{what} not finite at epoch {epoch}, step {step} of {n_steps} (lr {lr:g}): lower --lr")
+
+
+def _finite(a):
+    from . import backend
+
+    return bool(backend.get_array_module(a).isfinite(a).all())
+
+
+def _monitor(method, images):
+    """Embedding std and RankMe of h and z on a fixed slice of the test set (per-epoch curves);
+    None when an embedding is not finite. The backbone runs once; the head maps its h to z."""
+    from . import eval as ev
+    from .autograd import Tensor, no_grad
+
+    h = method.embed(images).data
+    found = {"h_": h}
+    if method.head is not None:
+        was_training = method.training
+        method.eval()
+        try:
+            with no_grad():
+                found["z_"] = method.head(Tensor(h)).data
+        finally:
+            method.train(was_training)
+    out = {}
+    for prefix, z in found.items():
+        if not _finite(z):
+            return None
+        out[f"{prefix}embedding_std"] = ev.embedding_std(z)
+        out[f"{prefix}effective_rank"] = ev.effective_rank(z)
+    return out
 
 
 def _optimizer(name, params, lr, weight_decay):
@@ -257,17 +520,167 @@ def _config(args, **extra):
 
 # ====================================================================== commands
 
-def cmd_pretrain(args):
-    from . import optim
+# Flags that may differ between a run and its --resume (they do not change what is computed).
+RESUME_FREE = ("out", "resume", "force", "quiet", "debug", "device", "func", "command")
+MONITOR_IMAGES = 512  # test images on which the per-epoch embedding std and RankMe are measured
+
+
+def _resume_config(args, saved, parser_defaults):
+    """Take the saved run's flags; a flag typed now that differs from the saved one is an error."""
+    for k, v in saved.items():
+        if k in RESUME_FREE or not hasattr(args, k):
+            continue
+        now = getattr(args, k)
+        if now != parser_defaults.get(k) and now != v:
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{flag} {now} differs from the run being resumed ({flag} {v}); leave it out "
+                             "to continue that run, or start a new one with --force or another --out")
+        setattr(args, k, v)
+    for k, default in parser_defaults.items():  # flags the saved run left at None (not stored)
+        if k not in saved and k not in RESUME_FREE and getattr(args, k) != default:
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{flag} was not set in the run being resumed; leave it out")
+
+
+def _checkpoint(path, method, opt, sched, config, progress, aug_gen, loader):
     from . import save as npjem_save
-    from .methods import IndexedDataLoader, fit
+
+    npjem_save({"method": method.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                "config": {k: v for k, v in config.items() if v is not None},
+                "progress": progress, "extra": _extra_state(method),
+                "generators": {"augment": _generator_state(aug_gen) or "", "loader": loader.epoch_state or ""}},
+               path)
+
+
+def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
+    """``fit`` with per-epoch diagnostics, a checkpoint each epoch and on Ctrl-C, and --resume."""
+    from . import random as nrandom
+    from .methods import fit
+
+    n_steps = len(loader)
+    total = args.epochs * n_steps
+    device = args.device
+    aug_gen = nrandom.as_generator(args.seed, device)
+    progress = {"step": 0, "epochs": args.epochs, "steps_per_epoch": n_steps, "complete": False,
+                "loss": [], "lr": [], "monitor": [], "train_seconds": 0.0}
+    rl = _ResumableLoader(loader)
+    if saved is not None:
+        if saved["progress"]["steps_per_epoch"] != n_steps:
+            raise UsageError(f"the checkpoint in --out {args.out} has {saved['progress']['steps_per_epoch']} "
+                             f"steps per epoch, this run {n_steps}; it cannot be resumed")
+        _make_lazy_state(method, loader)
+        method.load_state_dict(saved["method"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["schedule"])
+        _load_extra_state(method, saved["extra"])
+        p = saved["progress"]
+        progress.update(step=int(p["step"]), loss=[float(v) for v in p["loss"]], lr=[float(v) for v in p["lr"]],
+                        monitor=[dict(m) for m in p["monitor"]], train_seconds=float(p["train_seconds"]))
+        states = (saved["generators"]["augment"] or None, saved["generators"]["loader"] or None)
+        if None in states or aug_gen.xp is not np or loader.generator.xp is not np:
+            # CuPy's generator states cannot be saved: the resumed run draws fresh, seeded streams
+            # (the same continuation every time, but not the draws the uninterrupted run makes).
+            seeds = np.random.SeedSequence([args.seed, progress["step"]]).generate_state(2)  # host
+            aug_gen = nrandom.Generator(int(seeds[0]), aug_gen.device)
+            loader.generator = nrandom.Generator(int(seeds[1]), loader.generator.device)
+            _status(args, "random streams re-seeded: generator states on a GPU are not saved")
+        else:
+            _set_generator_state(aug_gen, states[0])
+            _set_generator_state(loader.generator, states[1])
+        rl = _ResumableLoader(loader, skip=progress["step"] % n_steps)
+        _status(args, f"resuming {ckpt_path} at epoch {progress['step'] // n_steps + 1}, "
+                      f"step {progress['step'] % n_steps + 1} of {n_steps}")
+    start = progress["step"]
+    monitor_images = test.images[:MONITOR_IMAGES]
+    stop = {"requested": False}
+    t_start = time.perf_counter()
+    seconds_before = progress["train_seconds"]
+
+    def save(complete=False):
+        progress["train_seconds"] = seconds_before + time.perf_counter() - t_start
+        progress["complete"] = complete
+        if ckpt_path:
+            _checkpoint(ckpt_path, method, opt, sched, _config(args, lr=lr), progress, aug_gen, rl)
+
+    def callback(rec):
+        step = start + rec["step"] + 1  # steps of the whole run done so far
+        progress["step"] = step
+        progress["loss"].append(rec["loss"])
+        progress["lr"].append(rec["lr"])
+        if step % n_steps == 0:
+            m = _monitor(method, monitor_images)
+            if m is None:  # a loss bounded like InfoNCE's can stay finite while the features overflow
+                raise _lower_lr("the embeddings of the test images are", step // n_steps, n_steps, n_steps, lr)
+            progress["monitor"].append(m)
+            if step < total:
+                save()
+        return stop["requested"]
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nCtrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    interrupted = False
+    try:
+        # Overflow is caught below as a non-finite loss or embedding, with the flag to change;
+        # NumPy's warnings about it on the way would only bury that message.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if total - start > 0:
+                fit(method, rl, opt, epochs=args.epochs - start // n_steps, schedule=sched, generator=aug_gen,
+                    progress=not args.quiet, log_every=max(1, n_steps // 2), callback=callback,
+                    max_steps=total - start)
+    except KeyboardInterrupt:
+        interrupted = True
+    except FloatingPointError:
+        step = progress["step"]  # steps completed; fit stopped before the update of the next one
+        raise _lower_lr("the loss is", step // n_steps + 1, step % n_steps + 1, n_steps, lr) from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted or stop["requested"]:
+        save()
+        step = progress["step"]
+        where = f"after epoch {step // n_steps}, step {step % n_steps} of {n_steps}" if step % n_steps \
+            else f"after epoch {step // n_steps}"
+        if ckpt_path:
+            print(f"\ninterrupted {where}; saved {ckpt_path}\ncontinue with: npjem pretrain --out {args.out} "
+                  "--resume", file=sys.stderr, flush=True)
+        else:
+            print(f"\ninterrupted {where}; nothing saved (--out '')", file=sys.stderr, flush=True)
+        raise SystemExit(130)
+    progress["train_seconds"] = seconds_before + time.perf_counter() - t_start
+    return progress, aug_gen, rl, save
+
+
+def cmd_pretrain(args, parser_defaults=None):
+    from . import load as npjem_load
+    from . import optim
+    from .methods import IndexedDataLoader
 
     t0 = time.perf_counter()
+    ckpt_path = os.path.join(args.out, "checkpoint.npz") if args.out else None
+    saved = None
+    if args.resume:
+        if not ckpt_path or not os.path.exists(ckpt_path):
+            raise UsageError(f"--resume: no checkpoint.npz in --out {args.out or repr('')} to continue")
+        saved = npjem_load(ckpt_path)
+        if "progress" not in saved or saved["progress"]["complete"]:
+            raise UsageError(f"--resume: the run in --out {args.out} is complete; nothing to continue")
+        _resume_config(args, saved["config"], parser_defaults or {})
     lr = OPTIMIZER["lr"] if args.lr is None else args.lr
     if args.batch_size is None:
         args.batch_size = DEFAULTS[args.method]["batch_size"]
     args.optimizer, args.weight_decay = optimizer_defaults(args.method, args.optimizer, args.weight_decay)
-    train, test = _load_shapes(args.n_train, args.n_test, args.data_seed)
+    _prepare_out(args.out, force=args.force, resume=args.resume)
+    train, test = _load_data(args)
+    if args.batch_size > len(train):
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(train)} training images "
+                         "(--n-train)")
     backbone = build_backbone(args.arch, args.width, seed=args.seed)
     method = build_method(args.method, backbone, len(train), temperature=args.temperature,
                           queue_size=args.queue_size, momentum=args.momentum, symmetric=args.symmetric,
@@ -281,36 +694,41 @@ def cmd_pretrain(args):
         method.to(args.device)
     loader = IndexedDataLoader(train.images, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                generator=args.seed, device=args.device)
-    if len(loader) == 0:
-        raise SystemExit(f"--batch-size {args.batch_size} is larger than --n-train {args.n_train}")
     opt = _optimizer(args.optimizer, method.trainable_parameters(), lr, args.weight_decay)
     total = args.epochs * len(loader)
     sched = optim.WarmupCosine(opt, total_steps=total, warmup_steps=min(max(1, total // 10), total - 1))
-    print(f"npjem pretrain: {args.method} on shapes ({len(train)} train / {len(test)} test images, 32x32), "
+    data_name = args.data if args.data in DATA_SETS else os.path.basename(os.path.normpath(args.data))
+    print(f"npjem pretrain: {args.method} on {data_name} ({len(train)} train / {len(test)} test images, 32x32), "
           f"{args.arch} width {args.width}, {args.epochs} epochs x {len(loader)} steps of {args.batch_size}, "
           f"{args.optimizer} lr {lr}, device {args.device or 'default'}", flush=True)
-    t_train = time.perf_counter()
-    history = fit(method, loader, opt, epochs=args.epochs, schedule=sched, generator=args.seed,
-                  progress=not args.quiet, log_every=max(1, len(loader) // 2))
-    train_seconds = time.perf_counter() - t_train
+    progress, _, _, save = _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved)
+    train_seconds = progress["train_seconds"]
 
     t_eval = time.perf_counter()
+    _status(args, f"evaluating: features of {len(train) + len(test)} images, linear probe, kNN, "
+                  "collapse diagnostics ...", end=" ")
     h_train = method.embed(train.images).data
     h_test = method.embed(test.images).data
     z_test = method.embed(test.images, projected=True).data
+    if not (_finite(h_train) and _finite(h_test) and _finite(z_test)):
+        n = len(loader)
+        raise _lower_lr("the trained backbone's features are", args.epochs, n, n, lr)
     metrics = evaluate_features(h_train, train.labels, h_test, test.labels, probe_max_iter=args.probe_max_iter,
                                 seed=args.seed)
     metrics.update(_collapse(h_test, "h_"))
     metrics.update(_collapse(z_test, "z_"))
     eval_seconds = time.perf_counter() - t_eval
+    _status(args, f"done ({eval_seconds:.0f}s)")
 
-    per_epoch = [float(np.mean([v for v, e in zip(history["loss"], history["epoch"]) if e == k]))
-                 for k in range(args.epochs)]
+    n_steps = len(loader)
+    per_epoch = [float(np.mean(progress["loss"][k * n_steps:(k + 1) * n_steps])) for k in range(args.epochs)]
     row = {"name": f"{args.method} ({args.arch}-{args.width}, {args.epochs} ep)", **metrics}
     print()
     print(format_table([row], TABLE_COLUMNS))
     print(f"\nloss per epoch: {', '.join(f'{v:.3f}' for v in per_epoch)}")
-    print(f"train {train_seconds:.0f}s, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0:.0f}s")
+    before = saved["progress"]["train_seconds"] if saved is not None else 0.0
+    resumed = f" ({before:.0f}s before --resume)" if saved is not None else ""
+    print(f"train {train_seconds:.0f}s{resumed}, eval {eval_seconds:.0f}s, total {time.perf_counter() - t0 + before:.0f}s")
 
     recipe = {k: getattr(method, k) for k in ("temperature", "directions", "queue_size", "momentum", "symmetric",
                                                "bn_splits", "batch_norm", "num_negatives", "loss", "lam",
@@ -318,17 +736,58 @@ def cmd_pretrain(args):
               if isinstance(getattr(method, k, None), (int, float, str, bool))}
     recipe["views"] = repr(method.views)
     recipe["backbone_parameters"] = int(sum(p.data.size for p in method.backbone.parameters()))
-    results = {"command": "pretrain", "config": _config(args, lr=lr), "recipe": recipe, "metrics": metrics,
-               "loss_per_epoch": per_epoch, "steps": history.steps, "train_seconds": train_seconds,
-               "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0}
+    per_epoch_monitor = {k: [m[k] for m in progress["monitor"]] for k in (progress["monitor"][0] if
+                                                                          progress["monitor"] else {})}
+    config = {k: v for k, v in _config(args, lr=lr).items() if k not in ("force", "resume", "debug")}
+    results = {"command": "pretrain", "config": config, "recipe": recipe, "metrics": metrics,
+               "loss_per_epoch": per_epoch, "per_epoch": {"loss": per_epoch, **per_epoch_monitor,
+                                                          "monitor_images": min(MONITOR_IMAGES, len(test))},
+               "steps": len(progress["loss"]), "train_seconds": train_seconds,
+               "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0 + before,
+               "resumed_at_step": int(saved["progress"]["step"]) if saved is not None else None}
     if args.out:
         json_path = os.path.join(args.out, "results.json")
         _write_json(json_path, results)
-        ckpt = os.path.join(args.out, "checkpoint.npz")
-        npjem_save({"method": method.state_dict(), "optimizer": opt.state_dict(),
-                    "config": {k: v for k, v in results["config"].items() if v is not None}}, ckpt)
-        print(f"wrote {json_path} and {ckpt}")
+        save(complete=True)
+        pngs = _pictures(args, results, h_test, test, method)
+        print(f"wrote {json_path} and {ckpt_path}")
+        for path in pngs:
+            print(f"wrote {path}")
     return results
+
+
+def _pictures(args, results, h_test, test, method):
+    """``curves.png`` (per-epoch loss, embedding std, RankMe) and ``embeddings.png`` (PCA of the
+    test features by class) in ``--out``; their paths."""
+    from . import plot
+
+    name = type(method).__name__
+    pe = results["per_epoch"]
+    epochs = np.arange(1, len(pe["loss"]) + 1)  # host
+    panels = {"loss (mean over the epoch)": {"loss": pe["loss"]}}
+    std = {label: pe[k] for k, label in (("h_embedding_std", "h (backbone)"), ("z_embedding_std", "z (projection)"))
+           if k in pe}
+    rank = {label: pe[k] for k, label in (("h_effective_rank", "h (backbone)"), ("z_effective_rank", "z (projection)"))
+            if k in pe}
+    if std:
+        panels["std of the L2-normalised embeddings"] = std
+        panels["effective rank (RankMe)"] = rank
+    data_name = args.data if args.data in DATA_SETS else os.path.basename(os.path.normpath(args.data))
+    curves = plot.curves(panels, os.path.join(args.out, "curves.png"), x=epochs, xlabel="epoch",
+                         title=f"{name} on {data_name}: training curves (std and rank on "
+                               f"{pe['monitor_images']} test images)")
+    m = results["metrics"]
+    points = plot.pca_2d(h_test)
+    emb = plot.scatter(points, _host(test.labels), test.classes, os.path.join(args.out, "embeddings.png"),
+                       title=f"{name}: {len(test)} test images, backbone features h by PCA "
+                             f"(linear probe {m['linear_probe']:.3f}, kNN {m['knn']:.3f})")
+    return [curves, emb]
+
+
+def _host(a):
+    from . import backend
+
+    return backend.to_numpy(a)
 
 
 def cmd_baselines(args):
@@ -336,12 +795,16 @@ def cmd_baselines(args):
     from .data.augment import Compose, RandomHorizontalFlip, RandomResizedCrop
 
     t0 = time.perf_counter()
-    train, test = _load_shapes(args.n_train, args.n_test, args.data_seed)
-    rows = []
     which = [w.strip() for w in args.only.split(",")] if args.only else ["raw", "random", "supervised"]
     for w in which:
         if w not in ("raw", "random", "supervised"):
-            raise SystemExit(f"--only takes raw, random, supervised; got {w!r}")
+            raise UsageError(f"--only takes raw, random, supervised; got {w!r}")
+    _prepare_out(args.out, force=args.force)
+    train, test = _load_data(args)
+    if "supervised" in which and args.batch_size > len(train):
+        raise UsageError(f"--batch-size {args.batch_size} is larger than the {len(train)} training images "
+                         "(--n-train)")
+    rows = []
 
     def embed(bb, images):
         from .methods.base import Method
@@ -397,50 +860,121 @@ def cmd_baselines(args):
 
 # ====================================================================== parser
 
+def _number(s, kind):
+    try:
+        return kind(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {s!r}") from None
+
+
 def _positive_int(s):
-    v = int(s)
+    v = _number(s, int)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
     return v
 
 
+def _batch_size(s):
+    v = _number(s, int)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a one-sample batch has nothing to be contrasted "
+                                         f"with, and BatchNorm needs two samples), got {s}")
+    return v
+
+
 def _positive_float(s):
-    v = float(s)
+    v = _number(s, float)
     if not (v > 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
     return v
 
 
 def _nonnegative_float(s):
-    v = float(s)
+    v = _number(s, float)
     if not (v >= 0 and math.isfinite(v)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {s}")
     return v
 
 
+def _in_range(lo, hi, lo_open=False, hi_open=False):
+    """A float type for argparse in [lo, hi] (an open end excludes it)."""
+    def parse(s):
+        v = _number(s, float)
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(
+                f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {s}")
+        return v
+    return parse
+
+
+_probability = _in_range(0.0, 1.0)
+
+
+def _device(s):
+    from . import backend
+
+    try:
+        d = backend.normalize_device(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {s!r}") from None
+    if d != "cpu" and not backend.cupy_available():
+        raise argparse.ArgumentTypeError(f"{s}: CuPy or a CUDA GPU is not available here (pip install "
+                                         "'npjem[gpu]' on a machine with a GPU), use --device cpu")
+    return d
+
+
+def _data(s):
+    if s in DATA_SETS or os.path.isdir(s):
+        return s
+    what = "no such folder" if not os.path.exists(s) else "not a folder"
+    raise argparse.ArgumentTypeError(f"expected {' or '.join(DATA_SETS)} or a folder of images; {s!r}: {what}")
+
+
 def _common(p):
+    p.add_argument("--data", type=_data, default="shapes",
+                   help="shapes (built in, default), digits (scikit-learn's, the [datasets] extra) or a folder "
+                        "with train/<class>/<image> and test/<class>/<image>")
     p.add_argument("--arch", choices=ARCHS, default="convnet", help="backbone (default convnet)")
     p.add_argument("--width", type=_positive_int, default=32, help="backbone base width (default 32)")
-    p.add_argument("--n-train", type=_positive_int, default=10000, help="shapes training images (default 10000)")
-    p.add_argument("--n-test", type=_positive_int, default=2000, help="shapes test images (default 2000)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the shapes images (default 0)")
+    p.add_argument("--n-train", type=_positive_int, default=None,
+                   help="training images (default: shapes 10000, else all)")
+    p.add_argument("--n-test", type=_positive_int, default=None, help="test images (default: shapes 2000, else all)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the shapes images and the digits split (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and augmentations")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
+    p.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
     p.add_argument("--probe-max-iter", type=_positive_int, default=300,
                    help="L-BFGS iterations of the linear probe (default 300)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite a run already in --out (without it, a folder that holds results or a "
+                        "checkpoint is left alone and the command stops)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NPJEM_DEBUG=1)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.")
+    ap = _Parser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.", allow_abbrev=False)
     sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines}")
 
     p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it",
+                       allow_abbrev=False,
                        description="Pretrain a joint-embedding method on the built-in shapes images, then "
-                                   "report linear-probe and kNN accuracy and collapse diagnostics.")
+                                   "report linear-probe and kNN accuracy and collapse diagnostics. Writes "
+                                   "results.json, checkpoint.npz, curves.png and embeddings.png to --out. A "
+                                   "folder that already holds a run is not overwritten: the command stops "
+                                   "unless --force (overwrite) or --resume (continue). Ctrl-C saves a checkpoint "
+                                   "that --resume continues.")
     p.add_argument("--method", choices=METHODS, default="simclr", help="default simclr")
     p.add_argument("--epochs", type=_positive_int, default=OPTIMIZER["epochs"], help=f"default {OPTIMIZER['epochs']}")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=_batch_size, default=None,
                    help="default: the method's (" + ", ".join(f"{m} {d['batch_size']}" for m, d in DEFAULTS.items()) + ")")
     p.add_argument("--lr", type=_positive_float, default=None, help=f"peak lr (default {OPTIMIZER['lr']})")
     p.add_argument("--optimizer", choices=("sgd", "adam", "adamw", "lars"), default=None,
@@ -454,7 +988,7 @@ def build_parser():
                        **{k: v['temperature'] for k, v in DEFAULTS.items()}))
     p.add_argument("--queue-size", type=_positive_int, default=None,
                    help=f"MoCo's K (default {DEFAULTS['moco']['queue_size']})")
-    p.add_argument("--momentum", type=float, default=None,
+    p.add_argument("--momentum", type=_in_range(0.0, 1.0, hi_open=True), default=None,
                    help=f"MoCo's key-encoder EMA momentum m (default {DEFAULTS['moco']['momentum']})")
     p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
                    help="MoCo: symmetrised loss (both views as queries; default on)")
@@ -471,30 +1005,33 @@ def build_parser():
                    help=f"PIRL's tiles per side (default {DEFAULTS['pirl']['grid']})")
     p.add_argument("--hidden-dim", type=_positive_int, default=None, help="projector hidden width (default 2x features)")
     p.add_argument("--out-dim", type=_positive_int, default=128, help="embedding width (default 128)")
-    p.add_argument("--aug-strength", type=float, default=None,
+    p.add_argument("--aug-strength", type=_nonnegative_float, default=None,
                    help=f"colour-jitter strength s (default {AUGMENTATION['strength']})")
-    p.add_argument("--aug-scale", type=float, default=None,
+    p.add_argument("--aug-scale", type=_in_range(0.0, 1.0, lo_open=True), default=None,
                    help=f"smallest crop area fraction (default {AUGMENTATION['scale']})")
-    p.add_argument("--aug-hue", type=float, default=None, help=f"hue jitter (default {AUGMENTATION['hue']})")
-    p.add_argument("--aug-grayscale", type=float, default=None,
+    p.add_argument("--aug-hue", type=_in_range(0.0, 0.5), default=None, help=f"hue jitter (default {AUGMENTATION['hue']})")
+    p.add_argument("--aug-grayscale", type=_probability, default=None,
                    help=f"grayscale probability (default {AUGMENTATION['grayscale']})")
-    p.add_argument("--aug-rotation", type=float, default=None,
+    p.add_argument("--aug-rotation", type=_in_range(0.0, 180.0), default=None,
                    help=f"random rotation by up to ± this many degrees (default {AUGMENTATION['rotation']})")
-    p.add_argument("--aug-invert", type=float, default=None,
+    p.add_argument("--aug-invert", type=_probability, default=None,
                    help=f"probability of inverting a view, 1 − x (default {AUGMENTATION['invert']})")
-    p.add_argument("--aug-vflip", type=float, default=None,
+    p.add_argument("--aug-vflip", type=_probability, default=None,
                    help=f"probability of a vertical flip (default {AUGMENTATION['vflip']})")
-    p.add_argument("--out", default=None, help="directory for results.json and checkpoint.npz "
-                                                "(default runs/<method>; '' writes nothing)")
+    p.add_argument("--out", default=None, help="folder for results.json, checkpoint.npz, curves.png and "
+                                                "embeddings.png (default runs/<method>; '' writes nothing)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint.npz (with its flags)")
     _common(p)
     p.set_defaults(func=cmd_pretrain)
 
     b = sub.add_parser("baselines", help="raw-pixel, random-init and supervised baselines on shapes",
+                       allow_abbrev=False,
                        description="The floor and ceiling for pretrain's numbers: linear probe and kNN on raw "
                                    "pixels, on a random-init backbone, and on a supervised backbone.")
     b.add_argument("--epochs", type=_positive_int, default=OPTIMIZER["epochs"],
                    help=f"supervised training epochs (default {OPTIMIZER['epochs']}, as pretrain)")
-    b.add_argument("--batch-size", type=_positive_int, default=256, help="default 256")
+    b.add_argument("--batch-size", type=_batch_size, default=256, help="default 256")
     b.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam", help="default adam")
     b.add_argument("--lr", type=_positive_float, default=3e-3, help="supervised peak lr (default 3e-3)")
     b.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="default 0")
@@ -508,6 +1045,8 @@ def build_parser():
 
 
 def main(argv=None):
+    """Run the command line; returns 0, or raises ``SystemExit`` (2 for a usage error, 130 for
+    a run stopped with Ctrl-C after saving its checkpoint)."""
     ap = build_parser()
     args = ap.parse_args(argv)
     if args.command is None:
@@ -515,7 +1054,26 @@ def main(argv=None):
         return 2
     if args.command == "pretrain" and args.out is None:
         args.out = os.path.join("runs", args.method)
-    args.func(args)
+    try:
+        if args.command == "pretrain":
+            args.func(args, parser_defaults=vars(build_parser().parse_args(["pretrain"])))
+        else:
+            args.func(args)
+    except UsageError as exc:
+        if _debug_wanted(args):
+            raise
+        _error(f"npjem {args.command}: error: {exc}")
+        raise SystemExit(2) from None
+    except (ValueError, OSError, ImportError, RuntimeError) as exc:
+        if _debug_wanted(args):
+            raise
+        _error(f"npjem {args.command}: error: {type(exc).__name__}: {exc} (--debug shows the traceback)")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if _debug_wanted(args):
+            raise
+        _error(f"npjem {args.command}: interrupted")
+        raise SystemExit(130) from None
     return 0
 
 

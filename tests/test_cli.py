@@ -16,6 +16,16 @@ def shapes_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NPJEM_CACHE", str(tmp_path / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def pillow_pictures(request, monkeypatch):
+    """Draw the run's pictures with Pillow (fast); the tests in ``AUTO_PICTURES`` keep the
+    automatic choice, which is matplotlib where it is installed."""
+    from npjem import plot
+
+    if request.function.__name__ not in AUTO_PICTURES:
+        monkeypatch.setattr(plot, "_has_matplotlib", lambda: False)
+
+
 def test_help_lists_the_commands_and_options(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
@@ -158,3 +168,284 @@ def test_shapes_augmentation_optional_rotation_and_invert():
     assert isinstance(full.transforms[-1], RandomInvert) and full.transforms[-1].p == 0.5
     out = full(np.random.default_rng(1).random((4, 3, 32, 32)).astype(np.float32), generator=0)
     assert out.shape == (4, 3, 32, 32) and out.min() >= 0.0 and out.max() <= 1.0
+
+
+# ====================================================================== pictures, progress
+
+AUTO_PICTURES = {"test_pretrain_draws_the_curves_and_the_embeddings_and_prints_where"}
+TINY = ["--n-train", "64", "--n-test", "24", "--epochs", "2", "--batch-size", "16", "--width", "4",
+        "--hidden-dim", "16", "--out-dim", "8", "--queue-size", "40", "--num-negatives", "16", "--bn-splits", "2",
+        "--probe-max-iter", "5"]
+
+
+def _pretrain(out, *extra, method="simclr"):
+    return cli.main(["pretrain", "--method", method, *TINY, "--out", str(out), *extra])
+
+
+def test_pretrain_draws_the_curves_and_the_embeddings_and_prints_where(tmp_path, capsys):
+    from PIL import Image
+
+    _pretrain(tmp_path / "run")
+    captured = capsys.readouterr()
+    for name, size in (("curves.png", (1200, 380)), ("embeddings.png", (760, 560))):
+        path = tmp_path / "run" / name
+        assert f"wrote {path}" in captured.out
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == size
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    per_epoch = res["per_epoch"]
+    for key in ("loss", "h_embedding_std", "z_embedding_std", "h_effective_rank", "z_effective_rank"):
+        assert len(per_epoch[key]) == 2 and all(np.isfinite(per_epoch[key])), key
+    assert per_epoch["loss"] == res["loss_per_epoch"]
+    # The silent steps say what they do (stderr), unless --quiet.
+    assert "shapes: 64 train / 24 test images" in captured.err and "evaluating:" in captured.err
+
+
+# ====================================================================== no lost work
+
+def test_out_is_checked_before_training(tmp_path, capsys, monkeypatch):
+    import npjem.methods
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before --out was checked")
+
+    monkeypatch.setattr(npjem.methods, "fit", no_training)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as e:
+        _pretrain(blocker / "run", "--quiet")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "not writable" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/.npjem-write-test-*"))
+
+
+def test_a_second_run_into_a_run_folder_stops_unless_force(tmp_path, capsys):
+    from PIL import Image
+
+    from npjem import plot
+
+    out = tmp_path / "run"
+    _pretrain(out, "--quiet")
+    assert capsys.readouterr().err == ""  # --quiet: no progress
+    assert plot.available_backends() == ("pillow",)  # the autouse fixture: drawn with Pillow alone
+    with Image.open(out / "curves.png") as im:
+        assert im.size == (1200, 380)
+    first = (out / "results.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        _pretrain(out, "--quiet")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--force" in err and err.count("\n") == 1
+    assert (out / "results.json").read_text() == first
+    _pretrain(out, "--quiet", "--seed", "1", "--force")
+    assert json.loads((out / "results.json").read_text())["config"]["seed"] == 1
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    assert "--force" in capsys.readouterr().out
+
+
+def _interrupt_at(monkeypatch, method_cls, call, how):
+    """Patch ``after_step`` to interrupt at its ``call``-th call: a real SIGINT (Ctrl-C) or a
+    KeyboardInterrupt raised inside the step (a second Ctrl-C)."""
+    import signal
+
+    orig = method_cls.after_step
+    calls = {"n": 0}
+
+    def after_step(self, step, total):
+        orig(self, step, total)
+        calls["n"] += 1
+        if calls["n"] == call:
+            if how == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(method_cls, "after_step", after_step)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "pirl"])
+def test_ctrl_c_saves_a_checkpoint_that_resume_continues_to_the_same_run(tmp_path, capsys, monkeypatch, method):
+    from npjem.methods import MoCo, PIRL, SimCLR
+
+    cls = {"simclr": SimCLR, "moco": MoCo, "pirl": PIRL}[method]
+    _pretrain(tmp_path / "whole", "--quiet", method=method)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, cls, 6, "sigint")  # in the second epoch (4 steps per epoch)
+        with pytest.raises(SystemExit) as e:
+            _pretrain(tmp_path / "cut", "--quiet", method=method)
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and "after epoch 1, step 2 of 4" in err
+    saved = npjem.load(str(tmp_path / "cut" / "checkpoint.npz"))
+    assert saved["progress"]["step"] == 6 and not saved["progress"]["complete"]
+    assert not (tmp_path / "cut" / "results.json").exists()
+    _pretrain(tmp_path / "cut", "--quiet", "--resume", method=method)
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert cut["steps"] == whole["steps"] == 8
+    assert cut["resumed_at_step"] == 6 and whole["resumed_at_step"] is None
+    if npjem.backend.default_device() != "cpu":
+        return  # CuPy's generator states cannot be saved: a resumed GPU run draws fresh streams
+    # The same run, as far as the CPU run itself repeats (float32 sums may differ in the last bits).
+    np.testing.assert_allclose(cut["loss_per_epoch"], whole["loss_per_epoch"], rtol=1e-5)
+    a = npjem.load(str(tmp_path / "whole" / "checkpoint.npz"))["method"]
+    b = npjem.load(str(tmp_path / "cut" / "checkpoint.npz"))["method"]
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_an_interrupt_inside_a_step_still_saves_and_resumes(tmp_path, capsys, monkeypatch):
+    from npjem.methods import SimCLR
+
+    with monkeypatch.context() as m:
+        _interrupt_at(m, SimCLR, 3, "raise")
+        with pytest.raises(SystemExit) as e:
+            _pretrain(tmp_path / "run", "--quiet")
+    assert e.value.code == 130
+    saved = npjem.load(str(tmp_path / "run" / "checkpoint.npz"))
+    assert saved["progress"]["step"] == 2 and not saved["progress"]["complete"]
+    capsys.readouterr()
+    _pretrain(tmp_path / "run", "--quiet", "--resume")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 8
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys, monkeypatch):
+    from npjem.methods import SimCLR
+
+    with pytest.raises(SystemExit) as e:
+        _pretrain(tmp_path / "empty", "--quiet", "--resume")
+    assert e.value.code == 2 and "no checkpoint" in capsys.readouterr().err
+    with monkeypatch.context() as m:
+        _interrupt_at(m, SimCLR, 1, "sigint")
+        with pytest.raises(SystemExit):
+            _pretrain(tmp_path / "run", "--quiet")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        _pretrain(tmp_path / "run", "--quiet", "--resume", "--lr", "0.01")
+    assert e.value.code == 2 and "--lr 0.01 differs from the run being resumed" in capsys.readouterr().err
+    _pretrain(tmp_path / "run", "--quiet", "--resume")
+    with pytest.raises(SystemExit) as e:
+        _pretrain(tmp_path / "run", "--quiet", "--resume")
+    assert e.value.code == 2 and "is complete" in capsys.readouterr().err
+
+
+# ====================================================================== one-line errors
+
+def _usage_error(capsys, argv):
+    """The one line a mistake gets (exit status 2, no traceback, no usage block)."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "usage:" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_batch_size_one_is_refused_naming_the_flag(capsys):
+    line = _usage_error(capsys, ["pretrain", "--batch-size", "1"])
+    assert "--batch-size" in line and "contrasted" in line
+    assert "--batch-size" in _usage_error(capsys, ["baselines", "--batch-size", "1"])
+
+
+def test_cuda_without_cupy_is_refused(capsys, monkeypatch):
+    from npjem import backend
+
+    monkeypatch.setattr(backend, "cupy_available", lambda: False)
+    line = _usage_error(capsys, ["pretrain", "--device", "cuda"])
+    assert "--device" in line and "CuPy" in line
+    assert "--device" in _usage_error(capsys, ["pretrain", "--device", "tpu"])
+
+
+@pytest.mark.parametrize("flag,value", [("--aug-invert", "2"), ("--aug-grayscale", "-0.1"), ("--aug-vflip", "1.5"),
+                                        ("--aug-scale", "0"), ("--aug-hue", "0.7"), ("--aug-rotation", "400"),
+                                        ("--momentum", "1"), ("--aug-strength", "-1"), ("--lr", "nan")])
+def test_out_of_range_flags_are_refused_at_parse_time_naming_the_flag(capsys, flag, value):
+    line = _usage_error(capsys, ["pretrain", flag, value])
+    assert flag in line and " p " not in line
+
+
+def test_unknown_data_and_missing_folders_are_refused(capsys, tmp_path):
+    assert "--data" in _usage_error(capsys, ["pretrain", "--data", "cifar10"])
+    assert "no such folder" in _usage_error(capsys, ["pretrain", "--data", str(tmp_path / "nowhere")])
+    (tmp_path / "imgs" / "train" / "a").mkdir(parents=True)
+    line = _usage_error(capsys, ["pretrain", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")])
+    assert "--data" in line and "test/ is missing" in line
+
+
+def test_digits_without_scikit_learn_is_one_line_after_the_status(capsys, monkeypatch, tmp_path):
+    from npjem.data import datasets
+
+    def no_sklearn(*a, **k):
+        raise ImportError("digits needs scikit-learn")
+
+    monkeypatch.setattr(datasets, "digits", no_sklearn)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["pretrain", "--data", "digits", "--out", str(tmp_path / "r")])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("digits:") and lines[-1] == ("npjem pretrain: error: --data digits needs "
+                                                            "scikit-learn: pip install 'npjem[datasets]'")
+
+
+def test_data_folder_trains_on_its_images(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 6)):
+        for cls in ("dark", "light"):
+            d = tmp_path / "imgs" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                base = 40 if cls == "dark" else 200
+                Image.fromarray(rng.integers(base - 30, base + 30, (20, 20, 3)).astype(np.uint8)).save(d / f"{i}.png")
+    cli.main(["pretrain", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--batch-size", "8", "--width", "4",
+              "--hidden-dim", "16", "--out-dim", "8", "--probe-max-iter", "10", "--quiet",
+              "--out", str(tmp_path / "run")])
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["config"]["n_train"] == 32 and res["config"]["n_test"] == 12 and res["steps"] == 4
+    assert "imgs" in capsys.readouterr().out
+
+
+def test_too_few_training_images_for_the_probe_are_refused_before_training(capsys, monkeypatch):
+    import npjem.methods
+
+    monkeypatch.setattr(npjem.methods, "fit", lambda *a, **k: pytest.fail("trained on too few images"))
+    line = _usage_error(capsys, ["pretrain", "--n-train", "32", "--n-test", "24", "--batch-size", "8", "--out", "", "--quiet"])
+    assert "--n-train 32" in line and "linear probe" in line
+
+
+def test_prefixes_of_flags_are_not_accepted(capsys):
+    line = _usage_error(capsys, ["pretrain", "--data-s", "1"])
+    assert "unrecognized" in line
+    assert "unrecognized" in _usage_error(capsys, ["pretrain", "--n-tr", "64"])
+    assert "unrecognized" in _usage_error(capsys, ["baselines", "--epoch", "1"])
+
+
+def test_a_learning_rate_that_breaks_the_loss_stops_naming_epoch_step_and_flag(tmp_path, capsys):
+    line = _usage_error(capsys, ["pretrain", *TINY, "--lr", "1e30", "--quiet", "--out", str(tmp_path / "r")])
+    assert "not finite at epoch" in line and ", step " in line and "lower --lr" in line
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
+def test_debug_shows_the_traceback(capsys, monkeypatch, tmp_path):
+    with pytest.raises(cli.UsageError, match="already holds a run"):
+        (tmp_path / "results.json").write_text("{}")
+        cli.main(["pretrain", "--quiet", "--out", str(tmp_path), "--debug"])
+    monkeypatch.setenv("NPJEM_DEBUG", "1")
+    with pytest.raises(cli.UsageError):
+        cli.main(["pretrain", "--quiet", "--out", str(tmp_path)])
+    monkeypatch.setenv("NPJEM_DEBUG", "0")
+    assert "already holds a run" in _usage_error(capsys, ["pretrain", "--quiet", "--out", str(tmp_path)])
+
+
+def test_other_errors_are_one_line_too(tmp_path, capsys):
+    # MoCo's shuffling BN needs a batch that splits into --bn-splits groups: caught as one line.
+    line = _usage_error(capsys, ["pretrain", "--method", "moco", *TINY, "--batch-size", "15", "--quiet",
+                                 "--out", str(tmp_path / "r")])
+    assert "bn_splits" in line and "--debug" in line

@@ -1,0 +1,121 @@
+"""npjem.plot: PNG line charts and scatter plots, with Pillow alone and with matplotlib."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from npjem import plot
+
+BACKENDS = ["pillow", pytest.param("matplotlib", marks=pytest.mark.skipif(
+    "matplotlib" not in plot.available_backends(), reason="matplotlib not installed"))]
+
+
+def _rgb(hex_colour):
+    h = hex_colour.lstrip("#")
+    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+
+
+def _has_colour(img, colour, tol=30, min_pixels=5):
+    """Pixels of ``colour``, drawn solid or translucent over white (the scatter's dots are)."""
+    a = np.asarray(img.convert("RGB")).astype(float)
+    close = np.zeros(a.shape[:2], dtype=bool)
+    for alpha in (1.0, 0.7, 170 / 255):
+        blend = alpha * np.array(colour, dtype=float) + (1 - alpha) * 255.0
+        close |= np.abs(a - blend).sum(axis=2) <= tol
+    return int(close.sum()) >= min_pixels
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_curves_writes_a_png_of_the_requested_size_with_each_series(tmp_path, backend):
+    e = np.arange(1, 11)
+    path = plot.curves({"loss": {"loss": 5 - np.log(e)}, "rank": {"h": 3.0 * e, "z": 2.0 * e}},
+                       tmp_path / "c.png", x=e, xlabel="epoch", title="t", size=(800, 360), backend=backend)
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (800, 360)
+        # The first two palette colours draw the series; the picture is not blank.
+        assert _has_colour(im, _rgb(plot.PALETTE[0])) and _has_colour(im, _rgb(plot.PALETTE[1]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_line_chart_default_size_and_nan_gap(tmp_path, backend):
+    y = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    path = plot.line_chart({"y": y}, tmp_path / "l.png", title="gap", xlabel="x", ylabel="y", backend=backend)
+    with Image.open(path) as im:
+        assert im.size == (640, 420)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scatter_colours_every_class_present(tmp_path, backend):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)
+    pts = rng.normal(size=(200, 2)) + 6 * np.stack([np.cos(labels), np.sin(labels)], axis=1)
+    path = plot.scatter(pts, labels, ["a", "b", "c", "d", "unused"], tmp_path / "s.png", title="s",
+                        backend=backend)
+    with Image.open(path) as im:
+        assert im.size == (760, 560)
+        for c in range(4):
+            assert _has_colour(im, _rgb(plot.PALETTE[c]), min_pixels=20), c
+
+
+def test_pillow_default_size_of_curves_follows_the_panels(tmp_path):
+    path = plot.curves({"a": {"a": [1, 2]}, "b": {"b": [1, 2]}, "c": {"c": [2, 1]}}, tmp_path / "p.png",
+                       backend="pillow")
+    with Image.open(path) as im:
+        assert im.size == (1200, 380)
+
+
+def test_pca_2d_finds_the_main_axis_with_a_fixed_sign():
+    rng = np.random.default_rng(1)
+    t = rng.normal(size=200)
+    x = np.stack([3 * t, 0.1 * rng.normal(size=200), -2 * t], axis=1) + 5.0
+    p = plot.pca_2d(x)
+    assert p.shape == (200, 2)
+    assert abs(np.corrcoef(p[:, 0], t)[0, 1]) > 0.99
+    np.testing.assert_allclose(p.mean(axis=0), 0.0, atol=1e-9)
+    assert p[:, 0].var() > 100 * p[:, 1].var()
+    np.testing.assert_allclose(plot.pca_2d(-x + 1.0), plot.pca_2d(-x), atol=1e-9)  # centred
+    # The sign rule: the largest loading of each component is positive, so the picture is stable.
+    np.testing.assert_allclose(plot.pca_2d(x[::-1])[::-1], p, atol=1e-9)
+    one = plot.pca_2d(np.arange(6.0).reshape(6, 1))
+    assert one.shape == (6, 2) and np.all(one[:, 1] == 0)
+
+
+def test_bad_arguments_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="backend"):
+        plot.line_chart({"a": [1, 2]}, tmp_path / "x.png", backend="svg")
+    with pytest.raises(ValueError, match="size"):
+        plot.line_chart({"a": [1, 2]}, tmp_path / "x.png", size=(10, 10))
+    with pytest.raises(ValueError, match="x has 3"):
+        plot.line_chart({"a": [1, 2]}, tmp_path / "x.png", x=[1, 2, 3])
+    with pytest.raises(ValueError, match="non-empty"):
+        plot.curves({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"\(n, 2\)"):
+        plot.scatter(np.zeros((5, 3)), np.zeros(5, dtype=int), ["a"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="labels must lie"):
+        plot.scatter(np.zeros((5, 2)), np.arange(5), ["a", "b"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="integers"):
+        plot.scatter(np.zeros((5, 2)), np.zeros(5), ["a"], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="n >= 2"):
+        plot.pca_2d(np.zeros((1, 3)))
+
+
+def test_auto_backend_falls_back_to_pillow_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setattr(plot, "_has_matplotlib", lambda: False)
+    assert plot.available_backends() == ("pillow",)
+    assert plot._resolve_backend("auto") == "pillow"
+    with pytest.raises(ImportError, match=r"npjem\[plot\]"):
+        plot.line_chart({"a": [1, 2]}, tmp_path / "x.png", backend="matplotlib")
+    path = plot.line_chart({"a": [1, 2]}, tmp_path / "x.png")
+    with Image.open(path) as im:
+        assert im.size == (640, 420)
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    assert plot._nice_ticks(0.0, 1.0) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ticks = plot._nice_ticks(0.061, 0.1003)
+    assert ticks[0] >= 0.061 and ticks[-1] <= 0.1003 and len(ticks) >= 3
+    assert plot._nice_ticks(2.0, 2.0) == [2.0]
+    # Epochs: whole numbers only, even on a short axis.
+    assert plot._nice_ticks(0.97, 2.03, integer=True) == [1.0, 2.0]
+    assert plot._integral([1, 2, 3]) and not plot._integral([1, 1.5])
