@@ -529,7 +529,7 @@ class Report:
 
 
 def _relerr(a, b, atol):
-    return abs(a - b) / max(abs(b), atol)
+    return abs(a - b) / max(abs(a), abs(b), atol)
 
 
 def _compare_values(name, theirs, ours, rtol, atol):
