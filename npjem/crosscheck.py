@@ -771,6 +771,73 @@ def check_reference(path, rtol=1e-10, atol=1e-12):
                   theirs[0], ours[0], rows)
 
 
+# =================================================================================== self-check
+
+def _engine_cases():
+    """(name, fn, input shapes, order) for the engine's own check: composites and layers."""
+    from .autograd import functional as F  # noqa: PLC0415
+    from .nn import functional as NF  # noqa: PLC0415
+
+    return [
+        ("softmax", lambda x: F.softmax(x, axis=1), [(3, 4)], 2),
+        ("log_softmax", lambda x: F.log_softmax(x, axis=1), [(3, 4)], 2),
+        ("logsumexp", lambda x: F.logsumexp(x, axis=0), [(3, 4)], 2),
+        ("normalize", lambda x: F.normalize(x, axis=1), [(3, 4)], 2),
+        ("cosine_similarity", lambda a, b: F.cosine_similarity(a, b, axis=1), [(3, 4), (3, 4)], 1),
+        ("gelu", F.gelu, [(2, 5)], 2),
+        ("softplus", F.softplus, [(2, 5)], 2),
+        ("tanh", F.tanh, [(2, 5)], 2),
+        ("layer_norm", lambda x, w, b: F.layer_norm(x, (4,), w, b), [(3, 4), (4,), (4,)], 2),
+        ("linear", F.linear, [(3, 4), (2, 4), (2,)], 2),
+        ("conv2d", lambda x, w: NF.conv2d(x, w, padding=1, stride=2), [(2, 2, 5, 5), (3, 2, 3, 3)], 2),
+        ("avg_pool2d", lambda x: NF.avg_pool2d(x, 2), [(1, 2, 4, 4)], 1),
+        ("batch_norm (training)", lambda x, w, b: NF.batch_norm(x, None, None, w, b, training=True),
+         [(4, 3), (3,), (3,)], 1),
+    ]
+
+
+def self_check(device="cpu", losses=True, engine=True):
+    """npjem's gradients against central differences in float64, on ``device``.
+
+    Every registered loss (stop-gradient inputs held fixed) and a set of the engine's composites
+    and layers (first order; second order where the op is twice differentiable) through
+    :func:`npjem.gradcheck` / :func:`npjem.gradgradcheck`. Returns a list of
+    ``(name, order, ok, seconds, message)``.
+    """
+    import time  # noqa: PLC0415
+
+    from .autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: PLC0415
+
+    device = backend.normalize_device(device)
+    if device != "cpu" and not backend.cupy_available():
+        raise ValueError(f"device {device!r} needs CuPy and a CUDA GPU, and neither is available here")
+    rng = np.random.default_rng(0)  # host: the check's inputs
+    jobs = []
+    if losses:
+        for name in names():
+            spec = _REGISTRY[name]
+            arrays = draw_inputs(spec, seed=0)
+            fixed = tuple(i for i, (inp, a) in enumerate(zip(spec.inputs, arrays))
+                          if inp.fixed or a.dtype.kind != "f")
+            jobs.append((f"loss {name}", (lambda spec=spec: lambda *xs: spec.invoke(spec.fn, xs, spec.kwargs))(),
+                         arrays, fixed, 1))
+    if engine:
+        for name, fn, shapes, order in _engine_cases():
+            jobs.append((name, fn, [rng.standard_normal(s) for s in shapes], (), order))
+    rows = []
+    for name, fn, arrays, fixed, order in jobs:
+        inputs = [Tensor(backend.to_device(a, device), requires_grad=a.dtype.kind == "f") for a in arrays]
+        for k, check in ((1, gradcheck), (2, gradgradcheck))[:order]:
+            t0 = time.perf_counter()
+            try:
+                check(fn, inputs, fixed=fixed)
+                ok, msg = True, ""
+            except GradcheckError as e:
+                ok, msg = False, str(e).splitlines()[0]
+            rows.append((name, k, ok, time.perf_counter() - t0, msg))
+    return rows
+
+
 # =================================================================================== built-in specs
 # Each loss: its inputs (stop-gradient ones fixed), small default sizes, npjem's defaults, and the
 # conventions its docstring's table lists, as npjem keyword arguments.

@@ -344,3 +344,20 @@ def test_damaged_or_foreign_reference_files_get_clear_errors(tmp_path):
 
     with zipfile.ZipFile(good) as z:
         assert "__npjem__.json" in z.namelist()
+
+
+# ------------------------------------------------------------------ the engine's self-check
+
+def test_self_check_passes_on_the_suite_device(device):
+    rows = cc.self_check(device)
+    assert rows and all(ok for _, _, ok, _, _ in rows), [r for r in rows if not r[2]]
+    names = {r[0] for r in rows}
+    assert {"loss info_nce", "conv2d", "softmax"} <= names
+    assert {r[1] for r in rows if r[0] == "conv2d"} == {1, 2}
+
+
+def test_self_check_reports_a_wrong_gradient(monkeypatch):
+    # x * stop_gradient(x): the analytic gradient is x, the true derivative of x² is 2x.
+    monkeypatch.setattr(cc, "_engine_cases", lambda: [("broken", lambda x: x * x.detach(), [(3,)], 1)])
+    rows = cc.self_check("cpu", losses=False)
+    assert [(r[0], r[2]) for r in rows] == [("broken", False)] and "gradcheck" in rows[0][4]
