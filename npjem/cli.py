@@ -858,6 +858,100 @@ def cmd_baselines(args):
     return results
 
 
+# ====================================================================== the oracle: reference, check, gradcheck
+
+def _assignments(items, flag, parse):
+    """``["N=8", "D=4"]`` → ``{"N": 8, "D": 4}`` (values through ``parse``)."""
+    out = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} takes NAME=VALUE, got {item!r}")
+        try:
+            out[name] = parse(value)
+        except ValueError:
+            raise UsageError(f"{flag} {item}: {value!r} is not a valid value") from None
+    return out
+
+
+def _literal(text):
+    """A keyword argument's value as typed: a bool, an int, a float, or else the string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_reference(args):
+    from . import crosscheck
+
+    shapes = _assignments(args.shape, "--shape", int)
+    kwargs = _assignments(args.kwarg, "--kwarg", _literal)
+    if args.all is not None:
+        if args.loss is not None or args.out is not None:
+            raise UsageError("--all DIR writes one file per loss: give neither LOSS nor --out with it")
+        if shapes or kwargs:
+            raise UsageError("--shape and --kwarg apply to one loss, not to --all")
+        os.makedirs(args.all, exist_ok=True)
+        paths = [os.path.join(args.all, f"{name}.npz") for name in crosscheck.names()]
+        taken = [p for p in paths if os.path.exists(p)]
+        if taken and not args.force:
+            raise UsageError(f"{taken[0]} exists ({len(taken)} of the files do); --force replaces them")
+        for name, path in zip(crosscheck.names(), paths):
+            crosscheck.write_reference(path, name, seed=args.seed, overwrite=True)
+            print(f"wrote {path}")
+        return 0
+    if args.loss is None or args.out is None:
+        raise UsageError("give LOSS and --out FILE.npz, or --all DIR (npjem reference --help)")
+    if args.loss not in crosscheck.names():
+        raise UsageError(f"unknown loss {args.loss!r}; one of: {', '.join(crosscheck.names())}")
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"{args.out} exists; --force replaces it")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    try:
+        ref = crosscheck.write_reference(args.out, args.loss, seed=args.seed, shapes=shapes, kwargs=kwargs,
+                                         overwrite=True)
+    except TypeError as exc:  # an unknown keyword of the loss
+        raise UsageError(f"--kwarg: {exc}") from None
+    print(f"wrote {args.out}: {ref['call']}, value {float(ref['value']):.17g}")
+    return 0
+
+
+def cmd_check(args):
+    from . import crosscheck
+
+    failed = 0
+    for path in args.files:
+        if not os.path.isfile(path):
+            raise UsageError(f"{path}: no such file")
+        report = crosscheck.check_reference(path, rtol=args.rtol, atol=args.atol)
+        print(report)
+        failed += not report.ok
+    return 1 if failed else 0
+
+
+def cmd_gradcheck(args):
+    from . import crosscheck
+
+    rows = crosscheck.self_check(args.device or "cpu")
+    print(format_table([{"check": name, "order": order, "result": "ok" if ok else "FAIL",
+                         "seconds": sec} for name, order, ok, sec, _ in rows],
+                       [("check", "check"), ("order", "order"), ("result", "result"), ("seconds", "seconds")]))
+    bad = [(name, order, msg) for name, order, ok, _, msg in rows if not ok]
+    for name, order, msg in bad:
+        print(f"{name} (order {order}): {msg}")
+    print(f"{len(rows) - len(bad)} passed, {len(bad)} failed")
+    return 1 if bad else 0
+
+
 # ====================================================================== parser
 
 def _number(s, kind):
@@ -871,6 +965,13 @@ def _positive_int(s):
     v = _number(s, int)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _nonnegative_int(s):
+    v = _number(s, int)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
     return v
 
 
@@ -962,7 +1063,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     ap = _Parser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.", allow_abbrev=False)
-    sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines}")
+    sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines,reference,check,gradcheck}")
 
     p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it",
                        allow_abbrev=False,
@@ -1041,6 +1142,38 @@ def build_parser():
     b.add_argument("--out", default="runs/baselines", help="directory for baselines.json ('' writes nothing)")
     _common(b)
     b.set_defaults(func=cmd_baselines)
+
+    r = sub.add_parser("reference", allow_abbrev=False, help="write npjem's float64 value and gradients of a loss "
+                       "to an .npz that any language can read",
+                       description="Draw a loss's inputs from --seed, evaluate it in float64 and write the inputs, "
+                                   "keyword arguments, value and every gradient to FILE.npz (an ordinary zip of "
+                                   ".npy files; the README describes the layout). --all DIR writes one per loss.")
+    r.add_argument("loss", nargs="?", default=None, help="a loss name (npjem methods lists them)")
+    r.add_argument("--out", default=None, help="the .npz to write")
+    r.add_argument("--all", metavar="DIR", default=None, help="write DIR/<loss>.npz for every loss")
+    r.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the inputs (default 0)")
+    r.add_argument("--shape", action="append", metavar="SYM=N", help="a size, e.g. --shape N=16 --shape D=8")
+    r.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
+                   help="a keyword argument of the loss, e.g. --kwarg temperature=0.5")
+    r.add_argument("--force", action="store_true", help="replace an existing file")
+    r.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    r.set_defaults(func=cmd_reference)
+
+    c = sub.add_parser("check", allow_abbrev=False, help="re-evaluate reference files with this npjem",
+                       description="Exit status 0 when every file's value and gradients agree with npjem, "
+                                   "1 when one does not, 2 when a file cannot be read.")
+    c.add_argument("files", nargs="+", metavar="FILE.npz")
+    c.add_argument("--rtol", type=_nonnegative_float, default=1e-10, help="default 1e-10")
+    c.add_argument("--atol", type=_nonnegative_float, default=1e-12, help="default 1e-12")
+    c.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    c.set_defaults(func=cmd_check)
+
+    g = sub.add_parser("gradcheck", allow_abbrev=False, help="the engine's self-check against central differences",
+                       description="Every registered loss and the engine's composites and layers against "
+                                   "central differences in float64 (first and second order), on --device.")
+    g.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
+    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    g.set_defaults(func=cmd_gradcheck)
     return ap
 
 
@@ -1057,8 +1190,9 @@ def main(argv=None):
     try:
         if args.command == "pretrain":
             args.func(args, parser_defaults=vars(build_parser().parse_args(["pretrain"])))
+            rc = 0
         else:
-            args.func(args)
+            rc = args.func(args)
     except UsageError as exc:
         if _debug_wanted(args):
             raise
@@ -1074,7 +1208,7 @@ def main(argv=None):
             raise
         _error(f"npjem {args.command}: interrupted")
         raise SystemExit(130) from None
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
