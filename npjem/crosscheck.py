@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import threading
 from typing import Callable
@@ -701,9 +702,10 @@ def reference(loss, *, seed=0, shapes=None, kwargs=None):
     """npjem's float64 evaluation of ``loss`` on drawn inputs, as the dict a reference file holds.
 
     Keys: ``format``, ``version``, ``npjem_version``, ``loss``, ``call`` (the Python call that
-    made it), ``kwargs``, ``seed``, ``shapes``, ``inputs`` (name → array), ``fixed`` (the
-    stop-gradient inputs' names), ``value`` (0-d float64) and ``grads`` (name → ∂value/∂input,
-    for every floating input that is not fixed).
+    made it), ``kwargs``, ``seed``, ``shapes``, ``input_order``, ``fixed`` (the stop-gradient
+    inputs' names), ``meta_json`` (all of these as UTF-8 JSON bytes), ``inputs`` (name → array),
+    ``value`` (0-d float64) and ``grads`` (name → ∂value/∂input, for every floating input that
+    is not fixed).
     """
     from . import __version__  # noqa: PLC0415
 
@@ -714,13 +716,16 @@ def reference(loss, *, seed=0, shapes=None, kwargs=None):
     value, grads = _ours(spec, arrays, kwargs, 1.0)
     call = (f"npjem.crosscheck.reference({spec.name!r}, seed={seed}, shapes={sizes!r}"
             f"{f', kwargs={kwargs!r}' if kwargs else ''})")
-    return {
+    meta = {
         "format": REFERENCE_FORMAT, "version": REFERENCE_VERSION, "npjem_version": __version__,
         "loss": spec.name, "call": call, "kwargs": kwargs, "seed": int(seed), "shapes": sizes,
-        "inputs": {i.name: a for i, a in zip(spec.inputs, arrays)},
-        "fixed": [i.name for i in spec.inputs if i.fixed],
-        "value": np.array(value), "grads": grads,
+        "input_order": [i.name for i in spec.inputs], "fixed": [i.name for i in spec.inputs if i.fixed],
     }
+    # The same facts as UTF-8 JSON bytes in one array, for readers in other languages, which
+    # then need nothing but an .npy reader and a JSON parser.
+    meta_json = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8).copy()
+    return {**meta, "meta_json": meta_json, "inputs": {i.name: a for i, a in zip(spec.inputs, arrays)},
+            "value": np.array(value), "grads": grads}
 
 
 def write_reference(path, loss, *, seed=0, shapes=None, kwargs=None, overwrite=False):

@@ -295,6 +295,10 @@ def test_reference_round_trip_for_every_loss(name, tmp_path):
     report = cc.check_reference(path)
     assert report.ok, str(report)
     assert ref["loss"] == name and ref["npjem_version"] and "npjem.crosscheck.reference" in ref["call"]
+    import json
+    with np.load(path) as z:
+        meta = json.loads(z["meta_json"].tobytes())
+    assert meta["loss"] == name and meta["input_order"] == [i.name for i in cc.get(name).inputs]
     with np.load(path) as z:   # readable with NumPy alone: inputs/NAME, grads/NAME, value
         assert float(z["value"]) == float(ref["value"])
         for inp in cc.get(name).inputs:
