@@ -475,3 +475,85 @@ def test_bad_inputs_raise_naming_the_argument(case):
     call, name, exc = _bad_calls()[case]
     with pytest.raises(exc, match=name):
         call()
+
+
+# ================================================================ edges (found by mutation testing)
+
+def _empty(d=3):
+    return Tensor(np.zeros((0, d)))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: pair_margin_loss(_empty(), _empty(), np.zeros(0, bool)), "at least one pair, got N = 0"),
+    (lambda: moco_loss(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3))),
+     "at least one query, got N = 0"),
+    (lambda: nce_memory_loss(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                             dataset_size=10), "at least one sample, got B = 0"),
+    (lambda: nce_loss(_empty(), _empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                      dataset_size=10), "at least one sample, got B = 0"),
+    (lambda: nce_normalizer(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                            dataset_size=10), "at least one sample, got B = 0"),
+])
+def test_an_empty_batch_raises_instead_of_returning_nan(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def _nce_by_hand(v, mpos, mneg, size, tau):
+    """−log h(m_I, v) − Σ log(1 − h(m_I', v)), h(x) = x / (x + K/|D|), x = exp(s/τ) (Z = 1)."""
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    c = mneg.shape[0] / size
+    xpos = np.exp((mpos * u).sum(axis=1) / tau)
+    xneg = np.exp(u @ mneg.T / tau)
+    return np.mean(-np.log(xpos / (xpos + c)) - np.log(c / (xneg + c)).sum(axis=1))
+
+
+def test_nce_with_a_dataset_of_one_sample_is_allowed_and_exact():
+    rng = np.random.default_rng(3)
+    v, mpos, mneg = rng.standard_normal((3, 4)), unit_rows(rng, 3, 4), unit_rows(rng, 2, 4)
+    got = nce_memory_loss(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=1, temperature=0.5).item()
+    assert got == pytest.approx(_nce_by_hand(v, mpos, mneg, 1, 0.5), rel=1e-12)
+    z = nce_normalizer(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=1, temperature=0.5)
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    scores = np.concatenate([(mpos * u).sum(axis=1)[:, None], u @ mneg.T], axis=1) / 0.5
+    assert z == pytest.approx(np.exp(scores).mean(), rel=1e-12)
+    for bad in (0, -1, True, 1.0):
+        with pytest.raises(ValueError, match="dataset_size"):
+            nce_memory_loss(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=bad)
+        with pytest.raises(ValueError, match="dataset_size"):
+            nce_normalizer(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=bad)
+
+
+@pytest.mark.parametrize("loss", [
+    lambda a, b: info_nce(a, b),
+    lambda a, b: pair_margin_loss(a, b, [1, 0, 1, 0]),
+    lambda a, b: moco_loss(a, b, b),
+    lambda a, b: nce_memory_loss(a, b, b, dataset_size=10),
+])
+def test_integer_embeddings_are_refused_with_a_type_error(loss):
+    a = np.arange(12).reshape(4, 3)
+    with pytest.raises(TypeError, match="floating dtype"):
+        loss(a, a.copy())
+    assert np.isfinite(loss(Tensor(a.astype(np.float64)), Tensor(a.astype(np.float64) + 1.0)).item())
+
+
+def test_moco_hints_at_the_transposed_buffer_only_when_it_is_one():
+    rng = np.random.default_rng(4)
+    q, k = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    buffer = Tensor(unit_rows(rng, 6, 3).T.copy())  # MoCo's (d, K) layout
+    with pytest.raises(ValueError, match=r"pass queue\.T"):
+        moco_loss(q, k, buffer)
+    with pytest.raises(ValueError, match=r"got \(6, 2\)$"):  # neither layout: no hint
+        moco_loss(q, k, Tensor(rng.standard_normal((6, 2))))
+    assert np.isfinite(moco_loss(q, k, Tensor(buffer.data.T)).item())
+
+
+def test_cosine_distance_of_a_zero_row_is_one_and_its_gradient_points_at_the_other_row():
+    # The norm is clamped at eps = 1e-8 (PyTorch's cosine_similarity): at x = 0,
+    # ∂cos/∂x = y / (eps ‖y‖), so D = 1 − cos = 1 and ∂(D²/2)/∂x = −y / (eps ‖y‖).
+    y = np.array([[3.0, 4.0, 0.0]])
+    x = Tensor(np.zeros((1, 3)), requires_grad=True)
+    loss = pair_margin_loss(x, Tensor(y), [1], distance="cosine", reduction="sum")
+    assert loss.item() == 0.5
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), -y / 5.0 / 1e-8, rtol=1e-9)
