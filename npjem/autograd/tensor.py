@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import numbers
 import weakref
 
@@ -313,6 +314,12 @@ def as_tensor(data, like=None) -> Tensor:
 
 # ----------------------------------------------------------------------------- Function
 
+# Recording order of functions: backward breaks ties between functions of one generation with
+# it, latest first. Any tie order gives correct gradients, but the order in which a tensor's
+# gradient contributions are added changes the float rounding; ordering by memory address (id)
+# made two runs with one seed differ in the last bits.
+_sequence = itertools.count()
+
 def _check_one_device(fn, inputs):
     """A clear error, not one from deep inside CuPy, when an op's inputs live on two devices."""
     devices = [backend.device_of(x.data) for x in inputs]
@@ -362,6 +369,7 @@ class Function:
             t.generation, t.name, t._retain_grad = 0, None, False
             outputs.append(t)
         if record:
+            self._seq = next(_sequence)
             self.generation = max(x.generation for x in inputs)
             self.inputs = inputs
             self.needs_input_grad = tuple(x.requires_grad for x in inputs)
@@ -380,14 +388,14 @@ class Function:
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
-    def __lt__(self, other):  # heap ties: any order among one generation is fine
-        return id(self) < id(other)
+    def __lt__(self, other):  # heap ties are broken by the recording order (see _run)
+        return self._seq > other._seq
 
     def _release(self):
         """Drop everything this function saved (its inputs and whatever forward stored on it),
         keeping only the graph's shape: which tensors (by id) and which creators it came from."""
         edges = tuple((id(x), x.creator) for x in self.inputs)
-        kept = {"generation": self.generation, "outputs": self.outputs,
+        kept = {"generation": self.generation, "_seq": self._seq, "outputs": self.outputs,
                 "needs_input_grad": self.needs_input_grad}
         self.__dict__.clear()
         self.__dict__.update(kept)
@@ -523,14 +531,14 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True, ret
     def push(fn):
         if fn is not None and id(fn) not in seen and (useful is None or useful.get(id(fn), False)):
             seen.add(id(fn))
-            heapq.heappush(heap, (-fn.generation, fn))
+            heapq.heappush(heap, (-fn.generation, -fn._seq, fn))
 
     with set_grad_enabled(create_graph):
         for out, g in zip(outputs, grad_outputs):
             add(out, g)
             push(out.creator)
         while heap:
-            _, fn = heapq.heappop(heap)
+            fn = heapq.heappop(heap)[2]
             if fn._freed:
                 raise RuntimeError(_FREED)
             gys = []

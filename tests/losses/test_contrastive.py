@@ -557,3 +557,46 @@ def test_cosine_distance_of_a_zero_row_is_one_and_its_gradient_points_at_the_oth
     assert loss.item() == 0.5
     loss.backward()
     np.testing.assert_allclose(x.grad.numpy(), -y / 5.0 / 1e-8, rtol=1e-9)
+
+
+def _normalizer_bad_calls():
+    rng = np.random.default_rng(12)
+    v, mpos, mneg = Tensor(rng.standard_normal((4, 3))), Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    return [
+        (lambda: nce_normalizer(Tensor(rng.standard_normal(3)), mpos, mneg, dataset_size=9), "v", ValueError),
+        (lambda: nce_normalizer(v, mpos, mneg, dataset_size=9, temperature=0.0), "temperature", ValueError),
+        (lambda: nce_normalizer(v, mpos, mneg, dataset_size=0), "dataset_size", ValueError),
+        (lambda: nce_normalizer(v, Tensor(unit_rows(rng, 3, 3)), mneg, dataset_size=9), "memory_pos", ValueError),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_calls()) + len(_normalizer_bad_calls())))
+def test_errors_name_the_argument_as_a_word_of_its_own(case):
+    # "q" must appear as the word q (not inside "XXqXX", not as "Q"): the argument as typed.
+    import re
+
+    call, name, exc = (_bad_calls() + _normalizer_bad_calls())[case]
+    with pytest.raises(exc) as info:
+        call()
+    assert re.search(rf"(^|\W){re.escape(name)}(\W|$)", str(info.value)), str(info.value)
+
+
+def test_default_temperatures_and_weights_are_the_documented_ones():
+    rng = np.random.default_rng(13)
+    a, b = Tensor(rng.standard_normal((5, 4))), Tensor(rng.standard_normal((5, 4)))
+    queue, mpos, mneg = Tensor(unit_rows(rng, 7, 4)), Tensor(unit_rows(rng, 5, 4)), Tensor(unit_rows(rng, 6, 4))
+    same = lambda x, y: x.item() == pytest.approx(y.item(), rel=1e-13)  # noqa: E731
+    assert same(info_nce(a, b), info_nce(a, b, 0.1, directions="sum"))
+    assert same(nt_xent(a, b), info_nce(a, b, 0.1))
+    assert same(nt_xent(a, b, directions="mean"), info_nce(a, b, 0.1, directions="mean"))
+    assert not same(nt_xent(a, b, directions="mean"), nt_xent(a, b))
+    assert same(moco_loss(a, b, queue), moco_loss(a, b, queue, 0.2))
+    assert same(nce_memory_loss(a, mpos, mneg, dataset_size=50),
+                nce_memory_loss(a, mpos, mneg, dataset_size=50, temperature=0.07, normalizer=1.0, eps=0.0))
+    assert same(nce_loss(a, b, mpos, mneg, dataset_size=50),
+                nce_loss(a, b, mpos, mneg, dataset_size=50, temperature=0.07, lam=0.5))
+    z = nce_normalizer(a, mpos, mneg, dataset_size=50)
+    assert z == pytest.approx(nce_normalizer(a, mpos, mneg, dataset_size=50, temperature=0.07), rel=1e-13)
+    assert z != pytest.approx(nce_normalizer(a, mpos, mneg, dataset_size=50, temperature=1.07), rel=1e-3)
+    assert pair_margin_loss(a, b, [1, 0, 1, 0, 0]).item() == pytest.approx(
+        pair_margin_loss(a, b, [1, 0, 1, 0, 0], margin=1.0, distance="euclidean", eps=0.0).item(), rel=1e-13)
