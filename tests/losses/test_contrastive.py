@@ -600,3 +600,60 @@ def test_default_temperatures_and_weights_are_the_documented_ones():
     assert z != pytest.approx(nce_normalizer(a, mpos, mneg, dataset_size=50, temperature=1.07), rel=1e-3)
     assert pair_margin_loss(a, b, [1, 0, 1, 0, 0]).item() == pytest.approx(
         pair_margin_loss(a, b, [1, 0, 1, 0, 0], margin=1.0, distance="euclidean", eps=0.0).item(), rel=1e-13)
+
+
+def _message_calls():
+    rng = np.random.default_rng(14)
+    a, b = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    vec, ints = Tensor(rng.standard_normal(3)), Tensor(np.arange(12).reshape(4, 3))
+    queue, mpos, mneg = Tensor(unit_rows(rng, 6, 3)), Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    nce = dict(dataset_size=100)
+    return [
+        (lambda: info_nce(vec, b), r"h_x must be 2-D with shape (N, d), got shape (3,)"),
+        (lambda: info_nce(a, Tensor(rng.standard_normal((5, 3)))),
+         r"h_y must have shape (4, 3) (to match h_x), got (5, 3)"),
+        (lambda: info_nce(a, Tensor(b.data.astype(np.float32))),
+         r"h_y has dtype float32 but h_x has dtype float64; cast one of them"),
+        (lambda: info_nce(a, b, "0.1"), r"temperature must be a real number, got str"),
+        (lambda: pair_margin_loss(a, vec, [1, 0, 1, 0]), r"h_y must be 2-D with shape (N, d), got shape (3,)"),
+        (lambda: pair_margin_loss(a, Tensor(rng.standard_normal((4, 2))), [1, 0, 1, 0]),
+         r"h_y must have shape (4, 3) (to match h_x), got (4, 2)"),
+        (lambda: moco_loss(a, ints, queue), r"k must have a floating dtype, got int64"),
+        (lambda: moco_loss(a, b, vec), r"queue must be 2-D with shape (K, d), got shape (3,)"),
+        (lambda: moco_loss(a, b, Tensor(queue.data.astype(np.float32))),
+         r"queue has dtype float32 but q has dtype float64; cast one of them"),
+        (lambda: moco_loss(a, b, queue, reduction="avg"), r"reduction must be one of 'mean', 'sum', 'none', got 'avg'"),
+        (lambda: nce_memory_loss(vec, mpos, mneg, **nce), r"v must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_memory_loss(a, Tensor(unit_rows(rng, 3, 3)), mneg, **nce),
+         r"memory_pos must have shape (4, 3) (to match v), got (3, 3)"),
+        (lambda: nce_memory_loss(a, mpos, [[1.0]], **nce), r"memory_neg must be a Tensor or an array, got list"),
+        (lambda: nce_memory_loss(a, mpos, Tensor(np.zeros((0, 3))), **nce),
+         r"memory_neg must hold at least one negative (K >= 1), got K = 0"),
+        (lambda: nce_loss(vec, b, mpos, mneg, **nce), r"f_orig must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_loss(a, vec, mpos, mneg, **nce), r"g_transformed must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_loss(a, Tensor(rng.standard_normal((5, 3))), mpos, mneg, **nce),
+         r"g_transformed must have shape (4, 3) (to match f_orig), got (5, 3)"),
+        (lambda: nce_loss(a, b, Tensor(unit_rows(rng, 3, 3)), mneg, **nce),
+         r"memory_pos must have shape (4, 3) (to match f_orig), got (3, 3)"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_message_calls())))
+def test_error_messages_say_exactly_what_was_expected_and_what_came(case):
+    call, message = _message_calls()[case]
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_pirl_nce_loss_passes_its_reduction_on():
+    rng = np.random.default_rng(15)
+    f, g = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    mpos, mneg = Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    per = nce_loss(f, g, mpos, mneg, dataset_size=50, lam=0.3, reduction="none")
+    want = 0.3 * nce_memory_loss(g, mpos, mneg, dataset_size=50, reduction="none").numpy() \
+        + 0.7 * nce_memory_loss(f, mpos, mneg, dataset_size=50, reduction="none").numpy()
+    assert per.shape == (4,)
+    np.testing.assert_allclose(per.numpy(), want, rtol=1e-13)
+    total = nce_loss(f, g, mpos, mneg, dataset_size=50, lam=0.3, reduction="sum")
+    assert total.item() == pytest.approx(want.sum(), rel=1e-13)
