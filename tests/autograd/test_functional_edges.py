@@ -87,3 +87,51 @@ def test_dropout_with_p_one_gives_zeros_and_zero_gradients_in_training():
     assert F.dropout(x, p=1.0, training=False) is x
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         F.dropout(x, p=1.5)
+
+
+def test_softmax_subtracts_each_row_s_own_maximum():
+    # A global maximum would underflow the first row to 0/0.
+    z = np.array([[0.0, 1.0], [1000.0, 1001.0]])
+    s = 1.0 / (1.0 + np.e)
+    np.testing.assert_allclose(host(F.softmax(T(z))), [[s, 1 - s], [s, 1 - s]], rtol=1e-14)
+    np.testing.assert_allclose(host(F.softmax(T(z.T), axis=0)), [[s, s], [1 - s, 1 - s]], rtol=1e-14)
+
+
+def test_cosine_similarity_clamps_the_second_norm_with_the_given_eps():
+    x = np.array([[0.0, 3.0, 4.0]])
+    y = T(np.zeros((1, 3)), requires_grad=True)
+    F.cosine_similarity(T(x), y, eps=1e-6).sum().backward()
+    np.testing.assert_allclose(host(y.grad), x / 5.0 / 1e-6, rtol=1e-9)
+    with pytest.raises(ValueError, match="cosine_similarity: x1 has 3 features, x2 has 2"):
+        F.cosine_similarity(T(x), T(np.ones((1, 2))))
+
+
+def test_cross_entropy_label_smoothing_range_and_numpy_soft_targets():
+    logp = X - np.log(np.exp(X).sum(axis=1, keepdims=True))
+    assert F.cross_entropy(T(X), np.array([2, 0]), label_smoothing=1.0).item() == pytest.approx(
+        -logp.mean(axis=1).mean(), rel=1e-14)  # ε = 1: the uniform target
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=rf"label_smoothing must be in \[0, 1\], got {bad}"):
+            F.cross_entropy(T(X), np.array([2, 0]), label_smoothing=bad)
+    soft = np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])  # a float64 NumPy array, float32 logits
+    logits = npjem.tensor(X.astype(np.float32), device=DEVICE)
+    loss = F.cross_entropy(logits, backend.to_device(soft, DEVICE))
+    assert loss.dtype == np.float32
+    assert loss.item() == pytest.approx(-(soft * logp).sum(axis=1).mean(), rel=1e-6)
+
+
+def test_dropout_defaults_dtype_and_p_zero():
+    x = npjem.tensor(np.ones((200, 50), np.float32), device=DEVICE)
+    y = host(F.dropout(x, generator=0))  # p = 0.5 by default, training by default
+    assert y.dtype == np.float32 and set(np.unique(y)) == {0.0, 2.0}
+    assert 0.45 < (y == 0).mean() < 0.55
+    assert F.dropout(x, p=0.0, generator=0) is x  # nothing drawn, nothing multiplied
+
+
+def test_smooth_l1_beta_and_list_targets():
+    target = [[0.1, -0.7, 2.2], [2.9, 0.3, 1.1]]  # a list takes the input's dtype (float64)
+    d = np.abs(X - np.array(target))
+    want = np.where(d < 2.0, 0.5 * d * d / 2.0, d - 1.0).mean()
+    assert F.smooth_l1_loss(T(X), target, beta=2.0).item() == pytest.approx(want, rel=1e-14)
+    with pytest.raises(ValueError, match="beta must be non-negative, got -1"):
+        F.smooth_l1_loss(T(X), T(Y), beta=-1)
