@@ -18,11 +18,17 @@ and arrays are read with ``allow_pickle=False``.
 Saving is atomic: the file is written to a temporary file in the same directory, flushed
 and ``fsync``-ed, then moved over ``path`` with ``os.replace``; an interrupted save leaves
 the previous checkpoint (or nothing) at ``path``, never half a file.
+
+The temporary file is named ``.<name>.<pid>-<random>.npjem-tmp`` next to ``path`` (a
+repository ignores ``*.npjem-tmp``). A save killed before its rename (``kill -9``, a power
+cut) leaves one behind; the next save to the same path removes the temporaries of ``path``
+whose process is no longer running.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -36,6 +42,40 @@ __all__ = ["save", "load", "FORMAT", "VERSION"]
 FORMAT = "npjem-checkpoint"
 VERSION = 1
 _META = "__npjem__.json"
+TMP_SUFFIX = ".npjem-tmp"
+
+
+def _tmp_prefix(path):
+    return "." + os.path.basename(path) + "."
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process, or a platform without signal 0
+        return True
+    return True
+
+
+def _remove_stale_temporaries(directory, path):
+    """Delete the temporaries of earlier saves to ``path`` whose process has died."""
+    prefix = _tmp_prefix(path)
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[^.]+" + re.escape(TMP_SUFFIX) + "$")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m and not _process_alive(int(m.group(1))):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------- save
@@ -109,7 +149,8 @@ def save(obj, path) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    _remove_stale_temporaries(directory, path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f"{_tmp_prefix(path)}{os.getpid()}-", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:

@@ -10,6 +10,12 @@ settings.register_profile(
     "ci", max_examples=15, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# The fake-GPU slice (tests/test_fake_gpu.py) checks device paths, not values: a few examples
+# walk the same code paths.
+settings.register_profile(
+    "device-paths", max_examples=3, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile(
     "dev", max_examples=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -9,11 +9,20 @@ Backward visits functions in decreasing *generation* (a heap), never recursively
 of 100,000 operations is fine. Gradients of intermediate tensors are dropped as soon as the
 function that produced them has been processed; leaves accumulate into ``.grad`` as in
 PyTorch.
+
+As in PyTorch, a backward pass frees what the graph saved for it (each function's inputs and
+the arrays its forward kept) as soon as the function has been processed, unless
+``retain_graph=True``; ``retain_graph`` defaults to ``create_graph``. A later backward that
+reaches a freed function raises. (PyTorch lets a second pass through functions that saved
+nothing, such as an addition, go through; here every processed function counts as freed, so
+the error does not depend on which operations a graph happens to contain.) Freeing is what
+lets a training loop hold the last step's loss without holding its activations.
 """
 from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import numbers
 import weakref
 
@@ -255,14 +264,16 @@ class Tensor:
     def zero_grad(self) -> None:
         self.grad = None
 
-    def backward(self, gradient=None, retain_graph=True, create_graph=False):
-        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``, as ``torch.Tensor.backward``.
 
         ``gradient`` is the incoming gradient; it may be omitted only for a one-element
-        tensor. The graph is kept (``retain_graph`` is accepted for PyTorch compatibility),
-        so ``backward`` may be called twice; gradients then add up.
+        tensor. The pass frees the graph's saved arrays unless ``retain_graph=True``
+        (default: ``create_graph``); a second ``backward`` through a freed graph raises. With
+        ``retain_graph=True`` it may be called again, and the gradients add up.
         """
-        backward([self], None if gradient is None else [gradient], create_graph=create_graph)
+        backward([self], None if gradient is None else [gradient], retain_graph=retain_graph,
+                 create_graph=create_graph)
 
     def _set_creator(self, fn):
         self.creator = fn
@@ -303,6 +314,12 @@ def as_tensor(data, like=None) -> Tensor:
 
 # ----------------------------------------------------------------------------- Function
 
+# Recording order of functions: backward breaks ties between functions of one generation with
+# it, latest first. Any tie order gives correct gradients, but the order in which a tensor's
+# gradient contributions are added changes the float rounding; ordering by memory address (id)
+# made two runs with one seed differ in the last bits.
+_sequence = itertools.count()
+
 def _check_one_device(fn, inputs):
     """A clear error, not one from deep inside CuPy, when an op's inputs live on two devices."""
     devices = [backend.device_of(x.data) for x in inputs]
@@ -324,6 +341,8 @@ class Function:
     """
 
     differentiable = True
+    #: True once a backward pass without ``retain_graph`` has released what this function saved.
+    _freed = False
 
     def __call__(self, *inputs):
         like = next((x for x in inputs if isinstance(x, Tensor)), None)
@@ -350,6 +369,7 @@ class Function:
             t.generation, t.name, t._retain_grad = 0, None, False
             outputs.append(t)
         if record:
+            self._seq = next(_sequence)
             self.generation = max(x.generation for x in inputs)
             self.inputs = inputs
             self.needs_input_grad = tuple(x.requires_grad for x in inputs)
@@ -368,8 +388,32 @@ class Function:
     def backward(self, *gys):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} has no backward")
 
-    def __lt__(self, other):  # heap ties: any order among one generation is fine
-        return id(self) < id(other)
+    def __lt__(self, other):  # heap ties are broken by the recording order (see _run)
+        return self._seq > other._seq
+
+    def _release(self):
+        """Drop everything this function saved (its inputs and whatever forward stored on it),
+        keeping only the graph's shape: which tensors (by id) and which creators it came from."""
+        edges = tuple((id(x), x.creator) for x in self.inputs)
+        kept = {"generation": self.generation, "_seq": self._seq, "outputs": self.outputs,
+                "needs_input_grad": self.needs_input_grad}
+        self.__dict__.clear()
+        self.__dict__.update(kept)
+        self._edges = edges
+        self._freed = True
+
+
+_FREED = ("Trying to backward through the graph a second time (or to use what a function saved "
+          "after it has been freed): a backward pass frees the graph's saved arrays. Specify "
+          "retain_graph=True in the first backward() or grad() call if you need to backward "
+          "through the graph a second time.")
+
+
+def _edges(fn):
+    """(id of the input tensor, its creator) for each input of ``fn``, freed or not."""
+    if fn._freed:
+        return fn._edges
+    return tuple((id(x), x.creator) for x in fn.inputs)
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -419,24 +463,27 @@ def _leading_to(outputs, capture) -> dict:
         fn, expanded = stack.pop()
         if expanded:
             memo[id(fn)] = any(
-                id(x) in capture or (x.creator is not None and memo.get(id(x.creator), False))
-                for x in fn.inputs)
+                xid in capture or (creator is not None and memo.get(id(creator), False))
+                for xid, creator in _edges(fn))
             continue
         if id(fn) in memo:
             continue
         stack.append((fn, True))
-        for x in fn.inputs:
-            if x.creator is not None and id(x.creator) not in memo:
-                stack.append((x.creator, False))
+        for _, creator in _edges(fn):
+            if creator is not None and id(creator) not in memo:
+                stack.append((creator, False))
     return memo
 
 
-def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
+def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True, retain_graph=None):
     """Propagate gradients from ``outputs``; return grads of the ``capture`` tensors (by id).
 
     With ``accumulate=False`` (``grad``) only the part of the graph between ``outputs`` and
-    ``capture`` is visited.
+    ``capture`` is visited. Unless ``retain_graph`` (default ``create_graph``), each function
+    is released as soon as its input gradients are out.
     """
+    if retain_graph is None:
+        retain_graph = create_graph
     grads: dict = {}
     keep: dict = {}  # id -> tensor, so ids stay unique while we hold gradients for them
     capture = capture or {}
@@ -484,14 +531,16 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
     def push(fn):
         if fn is not None and id(fn) not in seen and (useful is None or useful.get(id(fn), False)):
             seen.add(id(fn))
-            heapq.heappush(heap, (-fn.generation, fn))
+            heapq.heappush(heap, (-fn.generation, -fn._seq, fn))
 
     with set_grad_enabled(create_graph):
         for out, g in zip(outputs, grad_outputs):
             add(out, g)
             push(out.creator)
         while heap:
-            _, fn = heapq.heappop(heap)
+            fn = heapq.heappop(heap)[2]
+            if fn._freed:
+                raise RuntimeError(_FREED)
             gys = []
             for ref in fn.outputs:
                 t = ref()
@@ -534,6 +583,9 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
                     continue
                 add(x, _reduce_to_input(gx, x, fn))
                 push(x.creator)
+            if not retain_graph:
+                fn._release()
+            del gys, gxs
 
     if accumulate:
         for k, g in grads.items():
@@ -543,8 +595,12 @@ def _run(outputs, grad_outputs, create_graph, capture=None, accumulate=True):
     return {k: grads.get(k) for k in capture}
 
 
-def backward(tensors, grad_tensors=None, create_graph=False):
-    """Accumulate gradients of ``tensors`` into the leaves' ``.grad`` (``torch.autograd.backward``)."""
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False):
+    """Accumulate gradients of ``tensors`` into the leaves' ``.grad`` (``torch.autograd.backward``).
+
+    Frees the graph's saved arrays unless ``retain_graph=True`` (default: ``create_graph``);
+    a backward through a freed graph raises.
+    """
     tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     if grad_tensors is None:
         grad_tensors = [None] * len(tensors)
@@ -558,15 +614,16 @@ def backward(tensors, grad_tensors=None, create_graph=False):
                 "backward() on a tensor that does not require grad: it was computed under no_grad(), "
                 "or from inputs none of which requires_grad")
     gs = [_check_grad_output(t, g, "backward") for t, g in zip(tensors, grad_tensors)]
-    _run(tensors, gs, create_graph)
+    _run(tensors, gs, create_graph, retain_graph=retain_graph)
 
 
-def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=False):
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
     """Gradients of ``outputs`` with respect to ``inputs``, as ``torch.autograd.grad``.
 
     Returns a tuple with one Tensor per input and leaves every ``.grad`` untouched. With
     ``create_graph=True`` the returned gradients carry a graph and can be differentiated
-    again (score matching needs ∇θ‖∇ₓE‖²). An input that the outputs do not depend on raises
+    again (score matching needs ∇θ‖∇ₓE‖²). The functions this pass runs are freed unless
+    ``retain_graph=True`` (default: ``create_graph``), as in ``backward``. An input that the outputs do not depend on raises
     unless ``allow_unused=True``, in which case its gradient is ``None``.
     """
     single_in = isinstance(inputs, Tensor)
@@ -586,7 +643,7 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False, allow_unused=Fa
             raise RuntimeError(f"outputs[{i}] does not require grad (computed under no_grad or from constants)")
     gs = [_check_grad_output(y, g, "grad") for y, g in zip(outputs, grad_outputs)]
     capture = {id(x): x for x in inputs}
-    res = _run(outputs, gs, create_graph, capture=capture, accumulate=False)
+    res = _run(outputs, gs, create_graph, capture=capture, accumulate=False, retain_graph=retain_graph)
     out = []
     for i, x in enumerate(inputs):
         g = res[id(x)]

@@ -87,7 +87,8 @@ class ConvNet(Module):
     """A plain convolutional backbone: k×k conv → BN → ReLU per width, then global average pooling.
 
     Block i maps C_{i−1} → C_i = ``widths[i]`` channels with stride ``strides[i]`` and padding
-    ⌊k/2⌋ (so stride 1 keeps the size); the convolution has no bias when a BatchNorm follows
+    ⌊k/2⌋ (so stride 1 keeps the size); ``strides`` defaults to 1 for the first block and 2 for
+    every later one, as many as ``widths`` has entries (``(1, 2, 2)`` for the default widths); the convolution has no bias when a BatchNorm follows
     (the BN's β replaces it). ``forward_features(x)`` = mean over H, W of the last block's
     output, shape (N, ``num_features`` = widths[−1]); ``forward(x)`` = ``fc(features)``, with
     ``fc`` a Linear(num_features, num_classes) or the identity.
@@ -96,11 +97,13 @@ class ConvNet(Module):
     (``features.{2i}``/``{2i+1}`` without BN), ``fc``.
     """
 
-    def __init__(self, in_channels=3, widths=(32, 64, 128), strides=(1, 2, 2), num_classes=None,
+    def __init__(self, in_channels=3, widths=(32, 64, 128), strides=None, num_classes=None,
                  kernel_size=3, batch_norm=True, device=None, dtype=None, generator=None):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels")
         widths = _ints(widths, "widths")
+        if strides is None:
+            strides = (1,) + (2,) * (len(widths) - 1)
         strides = _ints(strides, "strides", len(widths))
         k = check_int(kernel_size, "kernel_size")
         g = _generator(generator, device)

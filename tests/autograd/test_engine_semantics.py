@@ -26,13 +26,89 @@ def T(a, requires_grad=True, dtype=np.float64):
 def test_grads_accumulate_over_two_backward_calls():
     x = T([1.0, 2.0, 3.0])
     y = (x * x).sum()
-    y.backward()
-    y.backward()  # the graph is kept: a second call adds up
+    y.backward(retain_graph=True)
+    y.backward()  # the graph was kept: a second call adds up
     assert np.allclose(x.grad.numpy(), 4 * np.array([1.0, 2.0, 3.0]))
     (x * 3.0).sum().backward()
     assert np.allclose(x.grad.numpy(), 4 * np.array([1.0, 2.0, 3.0]) + 3.0)
     x.zero_grad()
     assert x.grad is None
+
+
+# ------------------------------------------------------------------------ retain_graph
+
+_FREED = "backward through the graph a second time.*retain_graph=True"
+
+
+def test_a_second_backward_through_a_freed_graph_raises_and_adds_nothing():
+    x = T([1.0, 2.0, 3.0])
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match=_FREED):
+        y.backward()
+    assert np.array_equal(x.grad.numpy(), [2.0, 4.0, 6.0])  # not silently doubled
+
+
+def test_backward_frees_what_the_graph_saved():
+    x = T(np.arange(6.0).reshape(2, 3))
+    h = npjem.tanh(x * 2.0)  # tanh keeps its output, mul its inputs
+    y = (h * h).sum()
+    fn = y.creator
+    y.backward()
+    assert fn._freed and "inputs" not in vars(fn)
+    assert h.creator._freed and "inputs" not in vars(h.creator)
+
+
+def test_retain_graph_keeps_it_and_then_a_default_pass_frees_it():
+    x = T([0.5, -1.0])
+    y = (npjem.exp(x) * x).sum()
+    y.backward(retain_graph=True)
+    assert not y.creator._freed
+    y.backward()
+    assert np.allclose(x.grad.numpy(), 2 * np.exp([0.5, -1.0]) * (1 + np.array([0.5, -1.0])))
+    with pytest.raises(RuntimeError, match=_FREED):
+        y.backward()
+
+
+def test_a_freed_shared_subgraph_raises_from_another_loss():
+    x = T([1.0, 2.0])
+    z = x * x
+    z.sum().backward()
+    with pytest.raises(RuntimeError, match=_FREED):
+        (z * 3.0).sum().backward()
+
+
+def test_grad_frees_the_graph_unless_retained():
+    x = T([1.0, 2.0])
+    y = (x * x * x).sum()
+    (g,) = npjem.grad(y, x, retain_graph=True)
+    (g2,) = npjem.grad(y, x)
+    assert np.array_equal(g.numpy(), g2.numpy())
+    with pytest.raises(RuntimeError, match=_FREED):
+        npjem.grad(y, x)
+
+
+def test_retain_graph_defaults_to_create_graph():
+    x = T([1.0, 2.0])
+    y = (x * x * x).sum()
+    (g,) = npjem.grad(y, x, create_graph=True)  # keeps y's graph, as torch does
+    y.backward()  # y's graph was retained by create_graph=True
+    assert np.allclose(x.grad.numpy(), [3.0, 12.0])
+    with pytest.raises(RuntimeError, match=_FREED):
+        (gg,) = npjem.grad(g.sum(), x)  # g's graph runs through y's, now freed
+    z = (x * x).sum()
+    z.backward(create_graph=True)
+    z.backward(create_graph=True)
+    assert np.allclose(x.grad.detach().numpy(), [3.0 + 4.0, 12.0 + 8.0])
+
+
+def test_a_fresh_forward_after_a_freed_one_works_like_a_training_loop():
+    w = T([0.5, -0.25])
+    for _ in range(3):
+        loss = (w * w).sum()
+        w.zero_grad()
+        loss.backward()
+        assert np.allclose(w.grad.numpy(), 2 * w.numpy())
 
 
 def test_a_tensor_used_twice_gets_both_contributions():
@@ -149,7 +225,7 @@ def test_float32_stays_float32(form):
     x = T(np.random.default_rng(0).standard_normal((3, 4)), dtype=np.float32)
     y = FLOAT32_FORMS[form](x)
     assert y.dtype == np.float32, f"{form} gave {y.dtype}"
-    (g,) = npjem.grad(y, [x], grad_outputs=npjem.ones_like(y))
+    (g,) = npjem.grad(y, [x], grad_outputs=npjem.ones_like(y), retain_graph=True)
     assert g.dtype == np.float32 and g.shape == x.shape
     (gg,) = npjem.grad(y, [x], grad_outputs=npjem.ones_like(y), create_graph=True)
     assert gg.dtype == np.float32
@@ -253,23 +329,28 @@ def test_broadcast_gradient_is_reduced_to_the_input_shape():
 
 # ------------------------------------------------------------------------ deep graphs
 
-def test_a_chain_of_100k_ops_backpropagates():
+# 30,000 operations: thirty times Python's default recursion limit, so a recursive backward,
+# graph walk or deallocation would fail here.
+CHAIN = 30_000
+
+
+def test_a_long_chain_of_ops_backpropagates():
     x = T([0.5, -0.25])
     y = x
-    for i in range(100_000):
+    for i in range(CHAIN):
         y = y * 1.0000001 if i % 2 else y + 1e-6
     t0 = time.perf_counter()
     y.sum().backward()
     elapsed = time.perf_counter() - t0
-    assert np.allclose(x.grad.numpy(), 1.0000001 ** 50_000)
-    assert elapsed < 30  # ~0.4 s on a laptop; generous for a loaded CI machine
+    assert np.allclose(x.grad.numpy(), 1.0000001 ** (CHAIN // 2))
+    assert elapsed < 30  # ~0.1 s on a laptop; generous for a loaded CI machine
     del y  # freeing the chain must not recurse either
 
 
-def test_a_chain_of_100k_ops_with_grad():
+def test_a_long_chain_of_ops_with_grad():
     x = T([0.5])
     y = x
-    for _ in range(100_000):
+    for _ in range(CHAIN):
         y = y + 1e-6
     (g,) = npjem.grad(y, [x])
     assert g.item() == 1.0
@@ -282,7 +363,7 @@ def test_grad_leaves_dot_grad_untouched_and_accepts_intermediates():
     h = x * x          # intermediate
     y = (h * 3.0).sum()
     x.grad = T([7.0, 7.0], False)
-    gh, gx = npjem.grad(y, [h, x])
+    gh, gx = npjem.grad(y, [h, x], retain_graph=True)
     assert np.allclose(gh.numpy(), 3.0) and np.allclose(gx.numpy(), 6 * np.array([1.0, 2.0]))
     assert np.allclose(x.grad.numpy(), 7.0) and h.grad is None
     assert not gx.requires_grad  # no graph without create_graph
@@ -311,7 +392,7 @@ def test_grad_runs_only_the_part_of_the_graph_it_needs():
     x, w = T([1.0, 2.0]), T([3.0, 4.0])
     spy = Spy()
     y = spy(x, NoBackward()(w)).sum()
-    (gx,) = npjem.grad(y, [x])
+    (gx,) = npjem.grad(y, [x], retain_graph=True)
     assert np.allclose(gx.numpy(), [6.0, 8.0])
     assert calls == [(True, False)]  # asked for x's gradient only
     assert spy.needs_input_grad == (True, True)  # the function's own record is restored
@@ -323,7 +404,7 @@ def test_grad_allow_unused():
     x, z = T([1.0]), T([2.0])
     y = (x * 2.0).sum()
     with pytest.raises(RuntimeError, match="allow_unused"):
-        npjem.grad(y, [x, z])
+        npjem.grad(y, [x, z], retain_graph=True)
     gx, gz = npjem.grad(y, [x, z], allow_unused=True)
     assert gx.item() == 2.0 and gz is None
 
@@ -348,7 +429,7 @@ def test_retain_grad_keeps_intermediate_gradients():
     h = (x * 3.0).retain_grad()
     other = x * 5.0
     y = (h * h).sum() + other.sum()
-    y.backward()
+    y.backward(retain_graph=True)
     assert np.allclose(h.grad.numpy(), 2 * 3 * np.array([1.0, 2.0]))
     assert other.grad is None  # not retained
     assert np.allclose(x.grad.numpy(), 18 * np.array([1.0, 2.0]) + 5.0)

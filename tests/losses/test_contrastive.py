@@ -475,3 +475,185 @@ def test_bad_inputs_raise_naming_the_argument(case):
     call, name, exc = _bad_calls()[case]
     with pytest.raises(exc, match=name):
         call()
+
+
+# ================================================================ edges (found by mutation testing)
+
+def _empty(d=3):
+    return Tensor(np.zeros((0, d)))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: pair_margin_loss(_empty(), _empty(), np.zeros(0, bool)), "at least one pair, got N = 0"),
+    (lambda: moco_loss(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3))),
+     "at least one query, got N = 0"),
+    (lambda: nce_memory_loss(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                             dataset_size=10), "at least one sample, got B = 0"),
+    (lambda: nce_loss(_empty(), _empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                      dataset_size=10), "at least one sample, got B = 0"),
+    (lambda: nce_normalizer(_empty(), _empty(), Tensor(unit_rows(np.random.default_rng(0), 5, 3)),
+                            dataset_size=10), "at least one sample, got B = 0"),
+])
+def test_an_empty_batch_raises_instead_of_returning_nan(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def _nce_by_hand(v, mpos, mneg, size, tau):
+    """−log h(m_I, v) − Σ log(1 − h(m_I', v)), h(x) = x / (x + K/|D|), x = exp(s/τ) (Z = 1)."""
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    c = mneg.shape[0] / size
+    xpos = np.exp((mpos * u).sum(axis=1) / tau)
+    xneg = np.exp(u @ mneg.T / tau)
+    return np.mean(-np.log(xpos / (xpos + c)) - np.log(c / (xneg + c)).sum(axis=1))
+
+
+def test_nce_with_a_dataset_of_one_sample_is_allowed_and_exact():
+    rng = np.random.default_rng(3)
+    v, mpos, mneg = rng.standard_normal((3, 4)), unit_rows(rng, 3, 4), unit_rows(rng, 2, 4)
+    got = nce_memory_loss(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=1, temperature=0.5).item()
+    assert got == pytest.approx(_nce_by_hand(v, mpos, mneg, 1, 0.5), rel=1e-12)
+    z = nce_normalizer(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=1, temperature=0.5)
+    u = v / np.linalg.norm(v, axis=1, keepdims=True)
+    scores = np.concatenate([(mpos * u).sum(axis=1)[:, None], u @ mneg.T], axis=1) / 0.5
+    assert z == pytest.approx(np.exp(scores).mean(), rel=1e-12)
+    for bad in (0, -1, True, 1.0):
+        with pytest.raises(ValueError, match="dataset_size"):
+            nce_memory_loss(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=bad)
+        with pytest.raises(ValueError, match="dataset_size"):
+            nce_normalizer(Tensor(v), Tensor(mpos), Tensor(mneg), dataset_size=bad)
+
+
+@pytest.mark.parametrize("loss", [
+    lambda a, b: info_nce(a, b),
+    lambda a, b: pair_margin_loss(a, b, [1, 0, 1, 0]),
+    lambda a, b: moco_loss(a, b, b),
+    lambda a, b: nce_memory_loss(a, b, b, dataset_size=10),
+])
+def test_integer_embeddings_are_refused_with_a_type_error(loss):
+    a = np.arange(12).reshape(4, 3)
+    with pytest.raises(TypeError, match="floating dtype"):
+        loss(a, a.copy())
+    assert np.isfinite(loss(Tensor(a.astype(np.float64)), Tensor(a.astype(np.float64) + 1.0)).item())
+
+
+def test_moco_hints_at_the_transposed_buffer_only_when_it_is_one():
+    rng = np.random.default_rng(4)
+    q, k = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    buffer = Tensor(unit_rows(rng, 6, 3).T.copy())  # MoCo's (d, K) layout
+    with pytest.raises(ValueError, match=r"pass queue\.T"):
+        moco_loss(q, k, buffer)
+    with pytest.raises(ValueError, match=r"got \(6, 2\)$"):  # neither layout: no hint
+        moco_loss(q, k, Tensor(rng.standard_normal((6, 2))))
+    assert np.isfinite(moco_loss(q, k, Tensor(buffer.data.T)).item())
+
+
+def test_cosine_distance_of_a_zero_row_is_one_and_its_gradient_points_at_the_other_row():
+    # The norm is clamped at eps = 1e-8 (PyTorch's cosine_similarity): at x = 0,
+    # ∂cos/∂x = y / (eps ‖y‖), so D = 1 − cos = 1 and ∂(D²/2)/∂x = −y / (eps ‖y‖).
+    y = np.array([[3.0, 4.0, 0.0]])
+    x = Tensor(np.zeros((1, 3)), requires_grad=True)
+    loss = pair_margin_loss(x, Tensor(y), [1], distance="cosine", reduction="sum")
+    assert loss.item() == 0.5
+    loss.backward()
+    np.testing.assert_allclose(x.grad.numpy(), -y / 5.0 / 1e-8, rtol=1e-9)
+
+
+def _normalizer_bad_calls():
+    rng = np.random.default_rng(12)
+    v, mpos, mneg = Tensor(rng.standard_normal((4, 3))), Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    return [
+        (lambda: nce_normalizer(Tensor(rng.standard_normal(3)), mpos, mneg, dataset_size=9), "v", ValueError),
+        (lambda: nce_normalizer(v, mpos, mneg, dataset_size=9, temperature=0.0), "temperature", ValueError),
+        (lambda: nce_normalizer(v, mpos, mneg, dataset_size=0), "dataset_size", ValueError),
+        (lambda: nce_normalizer(v, Tensor(unit_rows(rng, 3, 3)), mneg, dataset_size=9), "memory_pos", ValueError),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_calls()) + len(_normalizer_bad_calls())))
+def test_errors_name_the_argument_as_a_word_of_its_own(case):
+    # "q" must appear as the word q (not inside "XXqXX", not as "Q"): the argument as typed.
+    import re
+
+    call, name, exc = (_bad_calls() + _normalizer_bad_calls())[case]
+    with pytest.raises(exc) as info:
+        call()
+    assert re.search(rf"(^|\W){re.escape(name)}(\W|$)", str(info.value)), str(info.value)
+
+
+def test_default_temperatures_and_weights_are_the_documented_ones():
+    rng = np.random.default_rng(13)
+    a, b = Tensor(rng.standard_normal((5, 4))), Tensor(rng.standard_normal((5, 4)))
+    queue, mpos, mneg = Tensor(unit_rows(rng, 7, 4)), Tensor(unit_rows(rng, 5, 4)), Tensor(unit_rows(rng, 6, 4))
+    same = lambda x, y: x.item() == pytest.approx(y.item(), rel=1e-13)  # noqa: E731
+    assert same(info_nce(a, b), info_nce(a, b, 0.1, directions="sum"))
+    assert same(nt_xent(a, b), info_nce(a, b, 0.1))
+    assert same(nt_xent(a, b, directions="mean"), info_nce(a, b, 0.1, directions="mean"))
+    assert not same(nt_xent(a, b, directions="mean"), nt_xent(a, b))
+    assert same(moco_loss(a, b, queue), moco_loss(a, b, queue, 0.2))
+    assert same(nce_memory_loss(a, mpos, mneg, dataset_size=50),
+                nce_memory_loss(a, mpos, mneg, dataset_size=50, temperature=0.07, normalizer=1.0, eps=0.0))
+    assert same(nce_loss(a, b, mpos, mneg, dataset_size=50),
+                nce_loss(a, b, mpos, mneg, dataset_size=50, temperature=0.07, lam=0.5))
+    z = nce_normalizer(a, mpos, mneg, dataset_size=50)
+    assert z == pytest.approx(nce_normalizer(a, mpos, mneg, dataset_size=50, temperature=0.07), rel=1e-13)
+    assert z != pytest.approx(nce_normalizer(a, mpos, mneg, dataset_size=50, temperature=1.07), rel=1e-3)
+    assert pair_margin_loss(a, b, [1, 0, 1, 0, 0]).item() == pytest.approx(
+        pair_margin_loss(a, b, [1, 0, 1, 0, 0], margin=1.0, distance="euclidean", eps=0.0).item(), rel=1e-13)
+
+
+def _message_calls():
+    rng = np.random.default_rng(14)
+    a, b = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    vec, ints = Tensor(rng.standard_normal(3)), Tensor(np.arange(12).reshape(4, 3))
+    queue, mpos, mneg = Tensor(unit_rows(rng, 6, 3)), Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    nce = dict(dataset_size=100)
+    return [
+        (lambda: info_nce(vec, b), r"h_x must be 2-D with shape (N, d), got shape (3,)"),
+        (lambda: info_nce(a, Tensor(rng.standard_normal((5, 3)))),
+         r"h_y must have shape (4, 3) (to match h_x), got (5, 3)"),
+        (lambda: info_nce(a, Tensor(b.data.astype(np.float32))),
+         r"h_y has dtype float32 but h_x has dtype float64; cast one of them"),
+        (lambda: info_nce(a, b, "0.1"), r"temperature must be a real number, got str"),
+        (lambda: pair_margin_loss(a, vec, [1, 0, 1, 0]), r"h_y must be 2-D with shape (N, d), got shape (3,)"),
+        (lambda: pair_margin_loss(a, Tensor(rng.standard_normal((4, 2))), [1, 0, 1, 0]),
+         r"h_y must have shape (4, 3) (to match h_x), got (4, 2)"),
+        (lambda: moco_loss(a, ints, queue), r"k must have a floating dtype, got int64"),
+        (lambda: moco_loss(a, b, vec), r"queue must be 2-D with shape (K, d), got shape (3,)"),
+        (lambda: moco_loss(a, b, Tensor(queue.data.astype(np.float32))),
+         r"queue has dtype float32 but q has dtype float64; cast one of them"),
+        (lambda: moco_loss(a, b, queue, reduction="avg"), r"reduction must be one of 'mean', 'sum', 'none', got 'avg'"),
+        (lambda: nce_memory_loss(vec, mpos, mneg, **nce), r"v must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_memory_loss(a, Tensor(unit_rows(rng, 3, 3)), mneg, **nce),
+         r"memory_pos must have shape (4, 3) (to match v), got (3, 3)"),
+        (lambda: nce_memory_loss(a, mpos, [[1.0]], **nce), r"memory_neg must be a Tensor or an array, got list"),
+        (lambda: nce_memory_loss(a, mpos, Tensor(np.zeros((0, 3))), **nce),
+         r"memory_neg must hold at least one negative (K >= 1), got K = 0"),
+        (lambda: nce_loss(vec, b, mpos, mneg, **nce), r"f_orig must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_loss(a, vec, mpos, mneg, **nce), r"g_transformed must be 2-D with shape (B, d), got shape (3,)"),
+        (lambda: nce_loss(a, Tensor(rng.standard_normal((5, 3))), mpos, mneg, **nce),
+         r"g_transformed must have shape (4, 3) (to match f_orig), got (5, 3)"),
+        (lambda: nce_loss(a, b, Tensor(unit_rows(rng, 3, 3)), mneg, **nce),
+         r"memory_pos must have shape (4, 3) (to match f_orig), got (3, 3)"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_message_calls())))
+def test_error_messages_say_exactly_what_was_expected_and_what_came(case):
+    call, message = _message_calls()[case]
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_pirl_nce_loss_passes_its_reduction_on():
+    rng = np.random.default_rng(15)
+    f, g = Tensor(rng.standard_normal((4, 3))), Tensor(rng.standard_normal((4, 3)))
+    mpos, mneg = Tensor(unit_rows(rng, 4, 3)), Tensor(unit_rows(rng, 5, 3))
+    per = nce_loss(f, g, mpos, mneg, dataset_size=50, lam=0.3, reduction="none")
+    want = 0.3 * nce_memory_loss(g, mpos, mneg, dataset_size=50, reduction="none").numpy() \
+        + 0.7 * nce_memory_loss(f, mpos, mneg, dataset_size=50, reduction="none").numpy()
+    assert per.shape == (4,)
+    np.testing.assert_allclose(per.numpy(), want, rtol=1e-13)
+    total = nce_loss(f, g, mpos, mneg, dataset_size=50, lam=0.3, reduction="sum")
+    assert total.item() == pytest.approx(want.sum(), rel=1e-13)

@@ -69,6 +69,16 @@ def test_convnet_rejects_bad_arguments():
         nn.ConvNet(3, widths=(4,), strides=(1,))(npjem.tensor(np.zeros((3, 8, 8))))
 
 
+@pytest.mark.parametrize("widths", [(8,), (8, 16), (4, 6, 8), (4, 4, 6, 8, 8)])
+def test_convnet_default_strides_follow_widths(widths):
+    m = nn.ConvNet(3, widths=widths, generator=0)
+    assert m.strides == (1,) + (2,) * (len(widths) - 1)
+    convs = [layer for layer in m.features if isinstance(layer, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(s, s) for s in m.strides]
+    x = npjem.tensor(images(2, h=16, w=16).astype(np.float32))
+    assert m(x).shape == (2, widths[-1])
+
+
 def basic_block_params(cin, cout, stride):
     n = cin * cout * 9 + 2 * cout + cout * cout * 9 + 2 * cout
     if stride != 1 or cin != cout:

@@ -197,7 +197,7 @@ def test_unblocked_backend_keeps_columns_and_agrees(monkeypatch):
     def run():
         ts = [T(x), T(w), T(b)]
         y = F.conv2d(*ts, stride=(1, 2), padding=1, groups=2)
-        y.backward(T(np.cos(np.arange(y.size)).reshape(y.shape), False))
+        y.backward(T(np.cos(np.arange(y.size)).reshape(y.shape), False), retain_graph=True)
         return y, [host(y)] + [host(t.grad) for t in ts]
 
     _, blocked = run()
@@ -237,9 +237,9 @@ def test_second_backward_recomputes_what_the_first_freed():
     x, w = T(r.standard_normal((2, 2, 4, 4))), T(r.standard_normal((3, 2, 2, 2)))
     y = F.conv2d(x, w)
     gy = T(r.standard_normal(y.shape), False)
-    y.backward(gy)
+    y.backward(gy, retain_graph=True)
     g1 = host(w.grad).copy()
-    y.backward(gy)  # the graph is kept: gradients add up, columns recomputed if released
+    y.backward(gy)  # the graph was kept: gradients add up, columns recomputed if released
     np.testing.assert_allclose(host(w.grad), 2 * g1, rtol=1e-12)
 
 
@@ -351,7 +351,7 @@ def test_cached_columns_give_the_same_gradients_and_are_released(groups):
         y = fn(*ts)
         gy = r.standard_normal(y.shape) if gy is None else gy
         assert (fn._cols is not None) == cache
-        y.backward(T(gy, False))
+        y.backward(T(gy, False), retain_graph=True)
         assert fn._cols is None  # the first backward lets the kept columns go
         y.backward(T(gy, False))  # and a second one recomputes them
         grads.append([host(t.grad) for t in ts])
