@@ -125,7 +125,7 @@ def check_ndim(a, name, ndim, what=None):
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if a.ndim not in allowed:
         dims = " or ".join(f"{d}-D" for d in allowed)
-        layout = f" {what}" if what else ""
+        layout = f" with shape {what}" if what else ""
         raise ValueError(f"{name} must be {dims}{layout}, got shape {tuple(a.shape)}")
     return a
 

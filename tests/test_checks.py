@@ -90,7 +90,7 @@ def test_check_ndim_and_shape():
     a = np.zeros((3, 4))
     assert C.check_ndim(a, "h_x", 2) is a
     assert C.check_ndim(a, "h_x", (2, 3)) is a
-    with pytest.raises(ValueError, match=r"h_x must be 1-D or 3-D \(N, D\), got shape \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"h_x must be 1-D or 3-D with shape \(N, D\), got shape \(3, 4\)"):
         C.check_ndim(a, "h_x", (1, 3), "(N, D)")
     assert C.check_shape(a, "h_y", (3, None)) is a
     with pytest.raises(ValueError, match=r"h_y must have shape \(\*, 5\), got \(3, 4\)"):

@@ -283,7 +283,7 @@ def moco_loss(q, k, queue, temperature=0.2, *, normalize=True, reduction="mean")
     q = matrix("q", q)
     k = matrix("k", k)
     like("k", k, "q", q, shape=q.shape)
-    queue = matrix("queue", queue, what="(K, d)")
+    queue = matrix("queue", queue, what="(K, D)")
     d = q.shape[1]
     if queue.shape[1] != d:
         hint = " (MoCo's buffer is (d, K): pass queue.T)" if queue.shape[0] == d else ""
@@ -309,7 +309,7 @@ def moco_loss(q, k, queue, temperature=0.2, *, normalize=True, reduction="mean")
 # ---------------------------------------------------------------- PIRL / NPID NCE with a memory bank
 
 def _nce_inputs(name, v, memory_pos, memory_neg):
-    v = matrix(name, v, what="(B, d)")
+    v = matrix(name, v, what="(B, D)")
     b, d = v.shape
     memory_pos = as_float_tensor("memory_pos", memory_pos)
     like("memory_pos", memory_pos, name, v, shape=(b, d))
@@ -454,7 +454,7 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     ``bank.update(y, normalize(f_orig))`` (:class:`npjem.state.MemoryBank`).
     """
     f_orig, memory_pos_c, memory_neg_c = _nce_inputs("f_orig", f_orig, memory_pos, memory_neg)
-    g_transformed = matrix("g_transformed", g_transformed, what="(B, d)")
+    g_transformed = matrix("g_transformed", g_transformed, what="(B, D)")
     like("g_transformed", g_transformed, "f_orig", f_orig, shape=f_orig.shape)
     lam = check_probability(lam, "lam")
     kw = dict(dataset_size=dataset_size, temperature=temperature, normalizer=normalizer, eps=eps,
