@@ -5,3 +5,4 @@ An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (lecture not
 on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It imports
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
+from . import objectives  # noqa: F401,E402  (NCE, score matching, ratio matching, PL, MPF)
