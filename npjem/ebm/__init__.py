@@ -6,3 +6,4 @@ on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It i
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
 from . import objectives  # noqa: F401,E402  (NCE, score matching, ratio matching, PL, MPF)
+from . import latent  # noqa: F401,E402  (K-means, sparse coding: ISTA/FISTA/LISTA, dictionary learning, VAE)
