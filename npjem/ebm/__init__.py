@@ -5,6 +5,23 @@ An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (lecture not
 on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It imports
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 """
+
+# Energies, free energies, the Gibbs distribution and its NLL (energy.py).
+from .energy import (  # noqa: F401
+    ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, free_energy_min, gibbs, nll,
+)
+
+__all__ = ["MLPEnergy", "ConvEnergy", "ConditionalEnergy", "free_energy_min", "free_energy", "gibbs", "nll"]
+
+# MCMC samplers (samplers.py) and maximum-likelihood training with MCMC negatives (training.py).
 from . import samplers, training  # noqa: F401,E402
-from .samplers import MALA, Langevin, MetropolisHastings, gibbs, langevin, mala, metropolis_hastings  # noqa: F401,E402
-from .training import CDNegatives, PersistentNegatives, ReplayBuffer, contrastive_divergence_loss, train_ebm  # noqa: F401,E402
+from .samplers import (  # noqa: F401,E402
+    MALA, Langevin, MetropolisHastings, block_gibbs, energy_and_grad, langevin, mala, metropolis_hastings,
+)
+from .training import (  # noqa: F401,E402
+    CDNegatives, PersistentNegatives, ReplayBuffer, contrastive_divergence_loss, train_ebm,
+)
+
+__all__ += ["langevin", "mala", "metropolis_hastings", "block_gibbs", "energy_and_grad", "Langevin", "MALA",
+            "MetropolisHastings", "contrastive_divergence_loss", "CDNegatives", "PersistentNegatives",
+            "ReplayBuffer", "train_ebm"]

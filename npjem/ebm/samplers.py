@@ -54,7 +54,7 @@ from .._checks import check_bool, check_int, check_positive, check_real
 from ..autograd import Tensor, grad, no_grad
 
 __all__ = [
-    "energy_and_grad", "langevin", "mala", "metropolis_hastings", "gibbs",
+    "energy_and_grad", "langevin", "mala", "metropolis_hastings", "block_gibbs",
     "Langevin", "MALA", "MetropolisHastings",
 ]
 
@@ -287,7 +287,7 @@ def _probabilities(p):
     return p.data if isinstance(p, Tensor) else p
 
 
-def gibbs(rbm, v, n_steps, generator=None, *, return_info=False):
+def block_gibbs(rbm, v, n_steps, generator=None, *, return_info=False):
     """Block Gibbs sampling of a Bernoulli–Bernoulli RBM: h ~ P(h | v), then v ~ P(v | h).
 
     All hidden units are independent given the visible ones and vice versa, so one step draws

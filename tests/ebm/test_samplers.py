@@ -9,7 +9,7 @@ import pytest
 import npjem
 from npjem import Tensor, backend, nn
 from npjem.ebm import samplers
-from npjem.ebm.samplers import Langevin, energy_and_grad, gibbs, langevin, mala, metropolis_hastings
+from npjem.ebm.samplers import Langevin, block_gibbs, energy_and_grad, langevin, mala, metropolis_hastings
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -153,6 +153,14 @@ def test_samplers_leave_parameter_grads_none(device, xp):
     assert all(p.grad is None for p in energy.parameters())
 
 
+def test_samplers_run_the_package_mlp_energy(device, xp):
+    energy = npjem.ebm.MLPEnergy(2, hidden=(8, 8), device=device, dtype=np.float64, generator=0)
+    x0 = xp.asarray(np.random.default_rng(0).standard_normal((6, 2)))
+    x, info = langevin(energy, x0, 2, 0.05, generator=0, return_info=True)
+    assert tuple(x.shape) == (6, 2) and len(info["grad_norm"]) == 2
+    assert all(p.grad is None for p in energy.parameters())
+
+
 def test_energy_and_grad_matches_the_closed_form(xp):
     energy = Quadratic(MU, P, xp)
     x = np.random.default_rng(1).standard_normal((5, 2))
@@ -260,7 +268,7 @@ def test_block_gibbs_reaches_the_enumerated_marginal(xp):
     p = np.exp(neg_e - neg_e.max()).sum(axis=1)
     p /= p.sum()
     n = 6000
-    v, info = gibbs(TinyRBM(W, b, c, xp), xp.zeros((n, nv)), 25, generator=9, return_info=True)
+    v, info = block_gibbs(TinyRBM(W, b, c, xp), xp.zeros((n, nv)), 25, generator=9, return_info=True)
     counts = state_counts(v, nv)
     assert stats.chisquare(counts, n * p).pvalue > 1e-3
     assert tuple(info["h"].shape) == (n, nh)
@@ -268,7 +276,7 @@ def test_block_gibbs_reaches_the_enumerated_marginal(xp):
 
 def test_gibbs_names_the_missing_conditional(xp):
     with pytest.raises(TypeError, match="prob_h_given_v"):
-        gibbs(object(), xp.zeros((2, 3)), 1, generator=0)
+        block_gibbs(object(), xp.zeros((2, 3)), 1, generator=0)
 
 
 # ------------------------------------------------------------------------------ bad arguments
@@ -320,4 +328,4 @@ def test_zero_steps_return_the_start(xp):
 
 def test_public_names():
     assert npjem.ebm.langevin is samplers.langevin
-    assert set(samplers.__all__) >= {"langevin", "mala", "metropolis_hastings", "gibbs"}
+    assert set(samplers.__all__) >= {"langevin", "mala", "metropolis_hastings", "block_gibbs"}
