@@ -25,3 +25,9 @@ from .training import (  # noqa: F401,E402
 __all__ += ["langevin", "mala", "metropolis_hastings", "block_gibbs", "energy_and_grad", "Langevin", "MALA",
             "MetropolisHastings", "contrastive_divergence_loss", "CDNegatives", "PersistentNegatives",
             "ReplayBuffer", "train_ebm"]
+
+# 2-D landscapes to PNG and the grid NLL (plot.py).
+from . import plot  # noqa: F401,E402
+from .plot import gaussian_nll, grid_log_partition, grid_nll, plot_landscape  # noqa: F401,E402
+
+__all__ += ["plot_landscape", "grid_log_partition", "grid_nll", "gaussian_nll"]
