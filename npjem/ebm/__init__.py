@@ -31,3 +31,7 @@ from . import plot  # noqa: F401,E402
 from .plot import gaussian_nll, grid_log_partition, grid_nll, plot_landscape  # noqa: F401,E402
 
 __all__ += ["plot_landscape", "grid_log_partition", "grid_nll", "gaussian_nll"]
+
+# The Bernoulli RBM (rbm.py) and the denoising autoencoder (dae.py).
+from .rbm import BernoulliRBM  # noqa: E402,F401
+from .dae import DenoisingAutoencoder  # noqa: E402,F401

@@ -292,15 +292,17 @@ def block_gibbs(rbm, v, n_steps, generator=None, *, return_info=False):
 
     All hidden units are independent given the visible ones and vice versa, so one step draws
     a whole layer at once. ``rbm`` supplies the two conditionals as probabilities,
-    ``prob_h_given_v(v)`` and ``prob_v_given_h(h)`` (arrays or Tensors); the Bernoulli draws
-    are made here with ``generator``. ``n_steps`` full v → h → v sweeps are run from ``v``;
-    the returned Tensor holds binary visible states, and ``info`` (with ``return_info``)
-    holds ``"h"``, the last hidden sample.
+    ``mean_hiddens(v)`` = P(h = 1 | v) and ``mean_visibles(h)`` = P(v = 1 | h) (the names of
+    :class:`npjem.ebm.BernoulliRBM` and scikit-learn's), as arrays or Tensors; the Bernoulli
+    draws are made here with ``generator``. ``n_steps`` full v → h → v sweeps are run from
+    ``v``; the returned Tensor holds binary visible states, and ``info`` (with
+    ``return_info``) holds ``"h"``, the last hidden sample, so (v, h) is a draw of the joint
+    chain. (:meth:`BernoulliRBM.sample` runs the same sweeps on the RBM's own generator.)
     """
     n_steps = check_int(n_steps, "n_steps", minimum=0)
     return_info = check_bool(return_info, "return_info")
-    prob_h = _rbm_method(rbm, "prob_h_given_v")
-    prob_v = _rbm_method(rbm, "prob_v_given_h")
+    prob_h = _rbm_method(rbm, "mean_hiddens")
+    prob_v = _rbm_method(rbm, "mean_visibles")
     v = _start(v, "v")
     gen = _generator(generator, v)
     h = None

@@ -251,10 +251,10 @@ class TinyRBM:
     def __init__(self, W, b, c, xp):
         self.W, self.b, self.c = xp.asarray(W), xp.asarray(b), xp.asarray(c)
 
-    def prob_h_given_v(self, v):
+    def mean_hiddens(self, v):
         return 1.0 / (1.0 + np.exp(-(v @ self.W + self.c)))
 
-    def prob_v_given_h(self, h):
+    def mean_visibles(self, h):
         return 1.0 / (1.0 + np.exp(-(h @ self.W.T + self.b)))
 
 
@@ -274,8 +274,26 @@ def test_block_gibbs_reaches_the_enumerated_marginal(xp):
     assert tuple(info["h"].shape) == (n, nh)
 
 
+def test_block_gibbs_on_npjems_rbm_reaches_the_enumerated_joint(device, xp):
+    rng = np.random.default_rng(5)
+    nv, nh = 3, 2
+    W, b, c = rng.normal(0, 1.5, (nh, nv)), rng.normal(0, 0.5, nv), rng.normal(0, 0.5, nh)
+    rbm = npjem.ebm.BernoulliRBM(nh, device=device, dtype=np.float64)
+    rbm.components_, rbm.intercept_visible_, rbm.intercept_hidden_ = xp.asarray(W), xp.asarray(b), xp.asarray(c)
+    vs = np.array(list(itertools.product([0, 1], repeat=nv)), dtype=float)
+    hs = np.array(list(itertools.product([0, 1], repeat=nh)), dtype=float)
+    p = np.exp((vs @ b)[:, None] + (hs @ c)[None, :] + vs @ W.T @ hs.T).ravel()   # joint over (v, h)
+    n = 6000
+    v, info = block_gibbs(rbm, xp.zeros((n, nv)), 20, generator=10, return_info=True)
+    # (v, h) with h the last hidden draw: h ~ p(h|v_prev), v ~ p(v|h), so (v, h) ~ the joint
+    joint = np.concatenate([backend.to_numpy(v.data), backend.to_numpy(info["h"].data)], axis=1)
+    counts = state_counts(Tensor(joint), nv + nh)
+    assert stats.chisquare(counts, n * p / p.sum()).pvalue > 1e-3
+    assert all(p.grad is None for p in rbm.parameters())
+
+
 def test_gibbs_names_the_missing_conditional(xp):
-    with pytest.raises(TypeError, match="prob_h_given_v"):
+    with pytest.raises(TypeError, match="mean_hiddens"):
         block_gibbs(object(), xp.zeros((2, 3)), 1, generator=0)
 
 
