@@ -84,6 +84,19 @@ def test_pillow_png_has_the_size_and_shows_the_mode(tmp_path):
     assert right[100, 100].sum() < right[100, 100 + int(2 / 6 * 200)].sum()  # truth: dark centre, bright mode
 
 
+def test_pillow_png_puts_high_y_at_the_top_and_draws_the_samples(tmp_path):
+    path = tmp_path / "up.png"
+    plot_landscape(Gaussian(m=(0.0, 2.0), s=0.5), path, (-3, 3), samples=np.array([[-2.0, -2.0]]),
+                   resolution=60, size=(216, 216), backend="pillow")
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)[16:]
+    side = img.shape[0]
+    top, bottom = img[int(side / 6), side // 2], img[int(5 * side / 6), side // 2]
+    assert top.sum() > bottom.sum() + 200                     # the mode at y = 2 is drawn high
+    red = (img[..., 0] == 255) & (img[..., 1] == 60)
+    rows, cols = np.nonzero(red)
+    assert red.sum() > 0 and rows.mean() > 0.75 * side and cols.mean() < 0.25 * side   # sample at (-2, -2)
+
+
 @pytest.mark.parametrize("with_density", [False, True])
 def test_matplotlib_png_has_the_size(tmp_path, with_density):
     pytest.importorskip("matplotlib")

@@ -163,6 +163,17 @@ def test_pcd_particles_persist_between_calls(xp):
     np.testing.assert_allclose(backend.to_numpy(second), backend.to_numpy(first) + 1.0)
 
 
+def test_pcd_particles_can_start_at_the_data(xp):
+    gen = npjem.random.default_rng(0, backend.device_of(xp.zeros(1)))
+    pcd = PersistentNegatives(5, init="data")
+    x_pos = xp.asarray(np.arange(6.0).reshape(3, 2))
+    pcd(None, x_pos, identity_sampler(0.0), 1, gen)
+    np.testing.assert_array_equal(backend.to_numpy(pcd.particles),
+                                  np.concatenate([np.arange(6.0).reshape(3, 2)] * 2)[:5])
+    with pytest.raises(ValueError, match="init"):
+        PersistentNegatives(5, init="zeros")
+
+
 def test_pcd_with_more_particles_updates_a_batch_of_them(xp):
     gen = npjem.random.default_rng(1, backend.device_of(xp.zeros(1)))
     pcd = PersistentNegatives(40, box=(-1.0, 1.0))
