@@ -422,8 +422,8 @@ def fit_lista(lista, y, W, lam, *, n_epochs=50, lr=1e-3, batch_size=64, target="
     return hist
 
 
-def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, generator=None, progress=True,
-                        log_every=5):
+def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, init="svd", generator=None,
+                        progress=True, log_every=5):
     """Learn a sparse-coding dictionary by pushing the free energy of the data down.
 
     Alternates (Olshausen & Field 1996; the dictionary step of Mairal et al. 2009):
@@ -441,7 +441,9 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, ge
     Args:
         y: data (N, D). n_atoms: K. lam: λ > 0.
         n_iter: alternations. code_iter: FISTA iterations per alternation.
-        W0: initial dictionary (D, K); default K random data points, normalised.
+        W0: initial dictionary (D, K), normalised; overrides ``init``.
+        init: without ``W0``, ``"svd"`` (the top right singular vectors of y, as scikit-learn;
+            random data points fill in beyond the rank) or ``"data"`` (K random data points).
         generator: seed or Generator (initialisation, re-drawn atoms).
         progress: a bar on a terminal, a line every ``log_every`` iterations otherwise.
 
@@ -462,8 +464,13 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, ge
         norms = xp.sqrt((cols * cols).sum(axis=0, keepdims=True))
         return cols / xp.maximum(norms, 1e-12)
 
+    check_choice(init, "init", ("svd", "data"))
     if W0 is None:
         W = unit(a[g.permutation(n)[:k] if k <= n else g.integers(0, n, size=k)].T.copy())
+        if init == "svd":
+            vt = xp.linalg.svd(a, full_matrices=False)[2]
+            r = min(k, vt.shape[0])
+            W[:, :r] = vt[:r].T
     else:
         W = unit(_dictionary(W0, y, "W0").data.astype(a.dtype, copy=True))
         if W.shape[1] != k:
