@@ -57,7 +57,7 @@ class GaussianNoise:
 
 
 def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, sigma=0.05, hidden=(128, 128),
-        n_train=20000, n_test=5000, log_every=250):
+        n_train=20000, n_test=5000, log_every=250, cosine=False):
     """Train one energy with one objective; returns a dict of NLLs, timings and the PNG path."""
     density = toy2d.get(name)
     lo, hi = density.bounds
@@ -77,6 +77,9 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
     losses = []
     t0 = time.perf_counter()
     for step in range(steps):
+        if cosine:  # decay the learning rate to 0 along a half cosine: the last steps average the noise
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
         xb = train[rng.integers(0, n_train, batch_size)]
         x = Tensor(xb.astype(dt))
         if objective == "nce":
@@ -100,7 +103,7 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
                   file=sys.stderr, flush=True)
     seconds = time.perf_counter() - t0
     result = {
-        "data": name, "objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr,
+        "data": name, "objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "cosine": cosine,
         "sigma": sigma if objective == "dsm" else None, "seconds": seconds,
         "nll": grid_nll(energy, test, (lo, hi), 400),
         "nll_true": float(-np.mean(density.log_density(test))),
@@ -124,10 +127,11 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
 
 
 def table(results):
-    lines = ["| data | objective | steps | NLL learned | NLL true | NLL Gaussian | learned − true | time (s) |",
+    lines = ["| data | objective | steps, lr | NLL learned | NLL true | NLL Gaussian | learned − true | time (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['data']} | {r['objective']} | {r['steps']} | {r['nll']:.3f} | {r['nll_true']:.3f} | "
+        lr = f"{r['lr']:g}" + (" cosine" if r.get("cosine") else "")
+        lines.append(f"| {r['data']} | {r['objective']} | {r['steps']}, {lr} | {r['nll']:.3f} | {r['nll_true']:.3f} | "
                      f"{r['nll_gaussian']:.3f} | {r['nll'] - r['nll_true']:+.3f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -142,12 +146,13 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", default="runs/ebm_objectives_toy2d")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0")
     args = ap.parse_args(argv)
     results = []
     for name in args.datasets:
         for objective in args.objectives:
             r = run(name, objective, steps=args.steps, seed=args.seed, out=args.out, batch_size=args.batch_size,
-                    lr=args.lr, sigma=args.sigma)
+                    lr=args.lr, sigma=args.sigma, cosine=args.cosine)
             print(f"{name} {objective}: NLL {r['nll']:.3f} (true {r['nll_true']:.3f}, Gaussian "
                   f"{r['nll_gaussian']:.3f}) in {r['seconds']:.0f}s -> {r['png']}", flush=True)
             results.append(r)

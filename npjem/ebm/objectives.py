@@ -95,6 +95,16 @@ def _leaf(x):
     return x if x.requires_grad else Tensor(x.data, requires_grad=True)
 
 
+def _grad_or_zero(out, x, create_graph=True):
+    """∂(Σ out)/∂x, differentiable; zeros where ``out`` does not depend on x (a linear energy's
+    gradient is constant, so its Hessian rows have no path back to x)."""
+    if out.requires_grad:
+        (g,) = grad(out.sum(), x, create_graph=create_graph, allow_unused=True)
+        if g is not None:
+            return g
+    return Tensor(x.xp.zeros(x.shape, dtype=x.dtype))
+
+
 def _scores(model, x, parametrization, name, *args):
     """s(x) of shape (N, D), differentiable in x and in the model's parameters.
 
@@ -108,9 +118,7 @@ def _scores(model, x, parametrization, name, *args):
             raise ValueError(f"{name} (a score network) must return shape {tuple(x.shape)}, like x; got "
                              f"{tuple(s.shape)}")
         return s
-    e = _energies(model, x, name, *args)
-    (g,) = grad(e.sum(), x, create_graph=True)
-    return -g
+    return -_grad_or_zero(_energies(model, x, name, *args), x)
 
 
 def _reduce(per_sample, reduction):
@@ -147,8 +155,7 @@ def energy_score(energy, x, create_graph=True):
     check_bool(create_graph, "create_graph")
     with enable_grad():
         xl = _leaf(x)
-        e = _energies(energy, xl)
-        (g,) = grad(e.sum(), xl, create_graph=create_graph)
+        g = _grad_or_zero(_energies(energy, xl), xl, create_graph)
     return -g
 
 
@@ -241,7 +248,7 @@ def score_matching(model, x, *, parametrization="energy", reduction="mean"):
         trace = None
         for i in range(x.shape[1]):
             # Row i of the Jacobian ∇ₓs: one backward pass of Σ_n s_i(x_n).
-            (row,) = grad(s[:, i].sum(), xl, create_graph=True)
+            row = _grad_or_zero(s[:, i], xl)
             trace = row[:, i] if trace is None else trace + row[:, i]
         per = trace + 0.5 * (s * s).sum(axis=1)
     return _reduce(per, reduction)
@@ -387,7 +394,7 @@ def sliced_score_matching(model, x, *, n_projections=1, projection="rademacher",
             vj = Tensor(v[j])
             sv = (s * vj).sum(axis=1)
             # ∇ₓ(vᵀs) = (∇ₓs)ᵀv; its product with v is vᵀ(∇ₓs)v.
-            (jv,) = grad(sv.sum(), xl, create_graph=True)
+            jv = _grad_or_zero(sv, xl)
             term = (jv * vj).sum(axis=1)
             if not vr:
                 term = term + 0.5 * sv * sv

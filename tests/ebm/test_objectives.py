@@ -166,6 +166,18 @@ def test_energy_score_is_minus_the_gradient(xp):
     np.testing.assert_allclose(backend.to_numpy(s.data), -(x - mu) @ (0.5 * (P + P.T)), rtol=1e-12)
 
 
+def test_linear_energy_has_zero_curvature_and_constant_score(xp):
+    # E = wᵀx: ∇ₓE = w has no path back to x; the trace is 0, not an error.
+    w = Tensor(xp.asarray(np.array([0.5, -2.0, 1.0])), requires_grad=True)
+    E = lambda x: x @ w  # noqa: E731
+    x = xp.asarray(np.random.default_rng(0).standard_normal((4, 3)))
+    for loss in (O.score_matching(E, x), O.sliced_score_matching(E, x, generator=0, variance_reduction=True)):
+        assert float(loss.item()) == pytest.approx(0.5 * 5.25)
+    assert O.energy_score(E, x).shape == (4, 3)
+    (g,) = npjem.grad(O.score_matching(E, x), w)
+    np.testing.assert_allclose(backend.to_numpy(g.data), [0.5, -2.0, 1.0])
+
+
 # ================================================================ binary objectives: consistency
 
 def _weighted(fn, d, probs_of_theta_true, xp):
