@@ -64,7 +64,8 @@ def atoms_png(W, path, scale=6, pad=2):
         a = 0.5 + 0.5 * a / max(np.abs(a).max(), 1e-12)
         img = np.kron((a * 255).round().astype(np.uint8), np.ones((scale, scale), dtype=np.uint8))
         r, c = divmod(j, cols)
-        canvas[pad + r * (tile + pad):pad + r * (tile + pad) + tile, pad + c * (tile + pad):pad + c * (tile + pad) + tile] = img
+        top, left = pad + r * (tile + pad), pad + c * (tile + pad)
+        canvas[top:top + tile, left:left + tile] = img
     Image.fromarray(canvas).save(path)
 
 

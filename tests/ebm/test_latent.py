@@ -156,6 +156,19 @@ def test_fista_gap_decreases_faster_than_ista(xp):
     assert np.all(gap_f[1:] <= bound[1:] + 1e-10)
 
 
+@given(seed=seeds, n=st.integers(1, 4), d=st.integers(1, 6), k=st.integers(1, 8), lam=st.floats(0.0, 2.0))
+def test_ista_never_increases_the_energy_and_fista_keeps_its_bound(seed, n, d, k, lam):
+    rng = np.random.default_rng(seed)
+    W, y = rng.standard_normal((d, k)), rng.standard_normal((n, d))
+    _, ist = LV.ista(y, W, lam, n_iter=30, return_objective=True)
+    assert np.all(np.diff(ist) <= 1e-12 * (1 + ist[0]))
+    # FISTA from 0 stays within Beck & Teboulle's bound 2L‖z*‖²/(k + 1)² of the optimum.
+    _, fi = LV.fista(y, W, lam, n_iter=100, return_objective=True)
+    zs, ref = LV.fista(y, W, lam, n_iter=4000, return_objective=True)
+    bound = 2 * LV.lipschitz_constant(W) * (host(zs) ** 2).sum(axis=1).mean() / (np.arange(101) + 1.0) ** 2
+    assert np.all(fi[1:] - ref[-1] <= bound[1:] + 1e-9)
+
+
 def test_ista_one_step_is_exact_for_an_orthonormal_dictionary(xp):
     rng = np.random.default_rng(10)
     Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
