@@ -6,7 +6,8 @@
 For every (data set, objective) it trains ``MLPEnergy(2, hidden=(128, 128))`` with one of
 
 * ``nce``: noise-contrastive estimation against the Gaussian fitted to the data (its covariance
-  widened ×1.5²), the log-normaliser c learned beside the energy, ν = 1;
+  widened ×1.5²; ``--nce-noise uniform``: uniform on the box), the log-normaliser c learned beside
+  the energy, ν = 1;
 * ``sm``: exact score matching (two Hessian rows per batch in 2-D);
 * ``ssm``: sliced score matching, variance-reduced, one Rademacher direction;
 * ``dsm``: denoising score matching at one noise level σ (``--sigma``, default 0.05);
@@ -39,6 +40,19 @@ OBJECTIVES = ("nce", "sm", "ssm", "dsm")
 LANGEVIN_STEP = {"8gaussians": 2e-3, "rings": 1e-3, "checkerboard": 2e-3}
 
 
+class UniformNoise:
+    """The NCE noise: uniform on the square box (log-density −log of its area inside it)."""
+
+    def __init__(self, bounds):
+        self.lo, self.hi = bounds
+
+    def sample(self, n, rng):
+        return rng.uniform(self.lo, self.hi, size=(n, 2))
+
+    def log_density(self, x):
+        return np.full(x.shape[0], -2.0 * np.log(self.hi - self.lo))
+
+
 class GaussianNoise:
     """The NCE noise: N(m, C) with its exact log-density (host float64, cast to the data dtype)."""
 
@@ -57,7 +71,7 @@ class GaussianNoise:
 
 
 def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, sigma=0.05, hidden=(128, 128),
-        n_train=20000, n_test=5000, log_every=250, cosine=False):
+        n_train=20000, n_test=5000, log_every=250, cosine=False, nce_noise="gaussian"):
     """Train one energy with one objective; returns a dict of NLLs, timings and the PNG path."""
     density = toy2d.get(name)
     lo, hi = density.bounds
@@ -70,7 +84,7 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
     if objective == "nce":
         log_z = npjem.nn.Parameter(np.zeros((), dtype=dt))
         params.append(log_z)
-        noise = GaussianNoise(train)
+        noise = GaussianNoise(train) if nce_noise == "gaussian" else UniformNoise((lo, hi))
     opt = optim.Adam(params, lr=lr)
     rng = np.random.default_rng(seed)  # host: minibatch order and NCE noise
     gen = npjem.random.default_rng(seed + 7, "cpu")
@@ -104,7 +118,8 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
     seconds = time.perf_counter() - t0
     result = {
         "data": name, "objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "cosine": cosine,
-        "sigma": sigma if objective == "dsm" else None, "seconds": seconds,
+        "sigma": sigma if objective == "dsm" else None,
+        "nce_noise": nce_noise if objective == "nce" else None, "seconds": seconds,
         "nll": grid_nll(energy, test, (lo, hi), 400),
         "nll_true": float(-np.mean(density.log_density(test))),
         "nll_gaussian": gaussian_nll(train, test),
@@ -147,12 +162,14 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/ebm_objectives_toy2d")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0")
+    ap.add_argument("--nce-noise", default="gaussian", choices=["gaussian", "uniform"],
+                    help="NCE noise: the data's Gaussian widened x1.5, or uniform on the box")
     args = ap.parse_args(argv)
     results = []
     for name in args.datasets:
         for objective in args.objectives:
             r = run(name, objective, steps=args.steps, seed=args.seed, out=args.out, batch_size=args.batch_size,
-                    lr=args.lr, sigma=args.sigma, cosine=args.cosine)
+                    lr=args.lr, sigma=args.sigma, cosine=args.cosine, nce_noise=args.nce_noise)
             print(f"{name} {objective}: NLL {r['nll']:.3f} (true {r['nll_true']:.3f}, Gaussian "
                   f"{r['nll_gaussian']:.3f}) in {r['seconds']:.0f}s -> {r['png']}", flush=True)
             results.append(r)
