@@ -7,7 +7,7 @@ For every (data set, objective) it trains ``MLPEnergy(2, hidden=(128, 128))`` wi
 
 * ``nce``: noise-contrastive estimation against the Gaussian fitted to the data (its covariance
   widened ×1.5²; ``--nce-noise uniform``: uniform on the box), the log-normaliser c learned beside
-  the energy, ν = 1;
+  the energy, ν = 1 (``--nce-ratio``);
 * ``sm``: exact score matching (two Hessian rows per batch in 2-D);
 * ``ssm``: sliced score matching, variance-reduced, one Rademacher direction;
 * ``dsm``: denoising score matching at one noise level σ (``--sigma``, default 0.05);
@@ -71,7 +71,7 @@ class GaussianNoise:
 
 
 def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, sigma=0.05, hidden=(128, 128),
-        n_train=20000, n_test=5000, log_every=250, cosine=False, nce_noise="gaussian"):
+        n_train=20000, n_test=5000, log_every=250, cosine=False, nce_noise="gaussian", nce_ratio=1):
     """Train one energy with one objective; returns a dict of NLLs, timings and the PNG path."""
     density = toy2d.get(name)
     lo, hi = density.bounds
@@ -97,7 +97,7 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
         xb = train[rng.integers(0, n_train, batch_size)]
         x = Tensor(xb.astype(dt))
         if objective == "nce":
-            yb = noise.sample(batch_size, rng)
+            yb = noise.sample(nce_ratio * batch_size, rng)  # ν = nce_ratio noise points per data point
             loss = O.nce(energy, x, Tensor(yb.astype(dt)), Tensor(noise.log_density(xb).astype(dt)),
                          Tensor(noise.log_density(yb).astype(dt)), log_z)
         elif objective == "sm":
@@ -119,7 +119,8 @@ def run(name, objective, steps=1500, seed=0, out=None, batch_size=256, lr=1e-3, 
     result = {
         "data": name, "objective": objective, "steps": steps, "batch_size": batch_size, "lr": lr, "cosine": cosine,
         "sigma": sigma if objective == "dsm" else None,
-        "nce_noise": nce_noise if objective == "nce" else None, "seconds": seconds,
+        "nce_noise": nce_noise if objective == "nce" else None,
+        "nce_ratio": nce_ratio if objective == "nce" else None, "seconds": seconds,
         "nll": grid_nll(energy, test, (lo, hi), 400),
         "nll_true": float(-np.mean(density.log_density(test))),
         "nll_gaussian": gaussian_nll(train, test),
@@ -164,12 +165,14 @@ def main(argv=None):
     ap.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0")
     ap.add_argument("--nce-noise", default="gaussian", choices=["gaussian", "uniform"],
                     help="NCE noise: the data's Gaussian widened x1.5, or uniform on the box")
+    ap.add_argument("--nce-ratio", type=int, default=1, help="NCE noise points per data point (ν)")
     args = ap.parse_args(argv)
     results = []
     for name in args.datasets:
         for objective in args.objectives:
             r = run(name, objective, steps=args.steps, seed=args.seed, out=args.out, batch_size=args.batch_size,
-                    lr=args.lr, sigma=args.sigma, cosine=args.cosine, nce_noise=args.nce_noise)
+                    lr=args.lr, sigma=args.sigma, cosine=args.cosine, nce_noise=args.nce_noise,
+                    nce_ratio=args.nce_ratio)
             print(f"{name} {objective}: NLL {r['nll']:.3f} (true {r['nll_true']:.3f}, Gaussian "
                   f"{r['nll_gaussian']:.3f}) in {r['seconds']:.0f}s -> {r['png']}", flush=True)
             results.append(r)
