@@ -385,3 +385,13 @@ def test_bad_arguments_raise_naming_them(xp):
         LV.dictionary_learning(y, 0, 0.1, progress=False)
     with pytest.raises(TypeError, match="lista must be a LISTA"):
         LV.fit_lista(km, y, W, 0.1)
+
+
+def test_dictionary_learning_reports_progress_off_a_terminal(capsys):
+    y = np.random.default_rng(21).standard_normal((20, 4))
+    LV.dictionary_learning(y, 3, 0.1, n_iter=4, code_iter=5, progress=True, log_every=2, generator=0)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in err] == ["dictionary 2", "dictionary 4"]
+    assert all("objective=" in line for line in err)
+    LV.dictionary_learning(y, 3, 0.1, n_iter=2, code_iter=5, progress=False, generator=0)
+    assert capsys.readouterr().err == ""
