@@ -1,0 +1,609 @@
+"""Regularised latent-variable EBMs: K-means, sparse coding (ISTA, FISTA, LISTA), the VAE.
+
+An energy E(y, z) over data y and a latent z gives the free energy F(y) = min_z E(y, z). Left
+alone, a flexible decoder gives every y zero energy (any y is reconstructed by some z). The
+models here need no contrastive term because the *architecture or a regulariser limits the
+volume of low energy* (lecture notes ``004_``):
+
+* K-means: z is one-hot, so only the K prototypes have zero energy, F(y) = min_k ‖y − w_k‖².
+* Sparse coding: E(y, z) = ½‖y − Wz‖² + λ‖z‖₁; the L1 penalty keeps the number of active
+  atoms, hence the dimension of the low-energy set, small. F(y) is a Lasso problem, solved by
+  ISTA / FISTA, or amortised by a learned encoder (LISTA).
+* The VAE: z is not minimised over but sampled around the encoder's output ("fuzzy balls"),
+  and the KL term keeps the balls from shrinking to points or drifting away; its free energy
+  F(y) = E_q[−log p(y|z)] + KL(q(z|y) ‖ N(0, I)) = −ELBO ≥ −log p(y).
+
+All three are trained by pushing the energy of the data down only.
+
+Errata in the notes, corrected here: the sparse-coding energy carries the ½ (the ISTA step
+1/L, with L = λ_max(WᵀW), is the Lipschitz constant of ∇ of ½‖y − Wz‖²), and LISTA's update is
+z ← Shrink(W_eᵀy **+** S z), S = I − WᵀW/L (the notes print "− S z", which is not ISTA).
+
+Shapes: data y is (N, D); a dictionary W is (D, K), its columns are the atoms; codes z are
+(N, K), so a reconstruction is z Wᵀ.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from .. import backend
+from .. import random as nrandom
+from .._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_positive
+from ..autograd import functional as F
+from ..autograd import ops
+from ..autograd.tensor import Tensor, grad, no_grad
+from ..nn import Linear, Module, Parameter, Sequential, SiLU, Tanh
+
+__all__ = [
+    "KMeansEnergy", "shrink", "sparse_coding_energy", "lipschitz_constant", "ista", "fista", "LISTA",
+    "fit_lista", "dictionary_learning", "gaussian_kl", "VAE",
+]
+
+
+# ------------------------------------------------------------------ helpers
+
+def _batch(y, name="y"):
+    """``y`` as a floating Tensor (N, D), N ≥ 1."""
+    if isinstance(y, Tensor):
+        t = y
+    elif backend.is_array(y):
+        t = Tensor(y)
+    else:
+        raise ArgumentTypeError(f"{name} must be a Tensor or an array of shape (N, D), got {type(y).__name__}")
+    if t.dtype.kind != "f":
+        raise ArgumentTypeError(f"{name} must have a floating dtype, got {t.dtype}")
+    if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
+        raise ValueError(f"{name} must be 2-D with shape (N, D), N, D >= 1, got shape {tuple(t.shape)}")
+    return t
+
+
+def _dictionary(W, y, name="W"):
+    W = _batch(W, name)
+    if W.shape[0] != y.shape[1]:
+        raise ValueError(f"{name} must have shape (D, K) with D = {y.shape[1]} rows (the columns of y), "
+                         f"got {tuple(W.shape)}")
+    if W.device != y.device or W.dtype != y.dtype:
+        raise ValueError(f"{name} ({W.dtype} on {W.device}) must match y ({y.dtype} on {y.device})")
+    return W
+
+
+class _Progress:
+    """A tqdm bar on a terminal, a line to stderr every ``log_every`` steps otherwise."""
+
+    def __init__(self, total, desc, show, log_every):
+        self.show, self.desc, self.log_every, self.bar = show, desc, log_every, None
+        if show and sys.stderr.isatty():
+            from tqdm.auto import tqdm  # noqa: PLC0415  (only when a bar is shown)
+
+            self.bar = tqdm(total=total, desc=desc, unit="it")
+
+    def update(self, step, **values):
+        if not self.show:
+            return
+        text = " ".join(f"{k}={v:.5g}" for k, v in values.items())
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(text, refresh=False)
+        elif step % self.log_every == 0:
+            print(f"{self.desc} {step}: {text}", file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------ K-means
+
+class KMeansEnergy(Module):
+    """K-means read as an energy: E(y, z) = ‖y − Wz‖² with z one-hot, F(y) = min_k ‖y − w_k‖².
+
+    Only the K prototypes w_k (rows of ``weight``, shape (K, D)) have zero energy, and the energy
+    grows quadratically around each: the low-energy volume is limited by construction, so
+    training only pushes the energy of the data down, either by Lloyd's coordinate descent
+    (assign, then move each prototype to its points' mean) or by gradient descent through the
+    min (its gradient reaches only the winning prototype). Both never increase Σ F(y_i)
+    (gradient steps with ``lr <= 1/2`` on the mean energy).
+
+    ``forward(y)`` returns F(y), shape (N,); ``forward(y, beta)`` the soft-min free energy
+    −(1/β) log (1/K) Σ_k exp(−β‖y − w_k‖²), which tends to the min as β → ∞.
+    """
+
+    def __init__(self, n_clusters, n_features, device=None, dtype=None, generator=None):
+        super().__init__()
+        self.n_clusters = check_int(n_clusters, "n_clusters")
+        self.n_features = check_int(n_features, "n_features")
+        xp = backend.xp_for_device(device)
+        dt = np.dtype(backend.default_dtype() if dtype is None else dtype)
+        g = nrandom.as_generator(generator, backend.normalize_device(device))
+        self.weight = Parameter(xp.asarray(g.standard_normal((self.n_clusters, self.n_features), dtype=dt)))
+
+    def _check(self, y):
+        y = _batch(y)
+        if y.shape[1] != self.n_features:
+            raise ValueError(f"y must have {self.n_features} features (n_features), got shape {tuple(y.shape)}")
+        return y
+
+    def distances(self, y):
+        """‖y_i − w_k‖², shape (N, K) (computed from differences: exact, never negative)."""
+        y = self._check(y)
+        diff = ops.unsqueeze(y, 1) - ops.unsqueeze(self.weight, 0)
+        return (diff * diff).sum(axis=2)
+
+    def forward(self, y, beta=None):
+        d = self.distances(y)
+        if beta is None:
+            return d.min(axis=1)
+        beta = check_positive(beta, "beta")
+        return -(F.logsumexp(-beta * d, axis=1) - math.log(self.n_clusters)) * (1.0 / beta)
+
+    def assign(self, y):
+        """The index of each point's nearest prototype, an integer array (N,)."""
+        with no_grad():
+            return self.distances(y).data.argmin(axis=1)
+
+    def init_kmeans_plusplus(self, y, generator=None):
+        """k-means++ seeding (Arthur & Vassilvitskii 2007): each new prototype is a data point
+        drawn with probability ∝ its squared distance to the nearest chosen one."""
+        y = self._check(y)
+        if y.shape[0] < self.n_clusters:
+            raise ValueError(f"y must hold at least n_clusters = {self.n_clusters} points, got {y.shape[0]}")
+        g = nrandom.as_generator(generator, y.device)
+        xp, a = y.xp, y.data
+        chosen = [int(g.integers(0, a.shape[0]))]
+        d2 = ((a - a[chosen[0]]) ** 2).sum(axis=1)
+        for _ in range(1, self.n_clusters):
+            p = backend.to_numpy(d2)  # host: a categorical draw over N points
+            total = p.sum()
+            p = p / total if total > 0 else np.full(p.shape, 1.0 / p.size)
+            k = int(np.random.default_rng(int(g.integers(0, 2**31 - 1))).choice(p.size, p=p))  # host
+            chosen.append(k)
+            d2 = xp.minimum(d2, ((a - a[k]) ** 2).sum(axis=1))
+        self.weight.data = a[xp.asarray(np.asarray(chosen))].astype(self.weight.dtype, copy=True)
+        return self
+
+    def lloyd_step(self, y):
+        """One Lloyd iteration: assign each point, move each prototype to its points' mean
+        (a prototype with no points stays). Returns the assignments."""
+        y = self._check(y)
+        xp = y.xp
+        z = self.assign(y)
+        onehot = (z[:, None] == xp.arange(self.n_clusters)[None, :]).astype(y.dtype)
+        counts = onehot.sum(axis=0)
+        sums = onehot.T @ y.data
+        keep = counts == 0
+        self.weight.data = xp.where(keep[:, None], self.weight.data, sums / xp.maximum(counts, 1)[:, None])
+        return z
+
+    def fit(self, y, n_iter=100, method="lloyd", lr=0.5, init="k-means++", tol=0.0, generator=None):
+        """Push the energy of ``y`` down; returns ``{"energy": [mean F(y) before each step and after the last]}``.
+
+        ``method="lloyd"`` (coordinate descent, what the notes recommend) or ``"gradient"``
+        (a step of ``lr`` on the mean energy, its gradient taken by the engine through the
+        min). ``init="k-means++"`` seeds the prototypes from the data first, ``None`` keeps
+        them. Stops early when the energy decreases by less than ``tol``.
+        """
+        y = self._check(y)
+        n_iter = check_int(n_iter, "n_iter")
+        check_choice(method, "method", ("lloyd", "gradient"))
+        check_choice(init, "init", ("k-means++", None))
+        lr = check_positive(lr, "lr")
+        tol = check_positive(tol, "tol", allow_zero=True)
+        if init is not None:
+            self.init_kmeans_plusplus(y, generator)
+        with no_grad():
+            history = [float(self(y).mean().item())]
+        for _ in range(n_iter):
+            if method == "lloyd":
+                self.lloyd_step(y)
+            else:
+                loss = self(y).mean()
+                (g,) = grad(loss, self.weight)
+                self.weight.data = self.weight.data - lr * g.data
+            with no_grad():
+                history.append(float(self(y).mean().item()))
+            if history[-2] - history[-1] <= tol:
+                break
+        return {"energy": history}
+
+
+# ------------------------------------------------------------------ sparse coding
+
+def shrink(v, theta):
+    """Soft thresholding Shrink_θ(v) = sign(v)·max(|v| − θ, 0), the proximal map of θ‖·‖₁.
+
+    Written as relu(v − θ) − relu(−v − θ) so that it is differentiable in v and in θ (LISTA
+    learns θ).
+    """
+    return F.relu(v - theta) - F.relu(-v - theta)
+
+
+def _shrink(v, theta, xp):
+    return xp.sign(v) * xp.maximum(xp.abs(v) - theta, 0)
+
+
+def sparse_coding_energy(y, z, W, lam):
+    """E(y, z) = ½‖y − Wz‖² + λ‖z‖₁ per sample, shape (N,). The notes drop the ½; see the module."""
+    lam = check_positive(lam, "lam", allow_zero=True)
+    y = _batch(y)
+    W = _dictionary(W, y)
+    z = _batch(z, "z")
+    if tuple(z.shape) != (y.shape[0], W.shape[1]):
+        raise ValueError(f"z must have shape ({y.shape[0]}, {W.shape[1]}) (N, K), got {tuple(z.shape)}")
+    r = y - z @ W.transpose()
+    return 0.5 * (r * r).sum(axis=1) + lam * ops.abs(z).sum(axis=1)
+
+
+def lipschitz_constant(W):
+    """L = λ_max(WᵀW) = ‖W‖₂², the Lipschitz constant of z ↦ Wᵀ(Wz − y)."""
+    W = _batch(W, "W")
+    w = W.data
+    return float(W.xp.linalg.eigvalsh(w.T @ w)[-1])
+
+
+def _lasso_setup(y, W, lam, n_iter, z0):
+    lam = check_positive(lam, "lam", allow_zero=True)
+    n_iter = check_int(n_iter, "n_iter", minimum=0)
+    y = _batch(y)
+    W = _dictionary(W, y)
+    xp = y.xp
+    if z0 is None:
+        z = xp.zeros((y.shape[0], W.shape[1]), dtype=y.dtype)
+    else:
+        z0 = _batch(z0, "z0")
+        if tuple(z0.shape) != (y.shape[0], W.shape[1]):
+            raise ValueError(f"z0 must have shape ({y.shape[0]}, {W.shape[1]}) (N, K), got {tuple(z0.shape)}")
+        z = z0.data.astype(y.dtype, copy=True)
+    L = lipschitz_constant(W)
+    if L == 0:
+        raise ValueError("W must not be all zeros (its Lipschitz constant is 0)")
+    return y.data, W.data, lam, n_iter, z, L, xp
+
+
+def _objective(y, W, z, lam, xp):
+    r = y - z @ W.T
+    return float((0.5 * (r * r).sum(axis=1) + lam * xp.abs(z).sum(axis=1)).mean())
+
+
+def ista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+    """ISTA: proximal gradient descent on the sparse-coding energy, z ↦ F(y) = min_z E(y, z).
+
+        z ← Shrink_{λ/L}(z − (1/L) Wᵀ(Wz − y)),     L = λ_max(WᵀW)
+
+    (Daubechies, Defrise & De Mol 2004). The energy never increases; E(z_k) − E* = O(1/k).
+    Runs on the arrays of ``y`` (no graph); every sample's problem is solved at once.
+
+    Args:
+        y: data (N, D); W: dictionary (D, K), atoms as columns; lam: λ ≥ 0.
+        n_iter: iterations; z0: the starting codes (N, K) (default zeros).
+        return_objective: also return the mean energy over the batch before each iteration
+            and after the last, a host array of n_iter + 1 values.
+
+    Returns the codes, a Tensor (N, K) (and the objective).
+    """
+    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
+    WtY, G = (y @ W) / L, (W.T @ W) / L
+    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
+    for _ in range(n_iter):
+        z = _shrink(z - z @ G + WtY, lam / L, xp)
+        if return_objective:
+            obj.append(_objective(y, W, z, lam, xp))
+    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+
+
+def fista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+    """FISTA (Beck & Teboulle 2009): ISTA's step at an extrapolated point.
+
+        z_k = Shrink_{λ/L}(u_k − (1/L) Wᵀ(W u_k − y)),    t_{k+1} = (1 + √(1 + 4 t_k²)) / 2,
+        u_{k+1} = z_k + ((t_k − 1) / t_{k+1}) (z_k − z_{k−1}),     u_1 = z_0, t_1 = 1,
+
+    so E(z_k) − E* ≤ 2L‖z_0 − z*‖² / (k + 1)², against ISTA's O(1/k); the energy is not
+    monotone along the way. Arguments and returns as :func:`ista`.
+    """
+    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
+    WtY, G = (y @ W) / L, (W.T @ W) / L
+    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
+    u, t = z, 1.0
+    for _ in range(n_iter):
+        z_new = _shrink(u - u @ G + WtY, lam / L, xp)
+        t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        u = z_new + ((t - 1.0) / t_new) * (z_new - z)
+        z, t = z_new, t_new
+        if return_objective:
+            obj.append(_objective(y, W, z, lam, xp))
+    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+
+
+class LISTA(Module):
+    """Learned ISTA (Gregor & LeCun 2010): an encoder that predicts sparse codes in K steps.
+
+        b = W_eᵀ y,     z_1 = Shrink_θ(b),     z_{t+1} = Shrink_θ(b + S z_t),   t < K
+
+    with W_e (D, K) (``weight_e``), S (K, K) and per-code thresholds θ (K,) all learned, by
+    backpropagation through the K unrolled steps. Initialised from a dictionary W with
+    W_e = W/L, S = I − WᵀW/L, θ = λ/L (:meth:`from_dictionary`), it *is* K steps of ISTA from
+    z = 0; training makes a few steps do the work of many. The sign is **+ S z**: ISTA's step is
+    z − (1/L)Wᵀ(Wz − y) = (I − WᵀW/L) z + Wᵀy/L (the notes print "− S z").
+    """
+
+    def __init__(self, n_features, n_atoms, n_steps=3, device=None, dtype=None, generator=None):
+        super().__init__()
+        self.n_features = check_int(n_features, "n_features")
+        self.n_atoms = check_int(n_atoms, "n_atoms")
+        self.n_steps = check_int(n_steps, "n_steps")
+        xp = backend.xp_for_device(device)
+        dt = np.dtype(backend.default_dtype() if dtype is None else dtype)
+        g = nrandom.as_generator(generator, backend.normalize_device(device))
+        scale = 1.0 / math.sqrt(self.n_features)
+        self.weight_e = Parameter(xp.asarray(g.standard_normal((self.n_features, self.n_atoms), dtype=dt) * scale))
+        self.S = Parameter(xp.eye(self.n_atoms, dtype=dt) * 0.5)
+        self.theta = Parameter(xp.full((self.n_atoms,), 0.1, dtype=dt))
+
+    @classmethod
+    def from_dictionary(cls, W, lam, n_steps=3):
+        """LISTA equal to ``n_steps`` ISTA iterations from z = 0 with dictionary W and penalty λ."""
+        W = _batch(W, "W")
+        lam = check_positive(lam, "lam", allow_zero=True)
+        L = lipschitz_constant(W)
+        d, k = W.shape
+        model = cls(d, k, n_steps, device=W.device, dtype=W.dtype, generator=0)
+        xp, w = W.xp, W.data
+        model.weight_e.data = (w / L).astype(W.dtype, copy=True)
+        model.S.data = xp.eye(k, dtype=W.dtype) - (w.T @ w) / L
+        model.theta.data = xp.full((k,), lam / L, dtype=W.dtype)
+        return model
+
+    def forward(self, y):
+        y = _batch(y)
+        if y.shape[1] != self.n_features:
+            raise ValueError(f"y must have {self.n_features} features (n_features), got shape {tuple(y.shape)}")
+        b = y @ self.weight_e
+        z = shrink(b, self.theta)
+        for _ in range(self.n_steps - 1):
+            z = shrink(b + z @ self.S.transpose(), self.theta)
+        return z
+
+
+def fit_lista(lista, y, W, lam, *, n_epochs=50, lr=1e-3, batch_size=64, target="codes", target_iter=500,
+              generator=None, progress=False, log_every=10):
+    """Train a :class:`LISTA` encoder on data ``y`` for dictionary W and penalty λ.
+
+    ``target="codes"`` (Gregor & LeCun): regress on the optimal codes z* = argmin_z E(y, z)
+    (FISTA, ``target_iter`` iterations), loss mean ½‖LISTA(y) − z*‖²; ``target="energy"``:
+    minimise the sparse-coding energy of the predicted codes, mean E(y, LISTA(y)), which needs
+    no solver. Adam at ``lr``, minibatches of ``batch_size`` in a fresh random order each epoch.
+    Returns ``{"loss": [mean loss per epoch], "energy": [mean E(y, LISTA(y)) after each epoch]}``.
+    """
+    from ..optim import Adam  # noqa: PLC0415  (optim sits beside nn; only training needs it)
+
+    if not isinstance(lista, LISTA):
+        raise ArgumentTypeError(f"lista must be a LISTA module, got {type(lista).__name__}")
+    y = _batch(y)
+    W = _dictionary(W, y)
+    lam = check_positive(lam, "lam", allow_zero=True)
+    n_epochs = check_int(n_epochs, "n_epochs")
+    lr = check_positive(lr, "lr")
+    batch_size = check_int(batch_size, "batch_size")
+    check_choice(target, "target", ("codes", "energy"))
+    show = check_bool(progress, "progress")
+    g = nrandom.as_generator(generator, y.device)
+    zstar = fista(y, W, lam, n_iter=check_int(target_iter, "target_iter")).data if target == "codes" else None
+    opt = Adam(lista.parameters(), lr=lr)
+    n = y.shape[0]
+    hist = {"loss": [], "energy": []}
+    bar = _Progress(n_epochs, "LISTA", show, log_every)
+    try:
+        for epoch in range(n_epochs):
+            order = g.permutation(n)
+            total = 0.0
+            for s in range(0, n, batch_size):
+                idx = order[s:s + batch_size]
+                yb = Tensor(y.data[idx])
+                z = lista(yb)
+                if target == "codes":
+                    r = z - Tensor(zstar[idx])
+                    loss = 0.5 * (r * r).sum(axis=1).mean()
+                else:
+                    loss = sparse_coding_energy(yb, z, W.detach(), lam).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.item()) * len(idx)
+            with no_grad():
+                energy = float(sparse_coding_energy(y, lista(y), W.detach(), lam).mean().item())
+            hist["loss"].append(total / n)
+            hist["energy"].append(energy)
+            bar.update(epoch + 1, loss=total / n, energy=energy)
+    finally:
+        bar.close()
+    return hist
+
+
+def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, init="svd", generator=None,
+                        progress=True, log_every=5):
+    """Learn a sparse-coding dictionary by pushing the free energy of the data down.
+
+    Alternates (Olshausen & Field 1996; the dictionary step of Mairal et al. 2009):
+
+    1. codes: Z ← FISTA on E(y, z) = ½‖y − Wz‖² + λ‖z‖₁ (``code_iter`` iterations, warm-started
+       from the previous codes);
+    2. dictionary: one pass of block coordinate descent over the atoms on ½‖Y − ZWᵀ‖²_F with
+       A = ZᵀZ, B = YᵀZ: w_k ← w_k + (b_k − W a_k) / A_kk, then **normalised to unit length**.
+       Without the normalisation W → ∞ and z → 0 would lower λ‖z‖₁ for free; an atom no code
+       uses is re-drawn from a random data point.
+
+    The objective is scikit-learn's ``DictionaryLearning`` one divided by N (``alpha`` = λ),
+    which constrains ‖w_k‖ ≤ 1 where this keeps ‖w_k‖ = 1 (the notes' normalisation).
+
+    Args:
+        y: data (N, D). n_atoms: K. lam: λ > 0.
+        n_iter: alternations. code_iter: FISTA iterations per alternation.
+        W0: initial dictionary (D, K), normalised; overrides ``init``.
+        init: without ``W0``, ``"svd"`` (the top right singular vectors of y, as scikit-learn;
+            random data points fill in beyond the rank) or ``"data"`` (K random data points).
+        generator: seed or Generator (initialisation, re-drawn atoms).
+        progress: a bar on a terminal, a line every ``log_every`` iterations otherwise.
+
+    Returns ``(W, codes, history)``: the dictionary Tensor (D, K), the codes Tensor (N, K), and
+    ``{"objective": [mean E(y, z) after each alternation], "time": [seconds since the start]}``.
+    """
+    y = _batch(y)
+    k = check_int(n_atoms, "n_atoms")
+    lam = check_positive(lam, "lam")
+    n_iter = check_int(n_iter, "n_iter")
+    code_iter = check_int(code_iter, "code_iter")
+    show = check_bool(progress, "progress")
+    g = nrandom.as_generator(generator, y.device)
+    xp, a = y.xp, y.data
+    n, d = a.shape
+
+    def unit(cols):
+        norms = xp.sqrt((cols * cols).sum(axis=0, keepdims=True))
+        return cols / xp.maximum(norms, 1e-12)
+
+    check_choice(init, "init", ("svd", "data"))
+    if W0 is None:
+        W = unit(a[g.permutation(n)[:k] if k <= n else g.integers(0, n, size=k)].T.copy())
+        if init == "svd":
+            vt = xp.linalg.svd(a, full_matrices=False)[2]
+            r = min(k, vt.shape[0])
+            W[:, :r] = vt[:r].T
+    else:
+        W = unit(_dictionary(W0, y, "W0").data.astype(a.dtype, copy=True))
+        if W.shape[1] != k:
+            raise ValueError(f"W0 must have n_atoms = {k} columns, got {W.shape[1]}")
+    z = xp.zeros((n, k), dtype=a.dtype)
+    hist = {"objective": [], "time": []}
+    start = time.perf_counter()
+    bar = _Progress(n_iter, "dictionary", show, log_every)
+    try:
+        for it in range(n_iter):
+            z = fista(Tensor(a), Tensor(W), lam, n_iter=code_iter, z0=Tensor(z)).data
+            A, B = z.T @ z, a.T @ z
+            for j in range(k):
+                if float(A[j, j]) < 1e-12:
+                    W[:, j] = a[int(g.integers(0, n))]
+                else:
+                    W[:, j] = W[:, j] + (B[:, j] - W @ A[:, j]) / A[j, j]
+                W[:, j] = W[:, j] / max(float(xp.sqrt((W[:, j] ** 2).sum())), 1e-12)
+            hist["objective"].append(_objective(a, W, z, lam, xp))
+            hist["time"].append(time.perf_counter() - start)
+            bar.update(it + 1, objective=hist["objective"][-1])
+    finally:
+        bar.close()
+    return Tensor(W), Tensor(z), hist
+
+
+# ------------------------------------------------------------------ the VAE's free energy
+
+def gaussian_kl(mu, logvar):
+    """KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σ_j (μ_j² + σ_j² − log σ_j² − 1) per row, shape (N,).
+
+    As an energy term: a spring pulling each code's centre to the origin (μ²) and a term that
+    keeps its variance near 1 (σ² − log σ², minimal at σ = 1), so the fuzzy balls can neither
+    shrink to points nor fly apart.
+    """
+    return 0.5 * (mu * mu + ops.exp(logvar) - logvar - 1.0).sum(axis=1)
+
+
+_ACTIVATIONS = {"tanh": Tanh, "silu": SiLU, "swish": SiLU}
+
+
+class VAE(Module):
+    """A small variational autoencoder, read as an energy-based model (Kingma & Welling 2014).
+
+    The encoder maps y to a Gaussian q(z|y) = N(μ(y), diag σ²(y)); a code is *sampled* around
+    μ, z = μ + σ ⊙ ε (reparameterised, so the gradient flows through the sample), and the
+    decoder reconstructs y from it. The free energy
+
+        F(y) = E_{q(z|y)}[ C(y, Dec(z)) ] + KL(q(z|y) ‖ N(0, I)) = −ELBO(y) ≥ −log p(y)
+
+    uses the negative log-likelihood of the decoder as the reconstruction energy C:
+    ``likelihood="gaussian"``: ½‖y − Dec(z)‖²/σ_x² + (D/2) log(2πσ_x²) (real data, σ_x =
+    ``sigma``); ``"bernoulli"``: the binary cross-entropy of Dec(z) as logits (binary data or
+    [0, 1] intensities such as digits). Training minimises the mean F over the data, pushing
+    energy down only; the sampling noise and the KL limit the low-energy volume.
+
+    ``hidden=()`` makes encoder and decoder linear (probabilistic PCA's model, whose exact
+    log-likelihood is known: the tests use it).
+    """
+
+    def __init__(self, in_features, latent_features=2, hidden=(64,), likelihood="gaussian", sigma=1.0,
+                 activation="tanh", device=None, dtype=None, generator=None):
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features")
+        self.latent_features = check_int(latent_features, "latent_features")
+        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        self.hidden = tuple(check_int(h, f"hidden[{i}]") for i, h in enumerate(hidden))
+        self.likelihood = check_choice(likelihood, "likelihood", ("gaussian", "bernoulli"))
+        self.sigma = check_positive(sigma, "sigma")
+        act = _ACTIVATIONS[check_choice(activation, "activation", tuple(_ACTIVATIONS))]
+        g = nrandom.as_generator(generator, backend.normalize_device(device))
+        kw = dict(device=device, dtype=dtype)
+
+        def mlp(sizes):
+            layers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers.append(Linear(a, b, generator=g, **kw))
+                if i < len(sizes) - 2:
+                    layers.append(act())
+            return Sequential(*layers)
+
+        self.encoder = mlp((self.in_features,) + self.hidden + (2 * self.latent_features,))
+        self.decoder = mlp((self.latent_features,) + self.hidden[::-1] + (self.in_features,))
+
+    def _check(self, y):
+        y = _batch(y)
+        if y.shape[1] != self.in_features:
+            raise ValueError(f"y must have {self.in_features} features (in_features), got shape {tuple(y.shape)}")
+        return y
+
+    def encode(self, y):
+        """(μ, log σ²) of q(z|y), each (N, latent_features)."""
+        h = self.encoder(self._check(y))
+        k = self.latent_features
+        return h[:, :k], h[:, k:]
+
+    def decode(self, z):
+        """The decoder's output: the mean (gaussian) or the logits (bernoulli) of p(y|z)."""
+        return self.decoder(z)
+
+    def reconstruction_energy(self, y, out):
+        """C(y, Dec(z)) = −log p(y|z) per sample, (N,), from the decoder's output ``out``."""
+        if self.likelihood == "gaussian":
+            r = y - out
+            const = 0.5 * self.in_features * math.log(2 * math.pi * self.sigma ** 2)
+            return 0.5 * (r * r).sum(axis=1) * (1.0 / self.sigma ** 2) + const
+        return F.binary_cross_entropy_with_logits(out, y, reduction="none").sum(axis=1)
+
+    def free_energy(self, y, generator=None, n_samples=1):
+        """F(y) = E_q[C(y, Dec(z))] + KL(q ‖ N(0, I)), shape (N,), the expectation estimated
+        with ``n_samples`` reparameterised codes per point (the KL in closed form)."""
+        y = self._check(y)
+        n_samples = check_int(n_samples, "n_samples")
+        g = nrandom.as_generator(generator, y.device)
+        mu, logvar = self.encode(y)
+        std = ops.exp(0.5 * logvar)
+        n, k = mu.shape
+        eps = Tensor(y.xp.asarray(g.standard_normal((n_samples, n, k), dtype=y.dtype)))
+        z = (ops.unsqueeze(mu, 0) + ops.unsqueeze(std, 0) * eps).reshape(n_samples * n, k)
+        yy = ops.broadcast_to(ops.unsqueeze(y, 0), (n_samples,) + tuple(y.shape)).reshape(n_samples * n, -1)
+        rec = self.reconstruction_energy(yy, self.decode(z)).reshape(n_samples, n).mean(axis=0)
+        return rec + gaussian_kl(mu, logvar)
+
+    def forward(self, y, generator=None):
+        """The training loss: the mean free energy of the batch (one code sample per point)."""
+        return self.free_energy(y, generator).mean()
+
+    def sample(self, n, generator=None):
+        """Decoder outputs for n codes drawn from the prior N(0, I): means, or probabilities."""
+        n = check_int(n, "n")
+        p = next(iter(self.parameters()))
+        g = nrandom.as_generator(generator, p.device)
+        z = Tensor(p.xp.asarray(g.standard_normal((n, self.latent_features), dtype=p.dtype)))
+        with no_grad():
+            out = self.decode(z)
+        return out if self.likelihood == "gaussian" else ops.sigmoid(out)
