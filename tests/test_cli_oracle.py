@@ -88,3 +88,41 @@ def test_gradcheck_subcommand_exits_1_on_a_wrong_gradient(capsys, monkeypatch):
     monkeypatch.setattr(crosscheck, "_engine_cases", lambda: [("broken", lambda x: x * x.detach(), [(3,)], 1)])
     rc, out, _ = _run(["gradcheck"], capsys)
     assert rc == 1 and "FAIL" in out and "broken (order 1)" in out
+
+
+# ------------------------------------------------------------------ npjem ebm
+
+@pytest.mark.parametrize("objective", ["cd", "replay", "nce", "ssm"])
+def test_ebm_runs_an_objective_and_writes_its_picture(objective, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, stdout, _ = _run(["ebm", objective, "--data", "rings", "--steps", "3", "--n-train", "300", "--grid", "40",
+                          "--batch-size", "32", "--out", str(out), "--quiet"], capsys)
+    assert rc == 0
+    import json
+
+    result = json.loads((out / "results.json").read_text())["result"]
+    assert result["objective"] == objective and result["data"] == "rings" and result["steps"] == 3
+    assert np.isfinite(result["nll"]) and result["nll_true"] < result["nll_gaussian"]
+    png = out / f"rings_{objective}.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {png}" in stdout
+
+
+def test_ebm_refuses_to_overwrite_and_names_bad_flags(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    rc, _, err = _run(["ebm", "sm", "--out", str(out)], capsys)
+    assert rc == 2 and "--force" in err and "--resume" not in err and len(err.strip().splitlines()) == 1
+    for argv, needle in ((["ebm", "sm", "--data", "moon"], "invalid choice: 'moon'"),
+                         (["ebm", "score"], "invalid choice: 'score'"),
+                         (["ebm", "sm", "--steps", "0"], "--steps"),
+                         (["ebm", "sm", "--sigma", "-1"], "--sigma")):
+        rc, _, err = _run(argv, capsys)
+        assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_ebm_a_diverging_lr_is_one_line_naming_the_flag(tmp_path, capsys):
+    rc, _, err = _run(["ebm", "dsm", "--lr", "1e12", "--steps", "30", "--n-train", "100", "--grid", "20",
+                       "--batch-size", "16", "--out", "", "--quiet"], capsys)
+    assert rc == 2 and "--lr" in err and len(err.strip().splitlines()) == 1
