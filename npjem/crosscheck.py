@@ -880,5 +880,61 @@ def _register_builtins():
         ),
         doc="DrLIM's pair margin loss (the hinge functional on pairs)"))
 
+    # Non-contrastive, clustering and distillation losses.
+    register(LossSpec(
+        "barlow_twins", L.barlow_twins, (emb("h_x"), emb("h_y")), {"N": 8, "D": 4}, {"lambd": 5e-3},
+        conventions=(Convention("lightly's BarlowTwinsLoss default λ", {"lambd": 0.0051}),),
+        doc="Barlow Twins"))
+    register(LossSpec(
+        "vicreg", L.vicreg, (emb("h_x"), emb("h_y")), {"N": 8, "D": 4}, {},
+        conventions=(Convention("the paper and solo-learn: the variance term not halved", {"halve_variance": False}),),
+        doc="VICReg (the total of its three terms)"))
+    crops = lambda prefix, n, **kw: tuple(InputSpec(f"{prefix}{i}", ("B", "K"), **kw) for i in range(n))  # noqa: E731
+    register(LossSpec(
+        "swav", L.swav, crops("scores", 3) + crops("codes", 2, kind="probs", fixed=True), {"B": 6, "K": 5},
+        {"temperature": 0.1}, call=lambda fn, x, kw: fn(list(x[:3]), list(x[3:]), **kw),
+        doc="SwAV's swapped prediction, 3 crops, codes for the first 2 (stop-gradient)"))
+    register(LossSpec(
+        "simsiam", L.simsiam_loss, (emb("p1"), emb("p2"), emb("z1", fixed=True), emb("z2", fixed=True)),
+        {"N": 6, "D": 5}, {}, doc="SimSiam's symmetrised negative cosine (targets stop-gradient)"))
+    register(LossSpec(
+        "byol", L.byol_loss, (emb("p1"), emb("p2"), emb("z1", fixed=True), emb("z2", fixed=True)),
+        {"N": 6, "D": 5}, {}, call=lambda fn, x, kw: fn((x[0], x[1]), (x[2], x[3]), **kw),
+        conventions=(Convention("lightly's example: the two directions averaged", {"directions": "mean"}),),
+        doc="BYOL's 2 − 2cos over both directions (targets stop-gradient)"))
+    register(LossSpec(
+        "dino", L.dino,
+        crops("student", 3) + crops("teacher", 2, fixed=True) + (InputSpec("center", ("K",), fixed=True, batch=False),),
+        {"B": 6, "K": 5}, {"student_temp": 0.1, "teacher_temp": 0.04},
+        call=lambda fn, x, kw: fn(list(x[:3]), list(x[3:5]), x[5], **kw),
+        doc="DINO over 3 student crops and 2 teacher crops (teacher and centre stop-gradient)"))
+    register(LossSpec(
+        "data2vec", L.data2vec_loss,
+        (InputSpec("prediction", ("B", "T", "C")), InputSpec("target", ("B", "T", "C"), fixed=True),
+         InputSpec("mask", ("B", "T"), kind="bool")),
+        {"B": 3, "T": 4, "C": 5}, {},
+        conventions=(Convention("mean squared error (fairseq's β = 0)", {"loss": "mse"}),
+                     Convention("no 1/sqrt(C) scale", {"scale": 1.0})),
+        doc="Data2Vec's regression at masked positions (target stop-gradient)"))
+
+    # LeCun et al. (2006)'s loss functionals on energies.
+    energies = lambda name: InputSpec(name, ("N",))  # noqa: E731
+    for name, fn, kw in (("hinge", L.hinge, {"margin": 1.0}), ("log_loss", L.log_loss, {}),
+                         ("lvq2", L.lvq2, {}), ("mce", L.mce, {}),
+                         ("square_square", L.square_square, {"margin": 1.0}),
+                         ("square_exponential", L.square_exponential, {"gamma": 1.0})):
+        register(LossSpec(name, fn, (energies("e_pos"), energies("e_neg")), {"N": 6}, kw,
+                          conventions=(Convention("summed over samples", {"reduction": "sum"}),),
+                          doc=f"the {name} loss functional on the correct and most offending energies"))
+    register(LossSpec("energy_loss", L.energy_loss, (energies("e_pos"),), {"N": 6}, {},
+                      doc="the energy loss functional"))
+    answers = (InputSpec("energies", ("N", "K")), InputSpec("target", ("N",), kind="labels", classes="K"))
+    # β = 2, not 1: at β = 1 a misplaced 1/β changes nothing and a check would miss it.
+    for name, fn, kw in (("perceptron", L.perceptron, {}), ("nll_mmi", L.nll_mmi, {"beta": 2.0}),
+                         ("mee", L.mee, {"beta": 2.0})):
+        register(LossSpec(name, fn, answers, {"N": 6, "K": 4}, kw,
+                          conventions=(Convention("summed over samples", {"reduction": "sum"}),),
+                          doc=f"the {name} loss functional over all answers"))
+
 
 _register_builtins()
