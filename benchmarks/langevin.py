@@ -1,6 +1,6 @@
 """Langevin steps per second of an MLP energy: npjem.ebm.langevin against the same loop in PyTorch.
 
-    python benchmarks/langevin.py [--batch 256 1024] [--hidden 64 128] [--dim 2] [--steps 200]
+    python benchmarks/langevin.py [--batch 256 1024] [--hidden 64 128] [--dim 2] [--steps 200] [--repeats 5]
                                   [--dtype float32] [--threads 1] [--device cpu]
 
 One step, in both: x → E(x) = MLP(x) (Linear, swish, Linear, swish, Linear → 1), ∇ₓE by reverse
@@ -46,14 +46,19 @@ def torch_loop(torch, weights, x0, steps, eta, noise=True, seed=0):
     return x.detach()
 
 
-def per_step(fn, steps, repeats=3):
-    fn(max(steps // 10, 2))  # warm-up
-    best = float("inf")
+def per_step(fns, steps, repeats=5):
+    """Seconds per step of each function in ``fns`` (the best of ``repeats`` runs of ``steps``).
+
+    The functions' runs alternate, so a change of load on a shared machine hits all of them."""
+    for fn in fns:
+        fn(max(steps // 10, 2))  # warm-up
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(steps)
-        best = min(best, time.perf_counter() - t0)
-    return best / steps
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn(steps)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [b / steps for b in best]
 
 
 def main(argv=None):
@@ -62,6 +67,7 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--dim", type=int, default=2)
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--eta", type=float, default=1e-3)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--threads", type=int, default=1)
@@ -103,7 +109,7 @@ def main(argv=None):
                 if tdev == "cuda":
                     torch.cuda.synchronize()
 
-            tn, tt = per_step(run_npjem, args.steps), per_step(run_torch, args.steps)
+            tn, tt = per_step([run_npjem, run_torch], args.steps, args.repeats)
             print(f"| {batch} | {hidden} | {tn * 1e3:.3f} | {tt * 1e3:.3f} | {1 / tn:.0f} | {1 / tt:.0f} | "
                   f"{tn / tt:.2f} |", flush=True)
 

@@ -24,7 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import npjem  # noqa: E402
 from npjem import optim  # noqa: E402
 from npjem.data import toy2d  # noqa: E402
-from npjem.ebm import Langevin, MLPEnergy, gaussian_nll, grid_nll, langevin, plot_landscape, train_ebm  # noqa: E402
+from npjem.ebm import (  # noqa: E402
+    Langevin, MLPEnergy, PersistentNegatives, gaussian_nll, grid_nll, langevin, plot_landscape, train_ebm,
+)
 
 # Langevin settings per data set: the step must resolve the narrowest feature (σ = 0.08 for the
 # rings, 0.2 for 8 Gaussians, the cell edges of the checkerboard), the noise is coupled (ULA).
@@ -37,7 +39,8 @@ K = {"cd": 10, "pcd": 10, "replay": 20}
 
 
 def run(name, method, steps=1500, seed=0, out=None, batch_size=256, lr=2e-3, alpha=0.01, k=None,
-        step_size=None, hidden=(128, 128), buffer_size=2048, n_train=20000, n_test=5000, progress=True):
+        step_size=None, hidden=(128, 128), buffer_size=2048, n_particles=None, pcd_init="uniform", n_train=20000,
+        n_test=5000, progress=True):
     """Train one energy; returns a dict of NLLs, timings and the PNG path (None without ``out``)."""
     density = toy2d.get(name)
     lo, hi = density.bounds
@@ -48,13 +51,18 @@ def run(name, method, steps=1500, seed=0, out=None, batch_size=256, lr=2e-3, alp
     eta = SETTINGS.get(name, {}).get("step_size", 2e-3) if step_size is None else step_size
     k = K[method] if k is None else k
     sampler = Langevin(step_size=eta, clamp=(lo, hi))
+    # PCD's particles start as uniform noise in the box (train_ebm's default) or at the data.
+    negatives = (PersistentNegatives(batch_size if n_particles is None else n_particles, box=(lo, hi),
+                                     init=pcd_init) if method == "pcd" else None)
     t0 = time.perf_counter()
     hist = train_ebm(energy, train, opt, method, k=k, sampler=sampler, steps=steps, batch_size=batch_size,
-                     alpha=alpha, box=(lo, hi), buffer_size=buffer_size, reinit_fraction=0.05, generator=seed,
+                     alpha=alpha, box=(lo, hi), buffer_size=buffer_size, n_particles=n_particles,
+                     reinit_fraction=0.05, negatives=negatives, generator=seed,
                      progress=progress, log_every=max(1, steps // 10))
     seconds = time.perf_counter() - t0
     result = {
         "data": name, "method": method, "k": k, "steps": steps, "step_size": eta, "seconds": seconds,
+        "n_particles": n_particles, "buffer_size": buffer_size, "pcd_init": pcd_init,
         "nll": grid_nll(energy, test, (lo, hi), 400),
         "nll_true": float(-np.mean(density.log_density(test))),
         "nll_gaussian": gaussian_nll(train, test),
@@ -96,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--buffer-size", type=int, default=2048, help="replay buffer size")
+    ap.add_argument("--n-particles", type=int, default=None, help="PCD chains (default: the batch size)")
+    ap.add_argument("--pcd-init", default="uniform", choices=["uniform", "data"], help="where PCD's chains start")
     ap.add_argument("--out", default="runs/ebm_toy2d")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -104,7 +114,8 @@ def main(argv=None):
         for method in args.methods:
             r = run(name, method, steps=args.steps, seed=args.seed, out=args.out, batch_size=args.batch_size,
                     lr=args.lr, alpha=args.alpha, k=args.k, step_size=args.step_size,
-                    buffer_size=args.buffer_size)
+                    buffer_size=args.buffer_size, n_particles=args.n_particles,
+                    pcd_init=args.pcd_init)
             print(f"{name} {method}: NLL {r['nll']:.3f} (true {r['nll_true']:.3f}, Gaussian "
                   f"{r['nll_gaussian']:.3f}) in {r['seconds']:.0f}s -> {r['png']}", flush=True)
             results.append(r)

@@ -185,7 +185,8 @@ class ReplayBuffer:
         if self.buffer is None:
             self.buffer = _uniform(gen, (self.size,) + shape, self.box, x_pos.dtype)
         elif tuple(self.buffer.shape[1:]) != shape:
-            raise ValueError(f"the data's states have shape {shape} but the buffer holds {tuple(self.buffer.shape[1:])}")
+            raise ValueError(f"the data's states have shape {shape} but the buffer holds "
+                             f"{tuple(self.buffer.shape[1:])}")
         xp = backend.get_array_module(x_pos)
         m = x_pos.shape[0]
         idx = gen.integers(0, self.size, size=m)
