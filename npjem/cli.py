@@ -968,7 +968,8 @@ def cmd_ebm(args):
             r = ebm_toy2d.run(args.data, args.objective, steps=args.steps, seed=args.seed, out=out or None,
                               batch_size=args.batch_size, lr=args.lr, k=args.k, step_size=args.step_size,
                               sigma=args.sigma, nce_noise=args.nce_noise, nce_ratio=args.nce_ratio,
-                              n_train=args.n_train, grid=args.grid, progress=not args.quiet)
+                              n_particles=args.n_particles, pcd_init=args.pcd_init, n_train=args.n_train,
+                              grid=args.grid, progress=not args.quiet)
     except FloatingPointError as exc:
         raise UsageError(f"{exc} (--lr)") from None
     print(ebm_toy2d.table([r]))
@@ -1226,6 +1227,9 @@ def build_parser():
     e.add_argument("--nce-noise", choices=("gaussian", "uniform"), default="gaussian",
                    help="nce's noise: the data's Gaussian widened x1.5 (default) or uniform on the box")
     e.add_argument("--nce-ratio", type=_positive_int, default=1, help="nce's noise points per data point (default 1)")
+    e.add_argument("--n-particles", type=_positive_int, default=None, help="pcd's chains (default: the batch size)")
+    e.add_argument("--pcd-init", choices=("uniform", "data"), default="uniform",
+                   help="where pcd's chains start: uniform noise in the box (default) or data points")
     e.add_argument("--n-train", type=_batch_size, default=20000, help="training points drawn (default 20000)")
     e.add_argument("--grid", type=_batch_size, default=400, help="side of the NLL's normalising grid (default 400)")
     e.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of data, weights and chains")
