@@ -192,7 +192,7 @@ def draw_inputs(loss, seed=0, shapes=None):
             a = rng.standard_normal(shape)
             a /= np.linalg.norm(a, axis=-1, keepdims=True)
         elif inp.kind == "probs":
-            a = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])
+            a = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])  # host
         elif inp.kind == "bool":
             a = rng.random(shape) < 0.5
         elif inp.kind == "labels":
@@ -205,7 +205,7 @@ def draw_inputs(loss, seed=0, shapes=None):
 
 def _incoming_gradient(seed):
     # One draw from the seed's own stream, never 1 (see the module docstring).
-    g = float(np.random.default_rng([check_int(seed, "seed", minimum=0), 7]).standard_normal())
+    g = float(np.random.default_rng([check_int(seed, "seed", minimum=0), 7]).standard_normal())  # host
     return g if abs(g) > 0.1 else math.copysign(0.1 + abs(g), g)
 
 
@@ -275,7 +275,7 @@ def _theirs_jax(spec, their_fn, arrays, kwargs, g):
     if value.dtype != jnp.float64:
         raise TypeError(f"your function returned {value.dtype}; compute in float64 (inputs are float64)")
     cot = vjp(jnp.asarray(g, dtype=value.dtype).reshape(value.shape))
-    grads = {spec.inputs[i].name: np.asarray(c) for i, c in zip(float_idx, cot)}
+    grads = {spec.inputs[i].name: np.asarray(c) for i, c in zip(float_idx, cot)}  # host
     return float(value), grads
 
 
@@ -299,23 +299,23 @@ def _theirs_numpy(spec, their_fn, arrays, kwargs, g, eps=1e-6):
     grads_given = None
     if isinstance(out, tuple) and len(out) == 2 and not np.isscalar(out[1]):
         out, grads_given = out
-    value = float(np.asarray(_scalar_output(out)))
+    value = float(np.asarray(_scalar_output(out)))  # host
     grads = {}
     for k, (inp, a) in enumerate(zip(spec.inputs, arrays)):
         if a.dtype.kind != "f":
             continue
         if grads_given is not None:
             gk = grads_given[inp.name] if isinstance(grads_given, dict) else grads_given[k]
-            grads[inp.name] = None if gk is None else g * np.asarray(gk, dtype=np.float64)
+            grads[inp.name] = None if gk is None else g * np.asarray(gk, dtype=np.float64)  # host
             continue
-        num = np.zeros_like(a)
+        num = np.zeros_like(a)  # host
         flat, nflat = a.reshape(-1), num.reshape(-1)
         for j in range(flat.size):
             old = flat[j]
             flat[j] = old + eps
-            fp = float(np.asarray(_scalar_output(their_fn(*arrays, **kwargs))))
+            fp = float(np.asarray(_scalar_output(their_fn(*arrays, **kwargs))))  # host
             flat[j] = old - eps
-            fm = float(np.asarray(_scalar_output(their_fn(*arrays, **kwargs))))
+            fm = float(np.asarray(_scalar_output(their_fn(*arrays, **kwargs))))  # host
             flat[j] = old
             nflat[j] = g * (fp - fm) / (2 * eps)
         grads[inp.name] = num
@@ -540,8 +540,8 @@ def _compare_values(name, theirs, ours, rtol, atol):
 
 def _compare_arrays(name, theirs, ours, rtol, atol):
     if theirs is None:
-        theirs = np.zeros_like(ours)
-    theirs = np.asarray(theirs, dtype=np.float64)
+        theirs = np.zeros_like(ours)  # host
+    theirs = np.asarray(theirs, dtype=np.float64)  # host
     if theirs.shape != ours.shape:
         return Row(name, (), float("nan"), float("nan"), float("inf"), False)
     diff = np.abs(theirs - ours)
@@ -557,10 +557,10 @@ def _rows(spec, theirs, ours, rtol, atol):
     for inp in spec.inputs:
         if inp.name in og:
             rows.append(_compare_arrays(f"grad {inp.name}", tg.get(inp.name), og[inp.name], rtol, atol))
-        elif tg.get(inp.name) is not None and np.any(np.asarray(tg[inp.name]) != 0):
+        elif tg.get(inp.name) is not None and np.any(np.asarray(tg[inp.name]) != 0):  # host
             # A stop-gradient input: npjem treats it as a constant, so theirs must carry no gradient.
-            g = np.asarray(tg[inp.name], dtype=np.float64)
-            rows.append(_compare_arrays(f"grad {inp.name} (stop-gradient)", g, np.zeros_like(g), rtol, atol))
+            g = np.asarray(tg[inp.name], dtype=np.float64)  # host
+            rows.append(_compare_arrays(f"grad {inp.name} (stop-gradient)", g, np.zeros_like(g), rtol, atol))  # host
     return rows
 
 
@@ -639,7 +639,7 @@ def compare(their_fn, loss, *, shapes=None, kwargs=None, their_kwargs=None, fram
     if inputs is None:
         arrays = draw_inputs(spec, seed, sizes)
     else:
-        arrays = [np.asarray(a) for a in inputs]
+        arrays = [np.asarray(a) for a in inputs]  # host
         if len(arrays) != len(spec.inputs):
             raise ValueError(f"inputs must hold {len(spec.inputs)} arrays "
                              f"({', '.join(i.name for i in spec.inputs)}), got {len(arrays)}")
@@ -725,7 +725,7 @@ def reference(loss, *, seed=0, shapes=None, kwargs=None):
     # then need nothing but an .npy reader and a JSON parser.
     meta_json = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8).copy()
     return {**meta, "meta_json": meta_json, "inputs": {i.name: a for i, a in zip(spec.inputs, arrays)},
-            "value": np.array(value), "grads": grads}
+            "value": np.array(value), "grads": grads}  # host
 
 
 def write_reference(path, loss, *, seed=0, shapes=None, kwargs=None, overwrite=False):
@@ -765,8 +765,8 @@ def check_reference(path, rtol=1e-10, atol=1e-12):
     """Re-evaluate a reference file with this npjem; a :class:`Report` (ours against the file's)."""
     ref = read_reference(path)
     spec = get(ref["loss"])
-    arrays = [np.asarray(ref["inputs"][i.name]) for i in spec.inputs]
-    theirs = (float(ref["value"]), {k: np.asarray(v) for k, v in ref["grads"].items()})
+    arrays = [np.asarray(ref["inputs"][i.name]) for i in spec.inputs]  # host
+    theirs = (float(ref["value"]), {k: np.asarray(v) for k, v in ref["grads"].items()})  # host
     ours = _ours(spec, arrays, dict(ref["kwargs"]), 1.0)
     rows = _rows(spec, theirs, ours, rtol, atol)
     missing = sorted(set(ours[1]) - set(ref["grads"]))

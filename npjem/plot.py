@@ -103,7 +103,7 @@ def pca_2d(points):
     _, _, vt = np.linalg.svd(a, full_matrices=False)
     k = min(2, vt.shape[0])
     comps = vt[:k]
-    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])
+    signs = np.sign(comps[np.arange(k), np.abs(comps).argmax(axis=1)])  # host
     comps = comps * np.where(signs == 0, 1.0, signs)[:, None]
     out = np.zeros((a.shape[0], 2))  # host
     out[:, :k] = a @ comps.T
@@ -419,7 +419,7 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size):
             for q0, q1 in zip(pts[:-1], pts[1:]):  # where the lines run, for placing the legend
                 if q0 is not None and q1 is not None:
                     drawn.extend((q0[0] + t * (q1[0] - q0[0]), q0[1] + t * (q1[1] - q0[1]))
-                                 for t in np.linspace(0.0, 1.0, 25))
+                                 for t in np.linspace(0.0, 1.0, 25))  # host
             run = []
             for q in pts + [None]:
                 if q is None:

@@ -44,7 +44,8 @@ from .._checks import check_choice, check_int, check_real
 from ..autograd import functional as F
 from ..autograd import ops
 from ..autograd.tensor import Tensor
-from ..losses.functionals import _all_answers, _energy_tensor, _pick, _reduce, _target
+from ..losses._inputs import as_float_tensor
+from ..losses.functionals import _all_answers, _pick, _reduce, _target
 from ..nn import Conv2d, Linear, Module, ReLU, Sequential, SiLU, Softplus, Tanh
 
 __all__ = [
@@ -292,7 +293,7 @@ def _axis(axis, t):
 
 
 def _energies(energies):
-    t = _energy_tensor("energies", energies)
+    t = as_float_tensor("energies", energies)
     if t.ndim < 1:
         raise ValueError("energies must have at least one axis (the latent or answer axis), got a 0-d value")
     return t

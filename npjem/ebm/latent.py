@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from ..losses._inputs import batch
 from .. import backend
 from .. import random as nrandom
 from .._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_positive
@@ -46,19 +47,9 @@ __all__ = [
 
 # ------------------------------------------------------------------ helpers
 
-def _batch(y, name="y"):
-    """``y`` as a floating Tensor (N, D), N ≥ 1."""
-    if isinstance(y, Tensor):
-        t = y
-    elif backend.is_array(y):
-        t = Tensor(y)
-    else:
-        raise ArgumentTypeError(f"{name} must be a Tensor or an array of shape (N, D), got {type(y).__name__}")
-    if t.dtype.kind != "f":
-        raise ArgumentTypeError(f"{name} must have a floating dtype, got {t.dtype}")
-    if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must be 2-D with shape (N, D), N, D >= 1, got shape {tuple(t.shape)}")
-    return t
+def _batch(value, name="y"):
+    """``value`` as a floating Tensor (N, D), N, D >= 1."""
+    return batch(name, value)
 
 
 def _dictionary(W, y, name="W"):
@@ -158,11 +149,11 @@ class KMeansEnergy(Module):
         for _ in range(1, self.n_clusters):
             p = backend.to_numpy(d2)  # host: a categorical draw over N points
             total = p.sum()
-            p = p / total if total > 0 else np.full(p.shape, 1.0 / p.size)
+            p = p / total if total > 0 else np.full(p.shape, 1.0 / p.size)  # host
             k = int(np.random.default_rng(int(g.integers(0, 2**31 - 1))).choice(p.size, p=p))  # host
             chosen.append(k)
             d2 = xp.minimum(d2, ((a - a[k]) ** 2).sum(axis=1))
-        self.weight.data = a[xp.asarray(np.asarray(chosen))].astype(self.weight.dtype, copy=True)
+        self.weight.data = a[xp.asarray(chosen)].astype(self.weight.dtype, copy=True)
         return self
 
     def lloyd_step(self, y):

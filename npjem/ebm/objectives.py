@@ -36,6 +36,7 @@ import numbers
 
 import numpy as np
 
+from ..losses._inputs import batch
 from .. import backend
 from .. import random as nrandom
 from .._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_positive
@@ -54,22 +55,9 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 # ------------------------------------------------------------------ validation helpers
 
-def _batch(x, name="x"):
-    """``x`` as a floating Tensor of shape (N, D) with N ≥ 1, D ≥ 1."""
-    if isinstance(x, Tensor):
-        t = x
-    elif backend.is_array(x):
-        t = Tensor(x)
-    else:
-        raise ArgumentTypeError(f"{name} must be a Tensor or an array of shape (N, D), got {type(x).__name__}")
-    if t.dtype.kind != "f":
-        raise ArgumentTypeError(f"{name} must have a floating dtype, got {t.dtype}")
-    if t.ndim != 2:
-        raise ValueError(f"{name} must be 2-D with shape (N, D), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one sample of at least one dimension, got shape "
-                         f"{tuple(t.shape)}")
-    return t
+def _batch(value, name="x"):
+    """``value`` as a floating Tensor (N, D), N, D >= 1."""
+    return batch(name, value)
 
 
 def _callable(model, name):

@@ -1,4 +1,4 @@
-"""Input checks shared by the non-contrastive, clustering and distillation losses.
+"""Input checks shared by every loss and by the EBM objectives.
 
 Every loss turns its array arguments into Tensors here and checks dtype, device and shape at
 the boundary, so a wrong input raises with the argument's name instead of broadcasting silently
@@ -7,7 +7,7 @@ or failing deep inside NumPy.
 from __future__ import annotations
 
 from .. import backend
-from .._checks import check_ndim
+from .._checks import ArgumentTypeError, check_ndim
 from ..autograd.tensor import Tensor
 
 
@@ -18,15 +18,24 @@ def as_float_tensor(name, value):
     elif backend.is_array(value):
         t = Tensor(value)
     else:
-        raise TypeError(f"{name} must be a Tensor or an array, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a Tensor or an array, got {type(value).__name__}")
     if t.dtype.kind != "f":
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+        raise ArgumentTypeError(f"{name} must have a floating dtype, got {t.dtype}")
     return t
 
 
 def matrix(name, value, what="(N, D)"):
     """A 2-D floating Tensor."""
     return check_ndim(as_float_tensor(name, value), name, 2, what)
+
+
+def batch(name, value, what="(N, D)"):
+    """A 2-D floating Tensor with at least one row and one column."""
+    t = matrix(name, value, what)
+    if 0 in t.shape:
+        raise ValueError(f"{name} must hold at least one sample of at least one dimension {what}, "
+                         f"got shape {tuple(t.shape)}")
+    return t
 
 
 def like(name, t, ref_name, ref, shape=None):

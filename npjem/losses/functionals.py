@@ -51,6 +51,7 @@ refuses shapes that do not match rather than broadcasting them.
 """
 from __future__ import annotations
 
+from ._inputs import as_float_tensor
 from .. import backend
 from .._checks import check_choice, check_real
 from ..autograd import functional as F
@@ -65,21 +66,9 @@ __all__ = [
 
 # ---------------------------------------------------------------- validation
 
-def _energy_tensor(name, value):
-    if isinstance(value, Tensor):
-        t = value
-    elif backend.is_array(value):
-        t = Tensor(value)
-    else:
-        raise TypeError(f"{name} must be a Tensor or an array of energies, got {type(value).__name__}")
-    if t.dtype.kind != "f":
-        raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
-    return t
-
-
 def _per_sample(name, value):
     """An (N,) Tensor of energies, N >= 1."""
-    t = _energy_tensor(name, value)
+    t = as_float_tensor(name, value)
     if t.ndim != 1:
         raise ValueError(f"{name} must be 1-D (N,), one energy per sample, got shape {tuple(t.shape)}")
     if t.shape[0] < 1:
@@ -102,7 +91,7 @@ def _pair(e_pos, e_neg):
 
 def _all_answers(energies, name="energies", min_answers=1):
     """An (N, K) Tensor of the energies of every answer, N >= 1, K >= ``min_answers``."""
-    t = _energy_tensor(name, energies)
+    t = as_float_tensor(name, energies)
     if t.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, K), the energy of each of K answers per sample, "
                          f"got shape {tuple(t.shape)}")
