@@ -20,3 +20,6 @@ __all__ = [
 from .noncontrastive import VICRegLoss, barlow_twins, vicreg  # noqa: E402
 
 __all__ += ["VICRegLoss", "barlow_twins", "vicreg"]
+from .clustering import BalancedClusters, sinkhorn_clusters, sinkhorn_knopp, swav  # noqa: E402
+
+__all__ += ["BalancedClusters", "sinkhorn_clusters", "sinkhorn_knopp", "swav"]
