@@ -18,6 +18,7 @@ __all__ = ["Method", "fit", "History", "IndexedDataLoader", "SimCLR", "MoCo", "P
 # Barlow Twins and VICReg (information), SwAV (equipartitioned clustering), BYOL, SimSiam, DINO
 # and data2vec (architecture and training dynamics).
 from .barlow_twins import BarlowTwins  # noqa: E402,F401
+from .swav import MultiCropViews, SwAV  # noqa: E402,F401
 from .vicreg import VICReg  # noqa: E402,F401
 
-__all__ += ["BarlowTwins", "VICReg"]
+__all__ += ["BarlowTwins", "VICReg", "SwAV", "MultiCropViews"]
