@@ -42,3 +42,29 @@ def test_neighbour_report_sees_what_the_features_encode(cues_example):
     assert report["label agreement"] == 1.0
     assert report["encoded"] < 0.2
     assert 0.7 < report["ignored"] < 1.3
+
+
+@pytest.fixture(scope="module")
+def clusters_example():
+    return _load("sinkhorn_clusters")
+
+
+def test_sinkhorn_clusters_example_makes_equal_groups(clusters_example, tmp_path):
+    out = tmp_path / "clusters.png"
+    balanced, nearest = clusters_example.main(["--n", "120", "--k", "3", "--steps", "8", "--out", str(out)])
+    assert balanced.tolist() == [40, 40, 40]
+    assert nearest.sum() == 120
+    from PIL import Image
+
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (480, 480, 3)
+    colours = {tuple(c) for c in img.reshape(-1, 3)}
+    assert all(tuple(clusters_example.PALETTE[j]) in colours for j in range(3))
+
+
+def test_sinkhorn_clusters_example_render_places_points(clusters_example):
+    pts = np.array([[-1.0, -1.0], [1.0, 1.0]])
+    img = np.asarray(clusters_example.render(pts, [0, 1], np.zeros((0, 2)), (-2.0, 2.0), size=101))
+    assert tuple(img[75, 25]) == clusters_example.PALETTE[0]  # (-1, -1): bottom left, y grows upwards
+    assert tuple(img[25, 75]) == clusters_example.PALETTE[1]
+    assert tuple(img[50, 50]) == (255, 255, 255)

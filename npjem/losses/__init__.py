@@ -23,3 +23,15 @@ __all__ += ["VICRegLoss", "barlow_twins", "vicreg"]
 from .clustering import BalancedClusters, sinkhorn_clusters, sinkhorn_knopp, swav  # noqa: E402
 
 __all__ += ["BalancedClusters", "sinkhorn_clusters", "sinkhorn_knopp", "swav"]
+from .distillation import (  # noqa: E402
+    byol_loss,
+    data2vec_loss,
+    data2vec_targets,
+    dino,
+    dino_center_update,
+    negative_cosine,
+    simsiam_loss,
+)
+
+__all__ += ["byol_loss", "data2vec_loss", "data2vec_targets", "dino", "dino_center_update",
+            "negative_cosine", "simsiam_loss"]
