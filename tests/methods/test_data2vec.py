@@ -103,6 +103,9 @@ def test_embed_pools_the_patch_tokens(images, device):
     m = method()
     h = m.embed(images)
     assert h.shape == (12, 8)
+    with no_grad():
+        tokens = m.backbone.vit.forward_features(Tensor(backend.to_device(images, device)))
+    np.testing.assert_allclose(h.numpy(), tokens.numpy()[:, 1:].mean(axis=1), rtol=1e-5, atol=1e-6)
     z = m.embed(images, projected=True)
     assert z.shape == (12, 8)
 
