@@ -52,6 +52,9 @@ def tensor_list(name, values, what="(B, K)", min_len=1):
     if len(values) < min_len:
         raise ValueError(f"{name} must hold at least {min_len} Tensor(s), got {len(values)}")
     out = [matrix(f"{name}[{i}]", v, what) for i, v in enumerate(values)]
+    if 0 in out[0].shape:
+        raise ValueError(f"{name}[0] must have at least one row and one column {what}, "
+                         f"got shape {tuple(out[0].shape)}")
     for i, t in enumerate(out[1:], 1):
         like(f"{name}[{i}]", t, f"{name}[0]", out[0], shape=out[0].shape)
     return out

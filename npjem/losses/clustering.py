@@ -158,7 +158,7 @@ def _iterations(n_iters, tol, max_iters, error):
 
 def _sinkhorn_plain(s, eps, n_iters, tol, max_iters, r, c, xp):
     n_samples, n_protos = s.shape
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # host: NumPy warnings only
         q = xp.exp(s / eps).T                                   # K x B
         q /= q.sum()
         state = {}

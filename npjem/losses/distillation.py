@@ -75,11 +75,11 @@ def simsiam_loss(p1, p2, z1, z2, eps=1e-8):
 
     Matching other code::
 
-        | code                                             | call                          |
-        |--------------------------------------------------|-------------------------------|
-        | original simsiam/builder.py + main_simsiam.py    | simsiam_loss(p1, p2, z1, z2)  |
-        | lightly 1.6.0 example 0.5·(ncs(p0, z1) + ncs(p1, z0)) | simsiam_loss(p0, p1, z0, z1) |
-        | solo-learn simsiam_loss_func(p1, z2)/2 + (p2, z1)/2   | simsiam_loss(p1, p2, z1, z2) |
+        | code                                                  | call                          |
+        |-------------------------------------------------------|-------------------------------|
+        | original simsiam/builder.py + main_simsiam.py         | simsiam_loss(p1, p2, z1, z2)  |
+        | lightly 1.6.0 example 0.5·(ncs(p0, z1) + ncs(p1, z0)) | simsiam_loss(p0, p1, z0, z1)  |
+        | solo-learn simsiam_loss_func(p1, z2)/2 + (p2, z1)/2   | simsiam_loss(p1, p2, z1, z2)  |
     """
     return negative_cosine(p1, z2, eps) * 0.5 + negative_cosine(p2, z1, eps) * 0.5
 

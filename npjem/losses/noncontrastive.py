@@ -78,9 +78,10 @@ def barlow_twins(h_x, h_y, lambd=5e-3, eps=1e-5, scale=1.0):
     Collapse: a branch whose outputs are constant over the batch standardises to ẑ = 0 (with
     eps > 0), so C = 0 and L = scale · D, the loss of complete collapse. When both branches are
     constant the gradient is 0 as well (C is bilinear in ẑ_x, ẑ_y and both vanish): complete
-    collapse is a stationary point that the loss never leads to, not one it pushes out of. With ``eps=0`` the standardisation is exact (the
-    loss is then invariant to any per-dimension map a·h + b, a > 0, of a branch), and a constant
-    dimension raises instead of producing 0/0.
+    collapse is a stationary point that the loss never leads to, not one it pushes out of.
+    With ``eps=0`` the standardisation is exact (the loss is then invariant to any
+    per-dimension map a·h + b, a > 0, of a branch), and a constant dimension raises instead of
+    producing 0/0.
 
     Args:
         h_x, h_y: (N, D) embeddings of the two views (projector outputs), N ≥ 2.

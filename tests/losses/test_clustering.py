@@ -73,7 +73,8 @@ def test_sinkhorn_marginals_match_when_iterated_to_convergence(b, k, seed, eps, 
     np.testing.assert_allclose(plan.sum(axis=0), np.full(k, 1 / k) if c is None else c, rtol=1e-6)
 
 
-@given(b=st.integers(2, 7), k=st.integers(2, 6), seed=seeds, log_domain=st.booleans(), tol=st.sampled_from([None, 1e-8]))
+@given(b=st.integers(2, 7), k=st.integers(2, 6), seed=seeds, log_domain=st.booleans(),
+       tol=st.sampled_from([None, 1e-8]))
 def test_sinkhorn_is_equivariant_to_permutations(b, k, seed, log_domain, tol):
     rng = np.random.default_rng(seed)
     s = rng.uniform(-1, 1, (b, k))

@@ -198,7 +198,8 @@ def test_dino_centring_removes_the_batch_mean(xp):
     c = dino_center_update(xp.asarray(c0[None]), [xp.asarray(a) for a in t])
     assert c.shape == (1, 4)
     np.testing.assert_allclose(host(c)[0], 0.9 * c0 + 0.1 * mean, rtol=1e-12)
-    ct = dino_center_update(Tensor(xp.asarray(c0), requires_grad=True), [Tensor(xp.asarray(a), requires_grad=True) for a in t])
+    ct = dino_center_update(Tensor(xp.asarray(c0), requires_grad=True),
+                            [Tensor(xp.asarray(a), requires_grad=True) for a in t])
     assert isinstance(ct, Tensor) and not ct.requires_grad
     # repeated updates on the same batch converge to its mean
     c = xp.asarray(c0)
@@ -334,3 +335,11 @@ def test_data2vec_bad_inputs():
         data2vec_targets([x[:, :1]], 1)
     with pytest.raises(TypeError, match="layer_outputs must be a list"):
         data2vec_targets(x, 1)
+
+
+def test_empty_batches_raise_naming_the_argument():
+    empty = np.zeros((0, 4))
+    with pytest.raises(ValueError, match="p must hold at least one sample"):
+        negative_cosine(empty, empty)
+    with pytest.raises(ValueError, match=r"student\[0\] must have at least one row"):
+        dino([empty, empty], [empty], np.zeros(4))
