@@ -45,7 +45,7 @@ import numpy as np
 
 __all__ = ["main", "build_parser", "build_backbone", "build_method", "evaluate_features", "DEFAULTS", "UsageError"]
 
-METHODS = ("simclr", "moco", "pirl")
+METHODS = ("simclr", "moco", "pirl", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec")
 # The augmentation of the recipe (see shapes_augmentation).
 AUGMENTATION = {"scale": 0.6, "strength": 0.5, "hue": 0.5, "grayscale": 0.2, "rotation": 180.0, "invert": 0.5, "vflip": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
@@ -64,6 +64,21 @@ DEFAULTS = {
     # the InfoNCE form of vissl's "cross_entropy" PIRL configs, with their τ = 0.1.
     "pirl": {"temperature": 0.1, "num_negatives": 2048, "loss": "infonce", "grid": 3,
              "batch_size": 256},
+    # The methods without negatives (docs/methods-noncontrastive.md). Each key is a constructor
+    # argument of the method; "temperature" is None where the method has none.
+    # BYOL: the 40-epoch preset's fast target (τ_base 0.97 → 1, cosine) for these short runs.
+    "byol": {"temperature": None, "momentum": 0.97, "batch_size": 256},
+    "simsiam": {"temperature": None, "predictor_hidden_dim": 64, "batch_size": 256},
+    "barlow_twins": {"temperature": None, "lambd": 5e-3, "batch_size": 256},
+    "vicreg": {"temperature": None, "sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "batch_size": 256},
+    # SwAV and DINO: two 32 px crops and two 16 px local crops; K scaled to the 10-class data set.
+    "swav": {"temperature": 0.1, "num_prototypes": 100, "epsilon": 0.05, "n_local": 2,
+             "freeze_prototypes_steps": 39, "queue_size": 0, "batch_size": 256},
+    "dino": {"temperature": 0.1, "teacher_temp": 0.04, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_steps": 0,
+             "momentum": 0.99, "num_prototypes": 1024, "bottleneck_dim": 128, "n_local": 2, "batch_size": 256},
+    # data2vec: its own backbone, vit_tiny (D = 64, 4 blocks, 4 px patches); the top 3 of 4 blocks.
+    "data2vec": {"temperature": None, "mask_ratio": 0.6, "top_k": 3, "beta": 2.0, "momentum": 0.99,
+                 "final_momentum": 0.999, "batch_size": 256},
 }
 # The optimizer of the recipe: Adam (SimCLR's LARS at lr 0.3·B/256 is for batches of thousands and
 # hundreds of epochs; Adam at 1e-3 trains these small networks fastest in a few epochs). A method's
@@ -150,8 +165,15 @@ def shapes_augmentation(size=32, scale=0.08, strength=0.5, hue=None, grayscale=0
 
 def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, momentum=None,
                  symmetric=None, bn_splits=None, head_bn=None, num_negatives=None, pirl_loss=None, grid=None, hidden_dim=None, out_dim=128, aug_strength=None, aug_scale=None,
-                 aug_hue=None, aug_grayscale=None, aug_rotation=None, aug_invert=None, aug_vflip=None, seed=0):
-    """A method with the recipe's defaults (``DEFAULTS``), any of them overridden."""
+                 aug_hue=None, aug_grayscale=None, aug_rotation=None, aug_invert=None, aug_vflip=None, seed=0,
+                 **options):
+    """A method with the recipe's defaults (``DEFAULTS``), any of them overridden.
+
+    ``options`` are the other methods' own arguments (``lambd``, ``sim_coeff``, ``num_prototypes``,
+    ``n_local``, ``teacher_temp``, ``mask_ratio``, ``top_k`` …, the keys of their ``DEFAULTS``);
+    a None value keeps the default. ``data2vec`` trains its own ``vit_tiny`` (the ``backbone``
+    given is replaced unless it is a ``VisionTransformer``).
+    """
     from .data.augment import TwoViews
     from .methods import PIRL, MoCo, PIRLViews, SimCLR, pirl_views
 
@@ -159,6 +181,12 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
         raise ValueError(f"method must be one of {METHODS}, got {name!r}")
     d = DEFAULTS[name]
     tau = d["temperature"] if temperature is None else temperature
+    if name in _NONCONTRASTIVE:
+        aug = _augmentation(aug_strength, aug_scale, aug_hue, aug_grayscale, aug_rotation, aug_invert, aug_vflip)
+        return _build_noncontrastive(name, backbone, d, tau, queue_size, momentum, hidden_dim, out_dim, aug, seed,
+                                     options)
+    if options:
+        raise TypeError(f"{name} takes no option(s) {', '.join(sorted(options))}")
     given = {"scale": aug_scale, "strength": aug_strength, "hue": aug_hue, "grayscale": aug_grayscale,
              "rotation": aug_rotation, "invert": aug_invert, "vflip": aug_vflip}
     aug = {k: AUGMENTATION[k] if v is None else v for k, v in given.items()}
@@ -182,6 +210,75 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
     views = PIRLViews(image_view, tiles.jigsaw, tile_source=tiles.tile_source)
     return PIRL(backbone, n_train, feat, out_dim=out_dim, num_negatives=k, temperature=tau,
                 loss=d["loss"] if pirl_loss is None else pirl_loss, views=views, grid=grid, generator=seed + 1)
+
+
+_NONCONTRASTIVE = ("byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec")
+# build_method's options each method takes (besides the shared ones).
+_OPTIONS = {"byol": ("final_momentum",), "simsiam": ("predictor_hidden_dim",), "barlow_twins": ("lambd",),
+            "vicreg": ("sim_coeff", "std_coeff", "cov_coeff"),
+            "swav": ("num_prototypes", "epsilon", "n_local", "freeze_prototypes_steps", "queue_start_step"),
+            "dino": ("teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_steps", "num_prototypes",
+                     "bottleneck_dim", "n_local"),
+            "data2vec": ("mask_ratio", "top_k", "beta", "final_momentum", "momentum_steps")}
+
+
+def _augmentation(strength, scale, hue, grayscale, rotation, invert, vflip):
+    given = {"scale": scale, "strength": strength, "hue": hue, "grayscale": grayscale, "rotation": rotation,
+             "invert": invert, "vflip": vflip}
+    return {k: AUGMENTATION[k] if v is None else v for k, v in given.items()}
+
+
+def _build_noncontrastive(name, backbone, d, tau, queue_size, momentum, hidden_dim, out_dim, aug, seed, options):
+    """build_method's branch for BYOL, SimSiam, Barlow Twins, VICReg, SwAV, DINO and data2vec."""
+    from . import methods as M
+    from .data.augment import Compose, RandomResizedCrop, TwoViews
+    from .nn.models import VisionTransformer, vit_tiny
+
+    unknown = sorted(k for k in options if k not in _OPTIONS[name])
+    if unknown:
+        raise TypeError(f"{name} takes no option(s) {', '.join(unknown)} (its own: {', '.join(_OPTIONS[name])})")
+    opt = {k: (d.get(k) if v is None else v) for k, v in options.items()}
+    for k in _OPTIONS[name]:
+        opt.setdefault(k, d.get(k))
+    opt = {k: v for k, v in opt.items() if v is not None}
+    m = d.get("momentum") if momentum is None else momentum
+    if name == "data2vec":
+        if not isinstance(backbone, VisionTransformer):
+            backbone = vit_tiny(generator=seed)
+        if m is not None:
+            opt["momentum"] = m
+        # data2vec regresses the teacher's view of the same crop: one view, no colour shortcut to remove.
+        view = Compose([RandomResizedCrop(32, scale=(AUGMENTATION["scale"], 1.0))])
+        return M.Data2Vec(backbone, views=view, generator=seed + 1, **opt)
+    feat = backbone.num_features
+    hidden = d.get("hidden_dim", 2 * feat) if hidden_dim is None else hidden_dim
+    image_view = shapes_augmentation(32, **aug)
+    two = TwoViews(image_view)
+    if name == "byol":
+        return M.BYOL(backbone, feat, hidden_dim=hidden, out_dim=out_dim, momentum=m, views=two, generator=seed + 1,
+                    **opt)
+    if name == "simsiam":
+        return M.SimSiam(backbone, feat, hidden_dim=hidden, out_dim=out_dim, views=two, generator=seed + 1, **opt)
+    if name == "barlow_twins":
+        return M.BarlowTwins(backbone, feat, hidden_dim=hidden, out_dim=out_dim, views=two, generator=seed + 1, **opt)
+    if name == "vicreg":
+        return M.VICReg(backbone, feat, hidden_dim=hidden, out_dim=out_dim, views=two, generator=seed + 1, **opt)
+    # Multi-crop: the recipe's augmentation at 32 px, and at 16 px for the local crops.
+    n_local = opt.pop("n_local", 0)
+    local = shapes_augmentation(16, **aug) if n_local else None
+    views = M.MultiCropViews(image_view, local, n_global=2, n_local=n_local)
+    if name == "swav":
+        k = d.get("queue_size", 0) if queue_size is None else queue_size
+        return M.SwAV(backbone, feat, hidden_dim=hidden, out_dim=out_dim, temperature=tau, queue_length=k,
+                    views=views, generator=seed + 1, **opt)
+    k = opt.pop("num_prototypes")
+    return M.DINO(backbone, feat, hidden_dim=hidden, out_dim=k, student_temp=tau, momentum=m, views=views,
+                generator=seed + 1, **opt)
+
+
+def _method_options(args):
+    """The parsed flags that are ``args.method``'s own options (build_method's ``options``)."""
+    return {k: getattr(args, k) for k in _OPTIONS.get(args.method, ()) if getattr(args, k, None) is not None}
 
 
 # The linear probe's l2 is picked from this grid on a held-out fifth of the train set.
@@ -690,7 +787,7 @@ def cmd_pretrain(args, parser_defaults=None):
                           hidden_dim=args.hidden_dim, out_dim=args.out_dim, aug_strength=args.aug_strength,
                           aug_scale=args.aug_scale, aug_hue=args.aug_hue, aug_grayscale=args.aug_grayscale, aug_rotation=args.aug_rotation,
                           aug_invert=args.aug_invert, aug_vflip=args.aug_vflip,
-                          seed=args.seed)
+                          seed=args.seed, **_method_options(args))
     if args.device is not None:
         method.to(args.device)
     loader = IndexedDataLoader(train.images, batch_size=args.batch_size, shuffle=True, drop_last=True,
@@ -1135,6 +1232,23 @@ def build_parser():
                    help=f"PIRL's loss (default {DEFAULTS['pirl']['loss']})")
     p.add_argument("--jigsaw-grid", type=_positive_int, default=None,
                    help=f"PIRL's tiles per side (default {DEFAULTS['pirl']['grid']})")
+    p.add_argument("--lambd", type=_nonnegative_float, default=None,
+                   help=f"Barlow Twins' off-diagonal weight (default {DEFAULTS['barlow_twins']['lambd']})")
+    for c in ("sim", "std", "cov"):
+        p.add_argument(f"--{c}-coeff", type=_nonnegative_float, default=None,
+                       help=f"VICReg's {c} coefficient (default {DEFAULTS['vicreg'][c + '_coeff']})")
+    p.add_argument("--num-prototypes", type=_positive_int, default=None,
+                   help=f"SwAV's prototypes / DINO's output width K (default swav "
+                        f"{DEFAULTS['swav']['num_prototypes']}, dino {DEFAULTS['dino']['num_prototypes']})")
+    p.add_argument("--n-local", type=int, default=None,
+                   help=f"SwAV / DINO: 16 px local crops besides the two global ones (default {DEFAULTS['swav']['n_local']})")
+    p.add_argument("--teacher-temp", type=_positive_float, default=None,
+                   help=f"DINO's teacher temperature (default {DEFAULTS['dino']['teacher_temp']}; "
+                        f"--temperature is the student's)")
+    p.add_argument("--mask-ratio", type=float, default=None,
+                   help=f"data2vec's masked share of patches (default {DEFAULTS['data2vec']['mask_ratio']})")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help=f"data2vec's teacher blocks averaged into the target (default {DEFAULTS['data2vec']['top_k']})")
     p.add_argument("--hidden-dim", type=_positive_int, default=None, help="projector hidden width (default 2x features)")
     p.add_argument("--out-dim", type=_positive_int, default=128, help="embedding width (default 128)")
     p.add_argument("--aug-strength", type=_nonnegative_float, default=None,

@@ -85,7 +85,7 @@ def test_tiny_baselines_write_their_rows(tmp_path, capsys):
 
 def test_bad_arguments_exit_with_a_message(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["pretrain", "--method", "byol"])
+        cli.main(["pretrain", "--method", "nosuch"])
     assert "invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--epochs", "0"])
@@ -119,7 +119,7 @@ def test_optimizer_defaults_follow_the_method_and_the_chosen_optimizer():
     assert cli.optimizer_defaults("moco", moco["optimizer"]) == (moco["optimizer"], moco["weight_decay"])
     assert cli.optimizer_defaults("pirl", "sgd", 1e-4) == ("sgd", 1e-4)
     with pytest.raises(ValueError, match="method"):
-        cli.optimizer_defaults("byol")
+        cli.optimizer_defaults("no_such_method")
     args = cli.build_parser().parse_args(["pretrain", "--method", "moco"])
     assert args.optimizer is None and args.weight_decay is None  # resolved per method in cmd_pretrain
 
@@ -449,3 +449,56 @@ def test_other_errors_are_one_line_too(tmp_path, capsys):
     line = _usage_error(capsys, ["pretrain", "--method", "moco", *TINY, "--batch-size", "15", "--quiet",
                                  "--out", str(tmp_path / "r")])
     assert "bn_splits" in line and "--debug" in line
+
+# ---------------------------------------------------------------- the methods without negatives
+
+NONCONTRASTIVE = ("byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec")
+
+
+@pytest.mark.parametrize("name", NONCONTRASTIVE)
+def test_pretrain_runs_each_noncontrastive_method(tmp_path, name):
+    out = tmp_path / name
+    res = cli.main(["pretrain", "--method", name, "--n-train", "64", "--n-test", "20", "--epochs", "1",
+                    "--batch-size", "32", "--width", "4", "--hidden-dim", "16", "--out-dim", "8",
+                    "--probe-max-iter", "5", "--quiet", "--out", str(out)])
+    assert res == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["steps"] == 2 and all(np.isfinite(r["loss_per_epoch"]))
+    assert r["metrics"]["h_effective_rank"] > 0 and "z_embedding_std" in r["metrics"]
+    assert (out / "checkpoint.npz").exists()
+
+
+def test_noncontrastive_recipes_reach_the_methods():
+    bb = lambda: cli.build_backbone("convnet", 4, seed=0)  # noqa: E731
+    m = cli.build_method("byol", bb(), 100)
+    assert m.momentum == cli.DEFAULTS["byol"]["momentum"]
+    assert cli.build_method("byol", bb(), 100, momentum=0.5).momentum == 0.5
+    assert cli.build_method("barlow_twins", bb(), 100, lambd=0.02).lambd == 0.02
+    assert cli.build_method("barlow_twins", bb(), 100).lambd == cli.DEFAULTS["barlow_twins"]["lambd"]
+    v = cli.build_method("vicreg", bb(), 100, std_coeff=10.0)
+    assert (v.sim_coeff, v.std_coeff) == (cli.DEFAULTS["vicreg"]["sim_coeff"], 10.0)
+    s = cli.build_method("swav", bb(), 100)
+    assert s.num_prototypes == cli.DEFAULTS["swav"]["num_prototypes"]
+    assert s.views.n_local == cli.DEFAULTS["swav"]["n_local"] and s.temperature == cli.DEFAULTS["swav"]["temperature"]
+    d = cli.build_method("dino", bb(), 100, teacher_temp=0.06, n_local=0)
+    assert d.teacher_temp == 0.06 and d.views.n_local == 0 and d.out_dim == cli.DEFAULTS["dino"]["num_prototypes"]
+    from npjem.methods import ViTMeanPool
+
+    d2v = cli.build_method("data2vec", bb(), 100, mask_ratio=0.5)
+    assert isinstance(d2v.backbone, ViTMeanPool) and d2v.mask_ratio == 0.5
+    assert d2v.top_k == cli.DEFAULTS["data2vec"]["top_k"]
+    with pytest.raises(TypeError, match="lambd"):
+        cli.build_method("vicreg", bb(), 100, lambd=0.1)
+    with pytest.raises(TypeError, match="lambd"):
+        cli.build_method("simclr", bb(), 100, lambd=0.1)
+
+
+def test_noncontrastive_flags_parse():
+    args = cli.build_parser().parse_args(["pretrain", "--method", "dino", "--teacher-temp", "0.05", "--n-local", "0",
+                                          "--num-prototypes", "64"])
+    assert cli._method_options(args) == {"teacher_temp": 0.05, "n_local": 0, "num_prototypes": 64}
+    args = cli.build_parser().parse_args(["pretrain", "--method", "barlow_twins", "--lambd", "0.01",
+                                          "--teacher-temp", "0.05"])
+    assert cli._method_options(args) == {"lambd": 0.01}  # another method's flag is not passed on
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["pretrain", "--lambd", "-1"])

@@ -13,3 +13,16 @@ from .simclr import SimCLR  # noqa: F401
 
 __all__ = ["Method", "fit", "History", "IndexedDataLoader", "SimCLR", "MoCo", "PIRL", "JigsawHead",
            "PIRLViews", "pirl_views"]
+
+# Non-contrastive, clustering and distillation methods (lecture notes ``003_``, ``004_``):
+# Barlow Twins and VICReg (information), SwAV (equipartitioned clustering), BYOL, SimSiam, DINO
+# and data2vec (architecture and training dynamics).
+from .barlow_twins import BarlowTwins  # noqa: E402,F401
+from .byol import BYOL  # noqa: E402,F401
+from .data2vec import Data2Vec, ViTMeanPool  # noqa: E402,F401
+from .dino import DINO  # noqa: E402,F401
+from .simsiam import SimSiam  # noqa: E402,F401
+from .swav import MultiCropViews, SwAV  # noqa: E402,F401
+from .vicreg import VICReg  # noqa: E402,F401
+
+__all__ += ["BarlowTwins", "VICReg", "SwAV", "MultiCropViews", "BYOL", "SimSiam", "DINO", "Data2Vec", "ViTMeanPool"]
