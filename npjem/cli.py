@@ -1063,7 +1063,8 @@ def cmd_ebm(args):
         # A diverging run ends with one message naming --lr; NumPy's overflow warnings would bury it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             r = ebm_toy2d.run(args.data, args.objective, steps=args.steps, seed=args.seed, out=out or None,
-                              batch_size=args.batch_size, lr=args.lr, k=args.k, step_size=args.step_size,
+                              batch_size=args.batch_size, lr=args.lr, k=args.k, sampler=args.sampler,
+                              step_size=args.step_size,
                               sigma=args.sigma, nce_noise=args.nce_noise, nce_ratio=args.nce_ratio,
                               n_particles=args.n_particles, pcd_init=args.pcd_init, n_train=args.n_train,
                               grid=args.grid, progress=not args.quiet)
@@ -1077,6 +1078,19 @@ def cmd_ebm(args):
         _write_json(path, {"command": "ebm", "config": _config(args), "result": r})
         print(f"wrote {path}")
         print(f"wrote {r['png']}")
+    return 0
+
+
+
+def cmd_methods(args):
+    from . import catalogue
+
+    rows = [r for r in catalogue.entries() if args.kind is None or args.kind in r["kind"]]
+    if not rows:
+        raise UsageError(f"no entry's kind contains {args.kind!r}; the kinds are: "
+                         + "; ".join(sorted({r["kind"] for r in catalogue.entries()})))
+    print(format_table(rows, [("name", "name"), ("kind", "kind"), ("paper", "paper"), ("defaults", "defaults"),
+                              ("source", "source"), ("run", "run")]))
     return 0
 
 
@@ -1191,7 +1205,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     ap = _Parser(prog="npjem", description="npjem: joint-embedding SSL from scratch on NumPy.", allow_abbrev=False)
-    sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines,ebm,reference,check,gradcheck}")
+    sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines,ebm,methods,reference,check,gradcheck}")
 
     p = sub.add_parser("pretrain", help="pretrain SimCLR / MoCo / PIRL on shapes and evaluate it",
                        allow_abbrev=False,
@@ -1336,6 +1350,8 @@ def build_parser():
     e.add_argument("--batch-size", type=_batch_size, default=256, help="default 256")
     e.add_argument("--lr", type=_positive_float, default=None, help="Adam's lr (default 2e-3 with sampling, 1e-3 without)")
     e.add_argument("--k", type=_positive_int, default=None, help="Langevin steps per update (default cd/pcd 10, replay 20)")
+    e.add_argument("--sampler", choices=("langevin", "mala"), default="langevin",
+                   help="the MCMC of cd, pcd and replay: Langevin (default) or MALA")
     e.add_argument("--step-size", type=_positive_float, default=None, help="Langevin step (default per data set)")
     e.add_argument("--sigma", type=_positive_float, default=0.05, help="dsm's noise level (default 0.05)")
     e.add_argument("--nce-noise", choices=("gaussian", "uniform"), default="gaussian",
@@ -1353,6 +1369,13 @@ def build_parser():
     e.add_argument("--quiet", action="store_true", help="no progress output")
     e.add_argument("--debug", action="store_true", help="show the traceback of an error")
     e.set_defaults(func=cmd_ebm)
+
+    m = sub.add_parser("methods", allow_abbrev=False, help="every method, objective and loss: paper, defaults, file",
+                       description="One row per joint-embedding method, EBM objective and loss: its paper, its "
+                                   "defaults here, the file that implements it and how to run it.")
+    m.add_argument("--kind", default=None, help="only rows whose kind contains this text (e.g. EBM, loss)")
+    m.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    m.set_defaults(func=cmd_methods)
     return ap
 
 
@@ -1372,6 +1395,10 @@ def main(argv=None):
             rc = 0
         else:
             rc = args.func(args)
+    except BrokenPipeError:
+        # The reader went away (npjem methods | head): nothing to report; keep Python's exit flush quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as exc:
         if _debug_wanted(args):
             raise

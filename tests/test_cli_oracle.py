@@ -126,3 +126,32 @@ def test_ebm_a_diverging_lr_is_one_line_naming_the_flag(tmp_path, capsys):
     rc, _, err = _run(["ebm", "dsm", "--lr", "1e12", "--steps", "30", "--n-train", "100", "--grid", "20",
                        "--batch-size", "16", "--out", "", "--quiet"], capsys)
     assert rc == 2 and "--lr" in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ npjem methods
+
+def test_methods_lists_every_method_objective_and_loss_with_an_existing_file(capsys):
+    import os
+
+    from npjem import catalogue
+    from npjem.cli import DEFAULTS, METHODS
+
+    rc, out, _ = _run(["methods"], capsys)
+    assert rc == 0
+    entries = catalogue.entries()
+    rows = {r["name"]: r for r in entries if r["kind"] != "loss"}
+    losses = {r["name"]: r for r in entries if r["kind"] == "loss"}
+    assert set(METHODS) <= set(rows) and set(crosscheck.names()) == set(losses)
+    assert losses["vicreg"]["source"] == os.path.join("npjem", "losses", "noncontrastive.py")
+    from npjem.ebm.toy2d import OBJECTIVES
+    assert set(OBJECTIVES) <= set(rows)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for r in entries:
+        assert os.path.isfile(os.path.join(root, r["source"])), r
+        assert f"| {r['name']} |" in out
+    assert rows["vicreg"]["source"] == os.path.join("npjem", "methods", "vicreg.py")
+    assert rows["moco"]["defaults"].startswith(f"temperature={DEFAULTS['moco']['temperature']}")
+    rc, out, _ = _run(["methods", "--kind", "score matching"], capsys)
+    assert rc == 0 and "| sm |" in out and "| simclr |" not in out
+    rc, _, err = _run(["methods", "--kind", "zzz"], capsys)
+    assert rc == 2 and "the kinds are" in err and len(err.strip().splitlines()) == 1

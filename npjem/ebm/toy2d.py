@@ -37,7 +37,7 @@ from ..nn import Parameter
 from . import objectives as O
 from .energy import MLPEnergy
 from .plot import gaussian_nll, grid_log_partition, grid_nll, plot_landscape
-from .samplers import Langevin, langevin
+from .samplers import MALA, Langevin, langevin
 from .training import PersistentNegatives, train_ebm
 
 __all__ = ["OBJECTIVES", "SAMPLING", "run", "table"]
@@ -126,7 +126,8 @@ def _train_without_sampling(energy, objective, train, steps, batch_size, lr, sig
 
 
 def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=None, hidden=(128, 128),
-        alpha=0.01, k=None, step_size=None, buffer_size=2048, n_particles=None, pcd_init="uniform", sigma=0.05,
+        alpha=0.01, k=None, sampler="langevin", step_size=None, buffer_size=2048, n_particles=None,
+        pcd_init="uniform", sigma=0.05,
         cosine=False, nce_noise="gaussian",
         nce_ratio=1, n_train=20000, n_test=5000, grid=400, progress=True):
     """Train one MLP energy on ``data`` with ``objective``; a dict of NLLs, timings and the PNG path.
@@ -135,7 +136,8 @@ def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=Non
     the grid that normalises exp(−E) for the NLL. ``lr`` defaults to the
     objective's (2e-3 with sampling, 1e-3 without); ``k`` (Langevin steps per update) to 10 for
     CD and PCD, 20 for the replay buffer; ``step_size`` (Langevin's ε²/2) to the data set's.
-    PCD keeps ``n_particles`` chains (default: the batch size) started as uniform noise in the box
+    ``sampler`` is ``"langevin"`` (unadjusted, clamped to the box) or ``"mala"`` (with its
+    Metropolis–Hastings correction). PCD keeps ``n_particles`` chains (default: the batch size) started as uniform noise in the box
     or, with ``pcd_init="data"``, at data points.
     """
     check_choice(data, "data", toy2d.names())
@@ -163,15 +165,17 @@ def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=Non
     if objective in SAMPLING:
         k = K[objective] if k is None else check_int(k, "k")
         check_choice(pcd_init, "pcd_init", ("uniform", "data"))
+        chain = (Langevin(step_size=eta, clamp=(lo, hi)) if check_choice(sampler, "sampler", ("langevin", "mala"))
+                 == "langevin" else MALA(eta))
         opt = optim.Adam(energy.parameters(), lr=lr, betas=(0.0, 0.999))
         negatives = (PersistentNegatives(batch_size if n_particles is None else check_int(n_particles, "n_particles"),
                                          box=(lo, hi), init=pcd_init) if objective == "pcd" else None)
         hist = train_ebm(energy, train, opt, objective, k=k,
-                         sampler=Langevin(step_size=eta, clamp=(lo, hi)), steps=steps, batch_size=batch_size,
+                         sampler=chain, steps=steps, batch_size=batch_size,
                          alpha=alpha, box=(lo, hi), buffer_size=buffer_size, n_particles=n_particles,
                          reinit_fraction=0.05, negatives=negatives, generator=seed, progress=progress,
                          log_every=max(1, steps // 10))
-        result.update(k=k, step_size=eta, alpha=alpha, n_particles=n_particles, pcd_init=pcd_init,
+        result.update(k=k, sampler=sampler, step_size=eta, alpha=alpha, n_particles=n_particles, pcd_init=pcd_init,
                       buffer_size=buffer_size,
                       energy_gap_last=float(np.mean(hist["energy_gap"][-50:])),
                       grad_norm_last=float(np.mean(hist["grad_norm"][-50:])))
