@@ -1067,7 +1067,7 @@ def cmd_ebm(args):
                               step_size=args.step_size,
                               sigma=args.sigma, nce_noise=args.nce_noise, nce_ratio=args.nce_ratio,
                               n_particles=args.n_particles, pcd_init=args.pcd_init, n_train=args.n_train,
-                              grid=args.grid, progress=not args.quiet)
+                              grid=args.grid, sample_steps=args.sample_steps, progress=not args.quiet)
     except FloatingPointError as exc:
         raise UsageError(f"{exc} (--lr)") from None
     print(ebm_toy2d.table([r]))
@@ -1362,6 +1362,8 @@ def build_parser():
                    help="where pcd's chains start: uniform noise in the box (default) or data points")
     e.add_argument("--n-train", type=_batch_size, default=20000, help="training points drawn (default 20000)")
     e.add_argument("--grid", type=_batch_size, default=400, help="side of the NLL's normalising grid (default 400)")
+    e.add_argument("--sample-steps", type=_positive_int, default=500,
+                   help="Langevin steps of the samples drawn on the PNG (default 500)")
     e.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of data, weights and chains")
     e.add_argument("--out", default=None, help="folder for results.json and the PNG (default runs/ebm/DATA_OBJECTIVE; "
                                                 "'' writes nothing)")

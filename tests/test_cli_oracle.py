@@ -96,7 +96,7 @@ def test_gradcheck_subcommand_exits_1_on_a_wrong_gradient(capsys, monkeypatch):
 def test_ebm_runs_an_objective_and_writes_its_picture(objective, tmp_path, capsys):
     out = tmp_path / "run"
     rc, stdout, _ = _run(["ebm", objective, "--data", "rings", "--steps", "3", "--n-train", "300", "--grid", "40",
-                          "--batch-size", "32", "--out", str(out), "--quiet"], capsys)
+                          "--batch-size", "32", "--sample-steps", "3", "--out", str(out), "--quiet"], capsys)
     assert rc == 0
     import json
 

@@ -129,11 +129,12 @@ def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=Non
         alpha=0.01, k=None, sampler="langevin", step_size=None, buffer_size=2048, n_particles=None,
         pcd_init="uniform", sigma=0.05,
         cosine=False, nce_noise="gaussian",
-        nce_ratio=1, n_train=20000, n_test=5000, grid=400, progress=True):
+        nce_ratio=1, n_train=20000, n_test=5000, grid=400, sample_steps=500, progress=True):
     """Train one MLP energy on ``data`` with ``objective``; a dict of NLLs, timings and the PNG path.
 
     ``out`` is a folder for ``<data>_<objective>.png`` (None: no picture); ``grid`` is the side of
-    the grid that normalises exp(−E) for the NLL. ``lr`` defaults to the
+    the grid that normalises exp(−E) for the NLL; ``sample_steps`` the Langevin steps of the 1,000
+    samples drawn on the PNG. ``lr`` defaults to the
     objective's (2e-3 with sampling, 1e-3 without); ``k`` (Langevin steps per update) to 10 for
     CD and PCD, 20 for the replay buffer; ``step_size`` (Langevin's ε²/2) to the data set's.
     ``sampler`` is ``"langevin"`` (unadjusted, clamped to the box) or ``"mala"`` (with its
@@ -197,10 +198,10 @@ def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=Non
         import os  # noqa: PLC0415
 
         os.makedirs(out, exist_ok=True)
-        # What the model generates: 500 Langevin steps from uniform noise.
+        # What the model generates: Langevin chains started at uniform noise.
         g = nrandom.default_rng(seed + 1, "cpu")
         start = g.uniform(lo, hi, size=(1000, 2), dtype=np.float32)
-        samples = langevin(energy, start, 500, eta, generator=g, clamp=(lo, hi))
+        samples = langevin(energy, start, check_int(sample_steps, "sample_steps"), eta, generator=g, clamp=(lo, hi))
         path = os.path.join(out, f"{data}_{objective}.png")
         extra = f" (k={result['k']})" if objective in SAMPLING else ""
         plot_landscape(energy, path, (lo, hi), samples=samples, density=density, resolution=200,
