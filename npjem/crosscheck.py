@@ -68,7 +68,7 @@ class InputSpec:
 
     ``dims`` names each axis with a size symbol (``("N", "D")``); ``kind`` says how it is drawn:
     ``"normal"`` (standard normal), ``"probs"`` (rows on the simplex: codes, soft targets),
-    ``"bool"``, ``"labels"`` (integers in [0, ``classes``)) or ``"unit"`` (L2-normalised rows: a
+    ``"bool"``, ``"bits"`` (0.0/1.0 floats: binary data), ``"labels"`` (integers in [0, ``classes``)) or ``"unit"`` (L2-normalised rows: a
     queue of keys). ``fixed`` marks a stop-gradient input: it is never differentiated. ``batch``
     marks the axis-0 batch that :func:`compare` splits over simulated workers.
     """
@@ -195,12 +195,19 @@ def draw_inputs(loss, seed=0, shapes=None):
             a = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1])  # host
         elif inp.kind == "bool":
             a = rng.random(shape) < 0.5
+        elif inp.kind == "bits":
+            a = (rng.random(shape) < 0.5).astype(np.float64)
         elif inp.kind == "labels":
             a = rng.integers(0, sizes[inp.classes], size=shape)
         else:
             raise ValueError(f"unknown input kind {inp.kind!r} for {inp.name}")
         out.append(a)
     return out
+
+
+def _differentiable(inp, a):
+    """Whether the other framework is asked for this input's gradient: floats, but not bits."""
+    return a.dtype.kind == "f" and inp.kind != "bits"
 
 
 def _incoming_gradient(seed):
@@ -237,8 +244,8 @@ def _theirs_torch(spec, their_fn, arrays, kwargs, g):
 
     tensors = []
     for inp, a in zip(spec.inputs, arrays):
-        t = torch.from_numpy(np.ascontiguousarray(a))  # no copy for a contiguous float64 array
-        if a.dtype.kind == "f":
+        t = torch.from_numpy(np.require(a, requirements="C"))  # no copy for a contiguous float64 array
+        if _differentiable(inp, a):
             t.requires_grad_(True)
         tensors.append(t)
     value = spec.invoke(their_fn, tensors, kwargs)
@@ -250,7 +257,7 @@ def _theirs_torch(spec, their_fn, arrays, kwargs, g):
     if value.requires_grad:
         value.backward(torch.tensor(g, dtype=torch.float64).reshape(value.shape))
     grads = {inp.name: (t.grad.numpy().copy() if t.grad is not None else None)
-             for inp, t in zip(spec.inputs, tensors) if t.dtype == torch.float64}
+             for inp, t in zip(spec.inputs, tensors) if t.requires_grad}
     return float(value.detach().reshape(())), grads
 
 
@@ -260,7 +267,7 @@ def _theirs_jax(spec, their_fn, arrays, kwargs, g):
 
     if not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
-    float_idx = [i for i, a in enumerate(arrays) if a.dtype.kind == "f"]
+    float_idx = [i for i, (inp, a) in enumerate(zip(spec.inputs, arrays)) if _differentiable(inp, a)]
     consts = [_jax_array(jnp, a) for a in arrays]
 
     def f(*floats):
@@ -281,7 +288,7 @@ def _theirs_jax(spec, their_fn, arrays, kwargs, g):
 
 def _jax_array(jnp, a):
     """``a`` as a JAX array, through DLPack without a copy where JAX accepts the buffer."""
-    a = np.ascontiguousarray(a)
+    a = np.require(a, requirements="C")
     try:
         return jnp.from_dlpack(a)
     except (TypeError, ValueError, RuntimeError, AttributeError, BufferError):
@@ -302,7 +309,7 @@ def _theirs_numpy(spec, their_fn, arrays, kwargs, g, eps=1e-6):
     value = float(np.asarray(_scalar_output(out)))  # host
     grads = {}
     for k, (inp, a) in enumerate(zip(spec.inputs, arrays)):
-        if a.dtype.kind != "f":
+        if not _differentiable(inp, a):
             continue
         if grads_given is not None:
             gk = grads_given[inp.name] if isinstance(grads_given, dict) else grads_given[k]
@@ -434,8 +441,8 @@ def _theirs_torch_distributed(spec, their_fn, arrays, kwargs, g, k):
             args = []
             for j, (inp, a) in enumerate(zip(spec.inputs, arrays)):
                 part = a[r * b:(r + 1) * b] if inp.batch else a
-                t = torch.from_numpy(np.ascontiguousarray(part))
-                if a.dtype.kind == "f":
+                t = torch.from_numpy(np.require(part, requirements="C"))
+                if _differentiable(inp, a):
                     t.requires_grad_(True)
                 leaves[r][j] = t
                 args.append(t)
@@ -462,7 +469,7 @@ def _theirs_torch_distributed(spec, their_fn, arrays, kwargs, g, k):
     value = float(np.mean([float(v.detach()) for v in values]))
     grads = {}
     for j, (inp, a) in enumerate(zip(spec.inputs, arrays)):
-        if a.dtype.kind != "f":
+        if not _differentiable(inp, a):
             continue
         parts = [leaves[r][j].grad for r in range(k)]
         if inp.batch:
@@ -935,6 +942,38 @@ def _register_builtins():
         register(LossSpec(name, fn, answers, {"N": 6, "K": 4}, kw,
                           conventions=(Convention("summed over samples", {"reduction": "sum"}),),
                           doc=f"the {name} loss functional over all answers"))
+
+    # The EBM objectives, on small energies whose parameters are inputs too: a quadratic
+    # E(x) = ½‖xA‖² + b·x for continuous x, an Ising energy E(x) = −½ (xW)·x − b·x for bits.
+    from .ebm import objectives as O  # noqa: PLC0415
+
+    def quadratic(A, b):
+        return lambda u: ((u @ A) ** 2).sum(1) * 0.5 + (u * b).sum(1)
+
+    def ising(W, b):
+        return lambda u: -(((u @ W) * u).sum(1) * 0.5) - (u * b).sum(1)
+
+    mat = (InputSpec("A", ("D", "D"), batch=False), InputSpec("b", ("D",), batch=False))
+    register(LossSpec(
+        "score_matching", O.score_matching, (InputSpec("x", ("N", "D")),) + mat, {"N": 5, "D": 3}, {},
+        call=lambda fn, x, kw: fn(quadratic(x[1], x[2]), x[0], **kw),
+        doc="exact score matching E[−tr ∇²E + ½‖∇E‖²] of E(x) = ½‖xA‖² + b·x"))
+    register(LossSpec(
+        "nce", O.nce,
+        (InputSpec("x_data", ("N", "D")), InputSpec("x_noise", ("M", "D"), batch=False),
+         InputSpec("log_noise_data", ("N",)), InputSpec("log_noise_noise", ("M",), batch=False),
+         InputSpec("log_z", (), batch=False)) + mat,
+        {"N": 5, "M": 7, "D": 3}, {},
+        call=lambda fn, x, kw: fn(quadratic(x[5], x[6]), x[0], x[1], x[2], x[3], x[4], **kw),
+        batch_mean=False, doc="noise-contrastive estimation of E(x) = ½‖xA‖² + b·x with log Z learned"))
+    ising_inputs = (InputSpec("x", ("N", "D"), kind="bits", fixed=True),
+                    InputSpec("W", ("D", "D"), batch=False), InputSpec("b", ("D",), batch=False))
+    for name, fn in (("ratio_matching", O.ratio_matching), ("pseudo_likelihood", O.pseudo_likelihood),
+                     ("minimum_probability_flow", O.minimum_probability_flow)):
+        register(LossSpec(
+            name, fn, ising_inputs, {"N": 6, "D": 4}, {}, call=lambda fn, x, kw: fn(ising(x[1], x[2]), x[0], **kw),
+            conventions=(Convention("summed over samples", {"reduction": "sum"}),),
+            doc=f"{name.replace('_', ' ')} of a fully visible Boltzmann machine E(x) = −½ (xW)·x − b·x"))
 
 
 _register_builtins()

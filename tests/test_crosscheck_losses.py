@@ -132,6 +132,52 @@ nll_mmi = _answers(lambda e, c, beta=1.0, bug=None: c + torch.logsumexp(-beta * 
 mee = _answers(lambda e, c, beta=1.0, bug=None: 1 - torch.exp(-beta * c - torch.logsumexp(-beta * e, 1))
                * (1 if bug != "sign" else -1))
 
+def _quadratic(A, b):
+    return lambda u: 0.5 * ((u @ A) ** 2).sum(1) + (u * b).sum(1)
+
+
+def _ising(W, b):
+    return lambda u: -0.5 * ((u @ W) * u).sum(1) - (u * b).sum(1)
+
+
+def score_matching(energy, x, *, bug=None):
+    x = x if x.requires_grad else x.detach().requires_grad_(True)
+    grad = torch.autograd.grad(energy(x).sum(), x, create_graph=True)[0]
+    trace = sum(torch.autograd.grad(grad[:, i].sum(), x, create_graph=True)[0][:, i] for i in range(x.shape[1]))
+    half = 0.5 if bug != "no_half" else 1.0
+    return (-trace + half * (grad ** 2).sum(1)).mean() if bug != "trace_sign" else (trace + half * (grad ** 2).sum(1)).mean()
+
+
+def nce(energy, x_data, x_noise, lp_data, lp_noise, log_z, *, bug=None):
+    log_nu = torch.log(torch.tensor(x_noise.shape[0] / x_data.shape[0], dtype=torch.float64))
+    g = lambda u, lp: -energy(u) - log_z - lp  # noqa: E731
+    nu = x_noise.shape[0] / x_data.shape[0] if bug != "no_nu" else 1.0
+    return TF.softplus(-(g(x_data, lp_data) - log_nu)).mean() + nu * TF.softplus(g(x_noise, lp_noise) - log_nu).mean()
+
+
+def _flips(energy, x):
+    e = energy(x)
+    gaps = []
+    for i in range(x.shape[1]):
+        xf = x.clone()
+        xf[:, i] = 1 - xf[:, i]
+        gaps.append(e - energy(xf))
+    return torch.stack(gaps, 1)
+
+
+def _binary(rule):
+    def loss(energy, x, reduction="mean", *, bug=None):
+        d = _flips(energy, x) if bug != "sign" else -_flips(energy, x)
+        per = rule(d).sum(1)
+        return _reduce(per, "sum" if bug == "sum" else reduction)
+    return loss
+
+
+ratio_matching = _binary(lambda d: torch.sigmoid(d) ** 2)
+pseudo_likelihood = _binary(TF.softplus)
+minimum_probability_flow = _binary(lambda d: torch.exp(0.5 * d))
+
+
 TWINS = {
     "barlow_twins": (barlow_twins, ("sign", "unbiased")),
     "vicreg": (vicreg, ("detach", "std_coeff")),
@@ -150,6 +196,11 @@ TWINS = {
     "perceptron": (perceptron, ("max", "sum")),
     "nll_mmi": (nll_mmi, ("beta", "sum")),
     "mee": (mee, ("sign", "sum")),
+    "score_matching": (score_matching, ("no_half", "trace_sign")),
+    "nce": (nce, ("no_nu",)),
+    "ratio_matching": (ratio_matching, ("sign", "sum")),
+    "pseudo_likelihood": (pseudo_likelihood, ("sign", "sum")),
+    "minimum_probability_flow": (minimum_probability_flow, ("sign", "sum")),
 }
 # The twins of info_nce, moco and pair_margin live in test_crosscheck.py.
 COVERED_ELSEWHERE = {"info_nce", "moco", "pair_margin"}
