@@ -1227,12 +1227,13 @@ def build_parser():
                    help=f"default {OPTIMIZER['weight_decay']}, moco with {DEFAULTS['moco']['optimizer']} "
                         f"{DEFAULTS['moco']['weight_decay']}")
     p.add_argument("--temperature", type=_positive_float, default=None,
-                   help="tau (default: simclr {simclr}, moco {moco}, pirl {pirl})".format(
-                       **{k: v['temperature'] for k, v in DEFAULTS.items()}))
+                   help="tau of the methods that have one (default: " + ", ".join(
+                       f"{k} {v['temperature']}" for k, v in DEFAULTS.items() if v.get("temperature")) + ")")
     p.add_argument("--queue-size", type=_positive_int, default=None,
                    help=f"MoCo's K (default {DEFAULTS['moco']['queue_size']})")
     p.add_argument("--momentum", type=_in_range(0.0, 1.0, hi_open=True), default=None,
-                   help=f"MoCo's key-encoder EMA momentum m (default {DEFAULTS['moco']['momentum']})")
+                   help="the EMA momentum of the key encoder or teacher (default: " + ", ".join(
+                       f"{k} {v['momentum']}" for k, v in DEFAULTS.items() if "momentum" in v) + ")")
     p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
                    help="MoCo: symmetrised loss (both views as queries; default on)")
     p.add_argument("--bn-splits", type=_positive_int, default=None,
