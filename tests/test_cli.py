@@ -502,3 +502,14 @@ def test_noncontrastive_flags_parse():
     assert cli._method_options(args) == {"lambd": 0.01}  # another method's flag is not passed on
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["pretrain", "--lambd", "-1"])
+
+
+def test_barlow_twins_recipe_has_a_512_wide_projector_unless_told_otherwise():
+    bb = lambda: cli.build_backbone("convnet", 4, seed=0)  # noqa: E731
+    weights = {k: v.shape for k, v in cli.build_method("barlow_twins", bb(), 100).state_dict().items()
+               if k.startswith("projector") and k.endswith("weight") and len(v.shape) == 2}
+    assert all(shape[0] == 512 for shape in weights.values()), weights
+    small = cli.build_method("barlow_twins", bb(), 100, out_dim=16, hidden_dim=8).state_dict()
+    assert small["projector.layers.6.weight"].shape == (16, 8)
+    simclr = cli.build_method("simclr", bb(), 100).state_dict()
+    assert max(v.shape[0] for k, v in simclr.items() if k.startswith("projector") and v.ndim == 2) == 128
