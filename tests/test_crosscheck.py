@@ -243,7 +243,7 @@ def test_numpy_value_only_and_value_with_gradients():
         ta, tb = (torch.from_numpy(x).requires_grad_() for x in (a, b))
         v = t_info_nce(ta, tb, temperature)
         v.backward()
-        return float(v), {"h_x": ta.grad.numpy(), "h_y": -tb.grad.numpy()}   # a sign slip in h_y
+        return float(v.detach()), {"h_x": ta.grad.numpy(), "h_y": -tb.grad.numpy()}   # a sign slip in h_y
     report = cc.compare(with_grads, "info_nce", framework="numpy")
     assert [r.ok for r in report.rows] == [True, True, False]
 

@@ -29,7 +29,7 @@ from .._checks import check_positive
 from ..losses.noncontrastive import barlow_twins
 from ..nn.models import BarlowTwinsProjectionHead
 from . import _monitor
-from .base import Method
+from .base import Method, check_two_views
 from .simclr import _feature_dim
 
 __all__ = ["BarlowTwins"]
@@ -67,10 +67,7 @@ class BarlowTwins(Method):
         return self.projector
 
     def forward(self, x1, x2):
-        if tuple(x1.shape) != tuple(x2.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-        if x1.shape[0] < 2:
-            raise ValueError(f"Barlow Twins standardises over the batch: it needs at least 2 images, got {x1.shape[0]}")
+        check_two_views(x1, x2, 2, "Barlow Twins standardises over the batch")
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         loss = barlow_twins(z1, z2, lambd=self.lambd)

@@ -39,7 +39,16 @@ from ..data.augment import simclr_views
 from ..data.datasets import DataLoader
 from ..nn import Module
 
-__all__ = ["Method", "fit", "IndexedDataLoader", "History"]
+__all__ = ["Method", "fit", "IndexedDataLoader", "History", "check_two_views"]
+
+
+def check_two_views(x1, x2, min_batch=1, why=""):
+    """Two views of one batch: the same shape, and at least ``min_batch`` images (``why`` says
+    what needs them)."""
+    if tuple(x1.shape) != tuple(x2.shape):
+        raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    if x1.shape[0] < min_batch:
+        raise ValueError(f"{why}: it needs at least {min_batch} images, got {x1.shape[0]}")
 
 
 def _raw(x, name="x"):

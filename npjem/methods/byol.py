@@ -30,7 +30,7 @@ from ..autograd import no_grad
 from ..losses.distillation import byol_loss
 from ..nn.models import BYOLPredictionHead, BYOLProjectionHead
 from . import _monitor
-from .base import Method
+from .base import Method, check_two_views
 from .simclr import _feature_dim
 
 __all__ = ["BYOL"]
@@ -92,8 +92,7 @@ class BYOL(Method):
             return self.projector_target(self.backbone_target(x)).detach()
 
     def forward(self, x1, x2):
-        if tuple(x1.shape) != tuple(x2.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        check_two_views(x1, x2)
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)

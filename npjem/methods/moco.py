@@ -49,7 +49,7 @@ from ..losses.contrastive import moco_loss
 from ..nn.models import MoCoProjectionHead
 from ..optim import EMA
 from ..state import Queue
-from .base import Method
+from .base import Method, check_two_views
 from .simclr import _feature_dim, _temperature
 
 __all__ = ["MoCo"]
@@ -181,8 +181,7 @@ class MoCo(Method):
             return Tensor(F.normalize(Tensor(k), axis=1).data)
 
     def forward(self, x_q, x_k):
-        if tuple(x_q.shape) != tuple(x_k.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x_q.shape)} and {tuple(x_k.shape)}")
+        check_two_views(x_q, x_k)
         if not self.symmetric:
             q = self._queries(x_q)
             k = self._keys(x_k)

@@ -23,7 +23,7 @@ from .._checks import check_int, check_positive
 from ..autograd import ops
 from ..losses.contrastive import info_nce
 from ..nn.models import SimCLRProjectionHead
-from .base import Method
+from .base import Method, check_two_views
 
 __all__ = ["SimCLR"]
 
@@ -78,8 +78,7 @@ class SimCLR(Method):
         return self.projector
 
     def forward(self, x1, x2):
-        if tuple(x1.shape) != tuple(x2.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        check_two_views(x1, x2)
         n = x1.shape[0]
         # Both views in one pass: BatchNorm sees the 2N images together, as in SimCLR's code.
         z = self.projector(self.backbone(ops.concatenate([x1, x2], axis=0)))

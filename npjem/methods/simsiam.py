@@ -22,7 +22,7 @@ from .. import random as nrandom
 from ..losses.distillation import simsiam_loss
 from ..nn.models import SimSiamPredictionHead, SimSiamProjectionHead
 from . import _monitor
-from .base import Method
+from .base import Method, check_two_views
 from .simclr import _feature_dim
 
 __all__ = ["SimSiam"]
@@ -63,8 +63,7 @@ class SimSiam(Method):
         return self.projector
 
     def forward(self, x1, x2):
-        if tuple(x1.shape) != tuple(x2.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        check_two_views(x1, x2)
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         p1, p2 = self.predictor(z1), self.predictor(z2)

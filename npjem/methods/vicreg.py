@@ -27,7 +27,7 @@ from .._checks import check_int, check_positive
 from ..losses.noncontrastive import vicreg
 from ..nn.models import VICRegProjectionHead
 from . import _monitor
-from .base import Method
+from .base import Method, check_two_views
 from .simclr import _feature_dim
 
 __all__ = ["VICReg"]
@@ -70,10 +70,7 @@ class VICReg(Method):
         return self.projector
 
     def forward(self, x1, x2):
-        if tuple(x1.shape) != tuple(x2.shape):
-            raise ValueError(f"the two views must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-        if x1.shape[0] < 2:
-            raise ValueError(f"VICReg's variance and covariance need at least 2 images, got {x1.shape[0]}")
+        check_two_views(x1, x2, 2, "VICReg's variance and covariance are over the batch")
         z1 = self.projector(self.backbone(x1))
         z2 = self.projector(self.backbone(x2))
         out = vicreg(z1, z2, sim_coeff=self.sim_coeff, std_coeff=self.std_coeff, cov_coeff=self.cov_coeff,
