@@ -199,12 +199,13 @@ def test_pair_functionals_closed_forms(n, seed, xp):
     rng = np.random.default_rng(seed)
     ep, en = energies(rng, n, scale=3.0), energies(rng, n, scale=3.0)
     a, b = xp.asarray(ep), xp.asarray(en)
-    np.testing.assert_allclose(host(log_loss(a, b, reduction="none")), np.logaddexp(0, ep - en), rtol=1e-12)
-    np.testing.assert_allclose(host(mce(a, b, reduction="none")), 1 / (1 + np.exp(en - ep)), rtol=1e-12)
+    np.testing.assert_allclose(host(log_loss(a, b, reduction="none")), np.logaddexp(0, ep - en), rtol=1e-12, atol=1e-15)
+    # atol: sigmoid(−12) ≈ 5e-6 is computed by two formulas that agree to ~1e-17 absolute
+    np.testing.assert_allclose(host(mce(a, b, reduction="none")), 1 / (1 + np.exp(en - ep)), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(host(square_exponential(a, b, gamma=0.3, reduction="none")),
-                               ep**2 + 0.3 * np.exp(-en), rtol=1e-12)
-    np.testing.assert_allclose(host(energy_loss(a)), ep.mean(), rtol=1e-12)
-    np.testing.assert_allclose(host(hinge(a, b, reduction="sum")), np.maximum(0, 1 + ep - en).sum(), rtol=1e-12)
+                               ep**2 + 0.3 * np.exp(-en), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(host(energy_loss(a)), ep.mean(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(host(hinge(a, b, reduction="sum")), np.maximum(0, 1 + ep - en).sum(), rtol=1e-12, atol=1e-15)
     assert float(host(mce(xp.asarray([0.7]), xp.asarray([0.7])))) == 0.5
 
 
