@@ -15,22 +15,11 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 TF = torch.nn.functional
 
-import npjem  # noqa: E402
-from npjem import Tensor  # noqa: E402
 from npjem.losses import byol_loss, data2vec_loss, data2vec_targets, dino, simsiam_loss  # noqa: E402
 
-TOL = dict(rtol=1e-10, atol=1e-10)
+from _torch_pair import TOL, both, compare  # noqa: E402
+
 seeds = st.integers(0, 2**32 - 1)
-
-
-def both(arr):
-    return Tensor(arr.copy(), requires_grad=True), torch.tensor(arr, dtype=torch.float64, requires_grad=True)
-
-
-def compare(ours, theirs, our_inputs, their_inputs):
-    np.testing.assert_allclose(ours.item(), theirs.item(), **TOL)
-    for go, gt in zip(npjem.grad(ours, our_inputs), torch.autograd.grad(theirs, their_inputs)):
-        np.testing.assert_allclose(go.numpy(), gt.numpy(), **TOL)
 
 
 @given(b=st.integers(1, 6), d=st.integers(1, 6), seed=seeds)
