@@ -500,6 +500,9 @@ def test_noncontrastive_flags_parse():
     args = cli.build_parser().parse_args(["pretrain", "--method", "barlow_twins", "--lambd", "0.01",
                                           "--teacher-temp", "0.05"])
     assert cli._method_options(args) == {"lambd": 0.01}  # another method's flag is not passed on
+    args = cli.build_parser().parse_args(["pretrain", "--method", "swav", "--epsilon", "0.02"])
+    assert cli._method_options(args) == {"epsilon": 0.02}
+    assert cli.build_method("swav", cli.build_backbone("convnet", 4), 100, **cli._method_options(args)).epsilon == 0.02
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["pretrain", "--lambd", "-1"])
 
@@ -513,3 +516,25 @@ def test_barlow_twins_recipe_has_a_512_wide_projector_unless_told_otherwise():
     assert small["projector.layers.6.weight"].shape == (16, 8)
     simclr = cli.build_method("simclr", bb(), 100).state_dict()
     assert max(v.shape[0] for k, v in simclr.items() if k.startswith("projector") and v.ndim == 2) == 128
+
+
+def test_a_method_recipe_may_change_the_augmentation(monkeypatch):
+    bb = lambda: cli.build_backbone("convnet", 4, seed=0)  # noqa: E731
+    monkeypatch.setitem(cli.DEFAULTS, "vicreg", {**cli.DEFAULTS["vicreg"], "augmentation": {"invert": 0.0}})
+    aug = cli.method_augmentation("vicreg")
+    assert aug["invert"] == 0.0 and {k: v for k, v in aug.items() if k != "invert"} == \
+        {k: v for k, v in cli.AUGMENTATION.items() if k != "invert"}
+    assert "RandomInvert" not in repr(cli.build_method("vicreg", bb(), 100).views)
+    assert "RandomInvert(p=0.3" in repr(cli.build_method("vicreg", bb(), 100, aug_invert=0.3).views).replace(" ", "")
+    assert cli.method_augmentation("simclr") == cli.AUGMENTATION
+    assert "RandomInvert" in repr(cli.build_method("simclr", bb(), 100).views)
+
+
+def test_dino_head_bn_puts_batch_norm_in_the_head():
+    from npjem.nn import BatchNorm1d
+
+    bb = lambda: cli.build_backbone("convnet", 4, seed=0)  # noqa: E731
+    has_bn = lambda m: any(isinstance(x, BatchNorm1d) for x in m.projector.modules())  # noqa: E731
+    assert has_bn(cli.build_method("dino", bb(), 100, head_bn=True))
+    assert not has_bn(cli.build_method("dino", bb(), 100, head_bn=False))
+    assert has_bn(cli.build_method("dino", bb(), 100)) == bool(cli.DEFAULTS["dino"].get("batch_norm", False))

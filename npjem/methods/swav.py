@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .. import backend
 from .. import random as nrandom
-from .._checks import check_int, check_positive
+from .._checks import check_bool, check_int, check_positive
 from ..autograd import Tensor, no_grad, ops
 from ..autograd import functional as F
 from ..losses.clustering import sinkhorn_knopp, swav
@@ -112,6 +112,9 @@ class SwAV(Method):
         num_prototypes: K (SwAV: 3000).
         temperature: τ of the softmax over prototypes (0.1).
         epsilon, sinkhorn_iterations: Sinkhorn's ε (0.05) and iterations (3).
+        log_domain: run Sinkhorn in the log domain (the same codes where both are finite). None
+            (default) does so when ε < ``LOG_DOMAIN_BELOW`` (0.015): the plain iteration's
+            exp(s/ε) summed over a batch overflows float32 from ε ≈ 0.012 (|s| ≤ 1).
         n_assign: how many of the first crops get codes (SwAV's ``crops_for_assign = [0, 1]``).
         freeze_prototypes_steps: steps during which the prototypes are not updated (SwAV: 313).
         queue_length: embeddings per assignment crop kept for Sinkhorn (0: no queue; SwAV's
@@ -131,9 +134,12 @@ class SwAV(Method):
             prototypes over the first crop of the batch) and ``queue_used``.
     """
 
+    #: ε below which Sinkhorn runs in the log domain unless ``log_domain`` says otherwise.
+    LOG_DOMAIN_BELOW = 0.015
+
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, out_dim=128, num_prototypes=3000,
                  temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, n_assign=2, freeze_prototypes_steps=313,
-                 queue_length=0, queue_start_step=0, views=None, projector=None, generator=None):
+                 queue_length=0, queue_start_step=0, views=None, projector=None, generator=None, log_domain=None):
         if views is None:
             from ..data.augment import simclr_views
 
@@ -144,6 +150,8 @@ class SwAV(Method):
         self.temperature = check_positive(temperature, "temperature")
         self.epsilon = check_positive(epsilon, "epsilon")
         self.sinkhorn_iterations = check_int(sinkhorn_iterations, "sinkhorn_iterations")
+        self.log_domain = self.epsilon < self.LOG_DOMAIN_BELOW if log_domain is None else check_bool(log_domain,
+                                                                                                    "log_domain")
         self.n_assign = check_int(n_assign, "n_assign")
         self.freeze_prototypes_steps = check_int(freeze_prototypes_steps, "freeze_prototypes_steps", minimum=0)
         self.queue_length = check_int(queue_length, "queue_length", minimum=0)
@@ -201,7 +209,8 @@ class SwAV(Method):
                 s = scores[i].data
                 if use_queue:
                     s = xp.concatenate([self.queue.data[i] @ w.T, s], axis=0)
-                q = sinkhorn_knopp(Tensor(s), epsilon=self.epsilon, n_iters=self.sinkhorn_iterations)
+                q = sinkhorn_knopp(Tensor(s), epsilon=self.epsilon, n_iters=self.sinkhorn_iterations,
+                                   log_domain=self.log_domain)
                 q = q.data if isinstance(q, Tensor) else q
                 codes.append(Tensor(q[-n:]))
         loss = swav(scores, codes, temperature=self.temperature)
@@ -227,5 +236,6 @@ class SwAV(Method):
 
     def extra_repr(self):
         return (f"num_prototypes={self.num_prototypes}, temperature={self.temperature}, epsilon={self.epsilon}, "
+                f"log_domain={self.log_domain}, "
                 f"sinkhorn_iterations={self.sinkhorn_iterations}, n_assign={self.n_assign}, "
                 f"freeze_prototypes_steps={self.freeze_prototypes_steps}, queue_length={self.queue_length}")

@@ -137,3 +137,17 @@ def test_too_few_crops_raise(make_backbone, images, device):
         m(x)
     with pytest.raises(ValueError, match="crop 1"):
         m(x, Tensor(backend.to_device(images[:3], device)))
+
+
+def test_small_epsilon_runs_sinkhorn_in_the_log_domain_and_stays_finite(make_backbone, images, device):
+    assert method(make_backbone).log_domain is False  # ε = 0.05: SwAV's own iteration
+    sharp = method(make_backbone, epsilon=0.005)
+    assert sharp.log_domain is True and "log_domain=True" in repr(sharp)
+    views = sharp.make_views(backend.to_device(images.astype(np.float32), device), generator=0)
+    assert math.isfinite(sharp(*views).item())
+    plain = method(make_backbone, epsilon=0.005, log_domain=False)  # exp(s / 0.005) overflows float32
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            pytest.raises(FloatingPointError, match="log_domain=True"):
+        plain(*views)
+    with pytest.raises(TypeError, match="log_domain"):
+        method(make_backbone, log_domain="yes")
