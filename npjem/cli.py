@@ -76,11 +76,11 @@ DEFAULTS = {
     # SwAV and DINO: two 32 px crops and two 16 px local crops; K scaled to the 10-class data set.
     # Neither inverts its views: with the recipe's inversion the code of one view cannot be
     # predicted from the other at the start, the uniform prediction is the best answer, and the
-    # loss locks at log K (SwAV's probe 0.122, DINO's teacher entropy at log K; without: 0.176
-    # and 0.184, docs/methods-noncontrastive.md). SwAV: ε 0.02, sharper codes (probe 0.199; ε 0.05
-    # 0.176, 0.03 0.189, 0.01 0.186).
-    # DINO: BatchNorm in the head and a sharper teacher against the uniform collapse (τ_t 0.01: probe
-    # 0.192; 0.02: 0.184).
+    # loss locks at log K (SwAV's probe 0.122 at random-init level, DINO's teacher entropy at
+    # log K; docs/methods-noncontrastive.md). SwAV without inversion: ε 0.02, sharper codes
+    # (probe 0.199; ε 0.05 0.176, 0.03 0.189, 0.01 0.186). DINO: BatchNorm in the head and a
+    # sharper teacher against the uniform collapse (τ_t 0.01: probe 0.192; 0.02: 0.184; the
+    # shared recipe: 0.166).
     "swav": {"temperature": 0.1, "num_prototypes": 100, "epsilon": 0.02, "n_local": 2,
              "freeze_prototypes_steps": 39, "queue_size": 0, "batch_size": 256, "augmentation": {"invert": 0.0}},
     "dino": {"temperature": 0.1, "teacher_temp": 0.01, "warmup_teacher_temp": 0.01, "warmup_teacher_temp_steps": 0,
@@ -1260,8 +1260,8 @@ def build_parser():
                    help=f"MoCo's shuffling BN over this many groups of the batch, 1 = off "
                         f"(default {DEFAULTS['moco']['bn_splits']})")
     p.add_argument("--head-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="MoCo and DINO: BatchNorm after the head's hidden layers (MoCo default on, --no-head-bn is "
-                        "MoCo v2's head; DINO default off, as the original's use_bn_in_head)")
+                   help="MoCo and DINO: BatchNorm after the head's hidden layers (default on for both; "
+                        "--no-head-bn is MoCo v2's head and the original DINO's use_bn_in_head=False)")
     p.add_argument("--num-negatives", type=_positive_int, default=None,
                    help=f"PIRL's negatives per step (default {DEFAULTS['pirl']['num_negatives']})")
     p.add_argument("--pirl-loss", choices=("nce", "infonce"), default=None,
