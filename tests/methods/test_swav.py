@@ -61,7 +61,7 @@ def test_prototypes_are_frozen_for_the_first_steps_then_train(make_backbone, ima
 
 
 def test_codes_are_sinkhorn_of_the_first_crops_detached_scores(make_backbone, images, device):
-    m = method(make_backbone, n_assign=1)
+    m = method(make_backbone, n_assign=1, sinkhorn_iterations=5)
     views = m.make_views(backend.to_device(images, device), generator=4)
     m(*views)
     from npjem.methods.swav import _encode_crops
@@ -149,5 +149,6 @@ def test_small_epsilon_runs_sinkhorn_in_the_log_domain_and_stays_finite(make_bac
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
             pytest.raises(FloatingPointError, match="log_domain=True"):
         plain(*views)
-    with pytest.raises(TypeError, match="log_domain"):
+    assert method(make_backbone, epsilon=SwAV.LOG_DOMAIN_BELOW).log_domain is False  # strictly below
+    with pytest.raises(TypeError, match="^log_domain must"):
         method(make_backbone, log_domain="yes")
