@@ -816,8 +816,10 @@ def cmd_pretrain(args, parser_defaults=None):
     total = args.epochs * len(loader)
     sched = optim.WarmupCosine(opt, total_steps=total, warmup_steps=min(max(1, total // 10), total - 1))
     data_name = args.data if args.data in DATA_SETS else os.path.basename(os.path.normpath(args.data))
+    # data2vec trains its own ViT whatever --arch says (build_method replaces the backbone).
+    arch = "vit_tiny (data2vec's own)" if args.method == "data2vec" else f"{args.arch} width {args.width}"
     print(f"npjem pretrain: {args.method} on {data_name} ({len(train)} train / {len(test)} test images, 32x32), "
-          f"{args.arch} width {args.width}, {args.epochs} epochs x {len(loader)} steps of {args.batch_size}, "
+          f"{arch}, {args.epochs} epochs x {len(loader)} steps of {args.batch_size}, "
           f"{args.optimizer} lr {lr}, device {args.device or 'default'}", flush=True)
     progress, _, _, save = _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved)
     train_seconds = progress["train_seconds"]
@@ -840,7 +842,8 @@ def cmd_pretrain(args, parser_defaults=None):
 
     n_steps = len(loader)
     per_epoch = [float(np.mean(progress["loss"][k * n_steps:(k + 1) * n_steps])) for k in range(args.epochs)]
-    row = {"name": f"{args.method} ({args.arch}-{args.width}, {args.epochs} ep)", **metrics}
+    short = "vit_tiny" if args.method == "data2vec" else f"{args.arch}-{args.width}"
+    row = {"name": f"{args.method} ({short}, {args.epochs} ep)", **metrics}
     print()
     print(format_table([row], TABLE_COLUMNS))
     print(f"\nloss per epoch: {', '.join(f'{v:.3f}' for v in per_epoch)}")

@@ -456,12 +456,15 @@ NONCONTRASTIVE = ("byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "
 
 
 @pytest.mark.parametrize("name", NONCONTRASTIVE)
-def test_pretrain_runs_each_noncontrastive_method(tmp_path, name):
+def test_pretrain_runs_each_noncontrastive_method(tmp_path, capsys, name):
     out = tmp_path / name
     res = cli.main(["pretrain", "--method", name, "--n-train", "64", "--n-test", "20", "--epochs", "1",
                     "--batch-size", "32", "--width", "4", "--hidden-dim", "16", "--out-dim", "8",
                     "--probe-max-iter", "5", "--quiet", "--out", str(out)])
     assert res == 0
+    printed = capsys.readouterr().out
+    trained = "vit_tiny" if name == "data2vec" else "convnet"  # the backbone it trains, whatever --arch says
+    assert trained in printed and ("convnet" not in printed) == (name == "data2vec")
     r = json.loads((out / "results.json").read_text())
     assert r["steps"] == 2 and all(np.isfinite(r["loss_per_epoch"]))
     assert r["metrics"]["h_effective_rank"] > 0 and "z_embedding_std" in r["metrics"]
