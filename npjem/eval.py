@@ -11,11 +11,11 @@ unwrapped and its graph ignored.
   inputs, so it works on a GPU too.
 * :func:`embedding_std`, :func:`singular_values`, :func:`effective_rank`,
   :func:`alignment`, :func:`uniformity` and :func:`collapse_report` measure the collapse
-  that the seeds' joint-embedding methods try to avoid (all rows of H_x equal, or H_x
+  that joint-embedding methods try to avoid (all rows of H_x equal, or H_x
   confined to a low-dimensional subspace: "dimensional collapse").
 
 * :func:`fine_tune` trains a backbone together with a linear head by cross-entropy (the
-  seeds' "finetuning" evaluation, and the supervised ceiling); it imports the layers and
+  notes' "finetuning" evaluation, and the supervised ceiling); it imports the layers and
   optimizers when it is called, so importing this module needs only ``backend`` and ``random``.
 """
 from __future__ import annotations
@@ -580,7 +580,7 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
               augment=None, train_backbone=True, feature_dim=None, generator=0, progress=False):
     """Train ``backbone`` + a new linear head on labelled images by cross-entropy; test accuracy.
 
-    The seeds' "finetuning" evaluation (lecture ``003_``: a downstream-task head on the
+    The notes' "finetuning" evaluation (NYU Deep Learning notes, ch. 15-1, "Step2: Evaluation": a downstream-task head on the
     representation, *without* the stop-gradient before the encoder): logits = W·BB(x) + b,
     loss = mean cross-entropy, every parameter of the backbone and the head trained (with
     ``train_backbone=False`` only the head is, on features computed in eval mode: a linear

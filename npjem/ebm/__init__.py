@@ -1,7 +1,7 @@
 """Energy-based models: what needs the energy function itself, not only its values.
 
-An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (lecture notes ``000_`` and
-``004_``). This package holds the models, the samplers and the training procedures; every loss
+An energy F(x) (or F(x, y)) is pushed down on data and up elsewhere (NYU Deep Learning
+notes, ch. 8-1 "Contrastive Methods in Energy-Based Models"). This package holds the models, the samplers and the training procedures; every loss
 on energies lives in :mod:`npjem.losses`, as the joint-embedding losses do. It imports
 ``losses``, ``nn`` and ``autograd``, never the other way round.
 

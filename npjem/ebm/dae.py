@@ -8,7 +8,7 @@ error of the *clean* input,
 
 and the trained model defines the reconstruction energy E(x) = ‖x − r(x)‖², which is low on
 the data manifold and grows away from it: the corrupted points are the contrastive samples
-whose energy is pushed up (the lecture notes' view of the DAE as a contrastive method). Its
+whose energy is pushed up (ch. 8-1 of the NYU notes, "Denoising autoencoder", views the DAE as a contrastive method). Its
 residual is a score estimate: for Gaussian corruption of variance σ², the optimal r is
 E[x | x̃] = x̃ + σ² ∇ log q_σ(x̃) (Tweedie / Miyasawa; q_σ the data density convolved with the
 noise), so (r(x) − x) / σ² estimates ∇ₓ log p(x) for small σ (Alain & Bengio 2014) and

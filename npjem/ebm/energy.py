@@ -1,7 +1,7 @@
 r"""Energy functions, free energies over a latent variable, and the Gibbs distribution.
 
 An energy F(x) (or F(x, y) for an input x and an answer y) is a scalar that is low where the
-data are and high elsewhere (lecture notes ``000_`` and ``004_``). The modules here map a batch
+data are and high elsewhere (NYU Deep Learning notes, ch. 8-1 "Contrastive Methods in Energy-Based Models"). The modules here map a batch
 to one energy per sample and are ordinary :class:`npjem.nn.Module`\ s with PyTorch-style
 parameters, so an optimizer trains them and a sampler differentiates them in x:
 
@@ -22,14 +22,18 @@ The functions act on a Tensor of energies:
       F_β = −(1/β) log (1/N_z) Σ_z exp(−β E(z))
 
   which lies in [min_z E, mean_z E], tends to the min as β → ∞ and to the mean as β → 0. (The
-  notes write F_∞ = argmin_z E — it is the min, a value.) Without the 1/N_z, −(1/β) log Σ_z
+  NYU Deep Learning notes of spring 2020, week 7, "Energy-Based Models", section "Inference",
+  write F_∞ = argmin_z E — it is the min, a value.) Without the 1/N_z, −(1/β) log Σ_z
   exp(−βE) is the free energy whose Gibbs distribution is the marginal over z; the two differ
   by the constant log(N_z)/β, which no Gibbs distribution sees.
 * the Gibbs distribution over a discrete answer set (:func:`gibbs`),
   P(y | x) = exp(−β F(x, y)) / Σ_{y'} exp(−β F(x, y')), and its exact negative log-likelihood
   (:func:`nll`), −log P(y^i | x) = β F(x, y^i) + log Σ_{y'} exp(−β F(x, y')), in nats. LeCun et
   al.'s (2006) loss functional divides this by β (:func:`npjem.losses.nll_mmi`); this function
-  does not. (The notes drop the log in one place and the minus sign of the exponent in another.)
+  does not. (The spring-2020 NYU Deep Learning notes drop the log in week 7, "SSL, EBM with details and
+  examples", section "Training an Energy-Based Model", and the minus sign of the exponent in week
+  11, "Loss Functions (cont.) and Loss Functions for Energy Based Models", section "Negative
+  Log-Likelihood Loss".)
 """
 from __future__ import annotations
 

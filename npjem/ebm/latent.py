@@ -3,7 +3,7 @@
 An energy E(y, z) over data y and a latent z gives the free energy F(y) = min_z E(y, z). Left
 alone, a flexible decoder gives every y zero energy (any y is reconstructed by some z). The
 models here need no contrastive term because the *architecture or a regulariser limits the
-volume of low energy* (lecture notes ``004_``):
+volume of low energy* (the NYU Deep Learning course's week-8 notes):
 
 * K-means: z is one-hot, so only the K prototypes have zero energy, F(y) = min_k ‖y − w_k‖².
 * Sparse coding: E(y, z) = ½‖y − Wz‖² + λ‖z‖₁; the L1 penalty keeps the number of active
@@ -15,7 +15,8 @@ volume of low energy* (lecture notes ``004_``):
 
 All three are trained by pushing the energy of the data down only.
 
-Errata in the notes, corrected here: the sparse-coding energy carries the ½ (the ISTA step
+Errata in the NYU Deep Learning notes of spring 2020, week 8, the sparse-coding lecture (08-2),
+sections "Sparse Coding" and "LISTA", corrected here: the sparse-coding energy carries the ½ (the ISTA step
 1/L, with L = λ_max(WᵀW), is the Lipschitz constant of ∇ of ½‖y − Wz‖²), and LISTA's update is
 z ← Shrink(W_eᵀy **+** S z), S = I − WᵀW/L (the notes print "− S z", which is not ISTA).
 
@@ -217,7 +218,7 @@ def _shrink(v, theta, xp):
 
 
 def sparse_coding_energy(y, z, W, lam):
-    """E(y, z) = ½‖y − Wz‖² + λ‖z‖₁ per sample, shape (N,). The notes drop the ½; see the module."""
+    """E(y, z) = ½‖y − Wz‖² + λ‖z‖₁ per sample, shape (N,). The 2020 notes' week 8 drops the ½; see the module."""
     lam = check_positive(lam, "lam", allow_zero=True)
     y = _batch(y)
     W = _dictionary(W, y)
@@ -317,7 +318,7 @@ class LISTA(Module):
     backpropagation through the K unrolled steps. Initialised from a dictionary W with
     W_e = W/L, S = I − WᵀW/L, θ = λ/L (:meth:`from_dictionary`), it *is* K steps of ISTA from
     z = 0; training makes a few steps do the work of many. The sign is **+ S z**: ISTA's step is
-    z − (1/L)Wᵀ(Wz − y) = (I − WᵀW/L) z + Wᵀy/L (the notes print "− S z").
+    z − (1/L)Wᵀ(Wz − y) = (I − WᵀW/L) z + Wᵀy/L (the 2020 notes' week 8, "LISTA", print "− S z").
     """
 
     def __init__(self, n_features, n_atoms, n_steps=3, device=None, dtype=None, generator=None):
@@ -427,7 +428,7 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
        uses is re-drawn from a random data point.
 
     The objective is scikit-learn's ``DictionaryLearning`` one divided by N (``alpha`` = λ),
-    which constrains ‖w_k‖ ≤ 1 where this keeps ‖w_k‖ = 1 (the notes' normalisation).
+    which constrains ‖w_k‖ ≤ 1 where this keeps ‖w_k‖ = 1 (the normalisation of the 2020 notes' week 8, "Sparse Coding").
 
     Args:
         y: data (N, D). n_atoms: K. lam: λ > 0.

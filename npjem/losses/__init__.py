@@ -1,4 +1,6 @@
-"""Every loss of npjem, one file per family of the lecture notes' taxonomy.
+"""Every loss of npjem, one file per family of the joint-embedding taxonomy of
+the NYU Deep Learning notes (ch. 15-1 "Joint Embedding Methods — Contrastive"; ch. 8-2, "Non-Contrastive
+methods", "Clustering methods", "Other methods").
 
 - ``contrastive``: pair margin (DrLIM), InfoNCE / NT-Xent, PIRL's NCE with a memory bank, MoCo;
 - ``noncontrastive``: Barlow Twins and VICReg (collapse avoided by information);

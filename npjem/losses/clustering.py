@@ -1,4 +1,5 @@
-"""Clustering losses: Sinkhorn–Knopp equipartition and SwAV's swapped prediction (seed ``004_``).
+"""Clustering losses: Sinkhorn–Knopp equipartition and SwAV's swapped prediction (the "Clustering
+methods" of the NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models").
 
 SwAV avoids collapse by quantising the embedding space: each sample is softly assigned to K
 prototypes, and the assignments of a batch are forced to use every prototype equally often.

@@ -1,6 +1,7 @@
 """Contrastive joint-embedding losses: pair margin, InfoNCE / NT-Xent, PIRL's NCE, MoCo.
 
-Notation follows the lecture notes (seeds ``000_`` and ``003_``): a batch of N positive pairs
+Notation follows the NYU Deep Learning notes, ch. 8-1 "Contrastive Methods in Energy-Based Models",
+and ch. 15-1 "Joint Embedding Methods — Contrastive": a batch of N positive pairs
 (x_n, y_n) is embedded as rows h_x^n, h_y^n of H_x, H_y ∈ R^{N×d}; sim(a, b) = aᵀb / (‖a‖‖b‖)
 is the cosine similarity, β = 1/τ the inverse temperature, and each loss is read as an energy
 model with energy D(h_x, h_y) = −β sim(h_x, h_y): contrastive methods push the energy of the
@@ -142,7 +143,12 @@ def info_nce(h_x, h_y, temperature=0.1, *, directions="sum", intra_view_negative
              include_self=False, normalize=True, reduction="mean"):
     r"""InfoNCE / NT-Xent (SimCLR) on a batch of N positive pairs (h_x^n, h_y^n).
 
-    Seed ``003_`` writes it for one anchor h_x with positive h_y (β = 1/τ)::
+    The defaults give SimCLR's loss (both directions summed, the self-similarity left out of
+    the denominator), not the notes' formula below; the notes' single-direction form, self-term
+    included, is ``info_nce(h_x, h_y, τ, directions="x_to_y", include_self=True)``.
+
+    Ch. 15-1 of the NYU notes ("Joint Embedding Methods — Contrastive", section "The InfoNCE loss
+    function") writes it for one anchor h_x with positive h_y (β = 1/τ)::
 
         L = −β sim(h_x, h_y) + log[ Σ_{n=1}^{N} exp(β sim(h_x, h_x^n)) + Σ_{n=1}^{N} exp(β sim(h_x, h_y^n)) ]
 
@@ -167,12 +173,12 @@ def info_nce(h_x, h_y, temperature=0.1, *, directions="sum", intra_view_negative
         directions: how the two directions are combined per sample:
             ``"sum"``: ℓ_x(i) + ℓ_y(i) (SimCLR's original code, the default);
             ``"mean"``: (ℓ_x(i) + ℓ_y(i)) / 2 (lightly ``NTXentLoss``, solo-learn);
-            ``"x_to_y"``: ℓ_x(i) only (anchors from h_x, the seed's single-anchor form, MoCo v3's
+            ``"x_to_y"``: ℓ_x(i) only (anchors from h_x, the notes' single-anchor form, MoCo v3's
             ``ctr``).
         intra_view_negatives: when False, only the N cross-view similarities are in each
             denominator (the positive and N − 1 negatives: CLIP, MoCo v3).
         include_self: when True the self-similarity stays in the denominator (2N terms), the
-            seed's formula literally; it needs ``intra_view_negatives=True``.
+            notes' formula literally; it needs ``intra_view_negatives=True``.
         normalize: L2-normalise the rows first (s = cosine similarity), clamping each norm at
             1e-12 as ``torch.nn.functional.normalize``. With False, s is the raw dot product.
         reduction: ``"mean"`` | ``"sum"`` over the N samples, or ``"none"`` for the (N,) losses.
@@ -188,7 +194,7 @@ def info_nce(h_x, h_y, temperature=0.1, *, directions="sum", intra_view_negative
         | SimCLR original (TF), temperature 0.1         | info_nce(a, b, 0.1)                               |
         | lightly NTXentLoss() (τ default 0.5)          | info_nce(a, b, 0.5, directions="mean")            |
         | solo-learn simclr_loss_func, 2 views          | info_nce(a, b, τ, directions="mean")              |
-        | seed 003_, one anchor per pair                | info_nce(a, b, τ, directions="x_to_y",            |
+        | the notes (ch. 15-1), one anchor per pair     | info_nce(a, b, τ, directions="x_to_y",            |
         |                                               |          include_self=True)                       |
         | CLIP (L2-normalised, (loss_i + loss_t) / 2)   | info_nce(a, b, τ, directions="mean",              |
         |                                               |          intra_view_negatives=False)              |
@@ -427,7 +433,7 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     negatives, memory momentum 0.5 in the paper and in vissl's ``pirl_jigsaw_4node_resnet50``
     (``loss_weights [0.5, 0.5]``, order [patches, image]).
 
-    The lecture notes (seed ``000_``) write the single-term form with both heads,
+    The notes (ch. 8-1, "Self-Supervised Results (MoCo, PIRL, SimCLR)") write the single-term form with both heads,
     L = −log h(f(v_I), g(v_{I^t})) − Σ log[1 − h(g(v_{I^t}), f(v_{I'}))]; with a memory bank
     the stored m_I plays f(v_I)'s part, as above.
 

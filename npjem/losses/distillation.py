@@ -1,4 +1,5 @@
-"""Distillation losses: BYOL, SimSiam, DINO and Data2Vec (seeds ``003_`` and ``004_``).
+"""Distillation losses: BYOL, SimSiam, DINO and Data2Vec (the "Other methods" of the
+NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models").
 
 These methods have no term in their loss that forbids collapse. Each branch predicts a target
 computed by another network (a teacher: a moving average of the student in BYOL, DINO and

@@ -1,8 +1,10 @@
 r"""The loss functionals of LeCun, Chopra, Hadsell, Ranzato & Huang (2006), "A Tutorial on
 Energy-Based Learning", on the energies an energy-based model gives to the answers of a sample.
 
-Notation (the tutorial's, and the lecture notes'): a sample X^i with its correct answer Y^i,
-an energy E(W, Y, X) (written F(x, y) in the notes), and
+Notation (the tutorial's, and that of the NYU Deep Learning notes of spring 2020, week 11, "Loss
+Functions (cont.) and Loss Functions for Energy Based Models"): a sample X^i with its correct
+answer Y^i, an energy E(W, Y, X) (written F(x, y) in ch. 8-1, "Contrastive Methods in Energy-Based
+Models"), and
 
     E_C = E(W, Y^i, X^i)      the energy of the correct answer,
     E_I = E(W, Ȳ^i, X^i)      the energy of the *most offending incorrect answer*,
@@ -308,8 +310,8 @@ def square_square(e_pos, e_neg, margin=1.0, reduction="mean"):
     r"""Square-square loss (tutorial eq. 16): L = E_C² + max(0, m − E_I)². Margin m.
 
     For non-negative energies (distances, as in Siamese nets): E_C is pushed to 0 and E_I up
-    to m, after which the second term and its gradient vanish. Eq. 16 and the lecture notes
-    add the two terms; the tutorial's Table 1 is reported to print a minus sign, which would
+    to m, after which the second term and its gradient vanish. Eq. 16 and the NYU notes (spring
+    2020, week 11, "Square-Square Loss") add the two terms; the tutorial's Table 1 is reported to print a minus sign, which would
     reward low E_I and is a slip. DrLIM's pair loss, :func:`npjem.losses.pair_margin_loss`, is
     ½ of this on one similar and one dissimilar pair.
 

@@ -1,4 +1,5 @@
-"""Information-maximisation losses: Barlow Twins and VICReg (seeds ``003_`` and ``004_``).
+"""Information-maximisation losses: Barlow Twins and VICReg (the "Non-Contrastive methods" of the
+NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models").
 
 A joint-embedding network can make the energy D(h_x, h_y) of every positive pair zero by
 ignoring its input: every sample gets the same embedding (complete collapse). It can also use

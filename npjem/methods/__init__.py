@@ -1,8 +1,8 @@
-"""Joint-embedding methods: each one the seeds' four components (augmentation, backbone BB,
+"""Joint-embedding methods: each one the four components (augmentation, backbone BB,
 energy D, loss functionals) put together as a ``Module`` whose call on a batch of views returns
 the loss, and :func:`fit`, the one loop that trains any of them.
 
-Contrastive methods (lecture notes ``000_``, ``003_``): :class:`SimCLR` (NT-Xent over the
+Contrastive methods (NYU Deep Learning notes, ch. 8-1 and ch. 15-1): :class:`SimCLR` (NT-Xent over the
 batch), :class:`MoCo` (v2: momentum key encoder and a queue of negatives), :class:`PIRL`
 (jigsaw invariance, NCE against a memory bank).
 """
@@ -14,7 +14,8 @@ from .simclr import SimCLR  # noqa: F401
 __all__ = ["Method", "fit", "History", "IndexedDataLoader", "SimCLR", "MoCo", "PIRL", "JigsawHead",
            "PIRLViews", "pirl_views"]
 
-# Non-contrastive, clustering and distillation methods (lecture notes ``003_``, ``004_``):
+# Non-contrastive, clustering and distillation methods (NYU Deep Learning notes, ch. 8-2,
+# "Non-Contrastive methods", "Clustering methods", "Other methods"):
 # Barlow Twins and VICReg (information), SwAV (equipartitioned clustering), BYOL, SimSiam, DINO
 # and data2vec (architecture and training dynamics).
 from .barlow_twins import BarlowTwins  # noqa: E402,F401

@@ -1,6 +1,6 @@
 """Collapse diagnostics measured on each training batch, cheaply, for the methods without negatives.
 
-A method without negative pairs can reach the trivial solutions the seeds describe: complete
+A method without negative pairs can reach the trivial solutions the NYU notes describe (ch. 8-2, "VicReg:"): complete
 collapse (every input has the same embedding) and dimensional collapse (the embeddings span
 few directions). The loss alone does not always show it: SimSiam's loss reaches its minimum −1
 at complete collapse. Each of these methods therefore records, after every ``forward``, the

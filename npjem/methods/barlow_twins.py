@@ -1,6 +1,8 @@
 """Barlow Twins (Zbontar, Jing, Misra, LeCun & Deny, 2021): redundancy reduction between two views.
 
-The seeds' components (lecture ``003_``, "information maximisation"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Non-Contrastive methods"; the notes describe VICReg there, Barlow
+Twins is its cross-correlation sibling):
 
 - augmentation: two views of every image;
 - backbone BB and projector g (``BarlowTwinsProjectionHead``: [Linear → BN → ReLU] × 2 → Linear);

@@ -1,6 +1,7 @@
 """The base class of joint-embedding methods, and the one training loop that runs them all.
 
-A method is the seeds' four components put together (lecture ``003_``, "Components"):
+A method is the four components of a joint embedding put together (NYU Deep Learning notes, ch. 15-1 "Joint Embedding Methods — Contrastive",
+section "Components:"):
 
 1. data augmentation: a *view maker* that turns a batch x into two (or more) distorted views,
    x ↦ (x̃, ỹ) (:meth:`Method.make_views`, default SimCLR's CIFAR recipe

@@ -1,6 +1,7 @@
 """BYOL (Grill et al., 2020): an online network predicts a slowly moving target network.
 
-The seeds' components (lecture ``003_``, "avoiding collapse by architecture"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Other methods", "BYOL:"):
 
 - augmentation: two views x, x' (BYOL's recipe is asymmetric, :func:`npjem.data.byol_views`);
 - online network: backbone f_θ, projector g_θ, predictor q_θ: p = q_θ(g_θ(f_θ(x)));
@@ -17,7 +18,7 @@ The seeds' components (lecture ``003_``, "avoiding collapse by architecture"):
 
 Nothing in the loss pushes two different images apart; what keeps BYOL from the constant
 solution is the predictor and the stop-gradient into a target that moves slowly (a network
-started at a constant output gets zero gradient and stays there, seed ``003_``). ``after_step``
+started at a constant output gets zero gradient and stays there, ch. 8-2, "Other methods"). ``after_step``
 is where the schedule is applied; ``diagnostics`` records the std of the normalised
 projections and the momentum used.
 """

@@ -1,6 +1,7 @@
 """data2vec (Baevski et al., 2022), vision: a masked student regresses the teacher's averaged layers.
 
-The seeds' components (lecture ``004_``, "distillation"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Other methods", "Data2Vec:"):
 
 - augmentation: one view of every image; the student sees it with a random subset of its
   patches replaced by a learned mask token (:func:`npjem.data.random_patch_mask`), the

@@ -1,6 +1,7 @@
 """DINO (Caron et al., 2021): self-distillation with no labels.
 
-The seeds' components (lecture ``004_``, "distillation"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Other methods", "Dino:"):
 
 - augmentation: multi-crop, two global crops and some local crops of every image
   (:class:`npjem.methods.swav.MultiCropViews` or :class:`npjem.data.MultiCrop`);

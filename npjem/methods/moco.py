@@ -1,6 +1,7 @@
 """MoCo v2 (He et al. 2020; Chen, Fan, Girshick & He 2020): a momentum key encoder and a queue.
 
-The seeds' components (lecture ``003_``, "Memory Bank"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 15-1 "Joint Embedding Methods — Contrastive",
+sections "Components:" and "Memory Bank:"):
 
 - augmentation: a query view x_q and a key view x_k of each image;
 - backbone BB and MLP head g (MoCo v2's ``--mlp``) give the query q = g(BB(x_q));
@@ -20,7 +21,7 @@ The seeds' components (lecture ``003_``, "Memory Bank"):
 
 The queue decouples the number of negatives from the batch size; the slowly moving key encoder
 keeps the queued keys consistent with each other ("the old negative samples are not valid
-anymore" otherwise, seed ``003_``).
+anymore" otherwise, ch. 15-1, "Memory Bank:").
 
 Order of operations: MoCo's code updates the key encoder at the start of ``forward``, before
 computing the keys, and enqueues at the end. Here both happen in :meth:`MoCo.after_step`, after

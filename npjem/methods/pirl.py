@@ -1,6 +1,7 @@
 """PIRL (Misra & van der Maaten, 2020): invariance to jigsaw shuffling, NCE against a memory bank.
 
-The seeds' components (lecture ``000_``, "Self-Supervised Results (MoCo, PIRL, SimCLR)"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-1 "Contrastive Methods in Energy-Based Models",
+section "Self-Supervised Results (MoCo, PIRL, SimCLR)"):
 
 - augmentation: an image view v_I (crop, flip, colour) and a transformed view v_{I^t}: the
   image cut into 3×3 tiles, shuffled (:class:`npjem.data.augment.Jigsaw`), each tile with its own

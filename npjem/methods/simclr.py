@@ -1,6 +1,7 @@
 """SimCLR (Chen, Kornblith, Norouzi & Hinton, 2020): two views, a projector, NT-Xent.
 
-The seeds' components (lecture ``003_``):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 15-1 "Joint Embedding Methods — Contrastive",
+sections "Components:" and "The InfoNCE loss function:"):
 
 - augmentation: two random views x̃ = t(x), ỹ = t'(x) of every image (crop, flip, colour
   jitter, grayscale; :func:`npjem.data.augment.simclr_views`);

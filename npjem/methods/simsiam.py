@@ -1,6 +1,8 @@
 """SimSiam (Chen & He, 2021): a Siamese network with a predictor and a stop-gradient, nothing else.
 
-The seeds' components (lecture ``003_``, "avoiding collapse by architecture"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Other methods"; the notes name BYOL there, SimSiam is its version
+without a moving-average target):
 
 - augmentation: two views x₁, x₂ of every image;
 - one network for both views: backbone f, projector g (``SimSiamProjectionHead``, ending in a

@@ -1,6 +1,7 @@
 """SwAV (Caron et al., 2020): swapped prediction of equipartitioned cluster assignments.
 
-The seeds' components (lecture ``003_``, "clustering"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Clustering methods", "SwAV"):
 
 - augmentation: multi-crop, V views of every image: ``n_assign`` full-size crops (2 in SwAV)
   and smaller local crops (:class:`MultiCropViews`);

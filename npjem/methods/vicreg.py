@@ -1,6 +1,7 @@
 """VICReg (Bardes, Ponce & LeCun, 2022): variance, invariance and covariance regularisation.
 
-The seeds' components (lecture ``003_``, "information maximisation"):
+The four components of a joint-embedding method (NYU Deep Learning notes, ch. 8-2 "Regularized Latent Variable Energy Based Models",
+sections "Components:" and "Non-Contrastive methods", "VicReg:"):
 
 - augmentation: two views of every image;
 - backbone BB and expander g (``VICRegProjectionHead``: (layers − 1)× [Linear → BN → ReLU] → Linear);
