@@ -52,7 +52,7 @@ from .autograd import Tensor, grad as _grad
 
 __all__ = [
     "InputSpec", "LossSpec", "Convention", "Report", "register", "get", "names", "draw_inputs",
-    "compare", "cases", "CrossCheckError",
+    "compare", "cases", "CrossCheckError", "compare_method", "MethodReport",
 ]
 
 
@@ -633,13 +633,22 @@ def compare(their_fn, loss, *, shapes=None, kwargs=None, their_kwargs=None, fram
 
     Returns a :class:`Report` (truthy when everything agrees; ``print`` it for the table).
     """
+    if not callable(their_fn):
+        raise TypeError(f"their_fn must be callable, got {type(their_fn).__name__}")
+    if not isinstance(loss, (str, LossSpec)):
+        raise TypeError(f"loss must be a registered name (crosscheck.names()) or a LossSpec, got {type(loss).__name__}")
+    for what, value in (("shapes", shapes), ("kwargs", kwargs), ("their_kwargs", their_kwargs)):
+        if value is not None and not isinstance(value, dict):
+            example = "{'N': 8, 'D': 5}" if what == "shapes" else "{'temperature': 0.1}"
+            raise TypeError(f"{what} must be a dict such as {example} or None, got {type(value).__name__}")
+    seed = check_int(seed, "seed", minimum=0)
+    if inputs is not None and not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"inputs must be a list of arrays in the spec's order or None, got {type(inputs).__name__}")
     spec = get(loss)
     framework = check_choice(framework, "framework", ("torch", "jax", "numpy"))
     rtol = check_positive(rtol, "rtol", allow_zero=True)
     atol = check_positive(atol, "atol", allow_zero=True)
     world_size = check_int(world_size, "world_size")
-    if not callable(their_fn):
-        raise TypeError(f"their_fn must be callable, got {type(their_fn).__name__}")
     kwargs = {**spec.kwargs, **(kwargs or {})}
     their_kwargs = dict(kwargs if their_kwargs is None else their_kwargs)
     sizes = _resolve_shapes(spec, shapes)
@@ -977,3 +986,6 @@ def _register_builtins():
 
 
 _register_builtins()
+
+
+from .crosscheck_method import MethodReport, compare_method  # noqa: E402  (a whole training step)
