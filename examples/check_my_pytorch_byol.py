@@ -61,10 +61,11 @@ def regression(p, z):
     return 2 - 2 * nn.functional.cosine_similarity(p, z, dim=-1)
 
 
-def make_step(model, bug=None):
+def make_step(model, bug=None, weight_decay=0.0):
     """One BYOL step of "my" code. ``bug``: None, "ema_before_step", "momentum_per_epoch" or
-    "stopgrad_wrong_branch"."""
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=0.9)
+    "stopgrad_wrong_branch"; ``weight_decay`` applies to every parameter."""
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR, momentum=0.9,
+                          weight_decay=weight_decay)
 
     def ema(tau):
         with torch.no_grad():

@@ -73,6 +73,23 @@ def test_an_off_by_one_momentum_schedule_is_named(byol_example):
     assert "shifted by one step" in report.hint
 
 
+def test_weight_decay_on_biases_and_norms_is_named(byol_example):
+    torch.manual_seed(0)
+    model = byol_example.MyBYOL().double()
+
+    def npjem_sgd(params):  # the authors' exclusion: no decay on biases and BN parameters
+        params = list(params)
+        return npjem.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": 0.01},
+                                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                               lr=0.05, momentum=0.9)
+
+    report = crosscheck.compare_method(byol_example.make_step(model, weight_decay=0.01), "byol", their_model=model,
+                                       npjem_method=byol_example.npjem_byol(), optimizer=npjem_sgd,
+                                       key_map=byol_example.key_map, steps=2)
+    assert not report.ok and report.first.step == 0
+    assert "Only biases and BatchNorm" in report.hint
+
+
 # ------------------------------------------------------------------ DINO, with its centre
 
 WIDTHS, HIDDEN, BOTTLENECK, K = (4, 8), 16, 8, 12
