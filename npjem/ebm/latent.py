@@ -162,6 +162,12 @@ class KMeansEnergy(Module):
                              f"positive weight, got {int((w > 0).sum())}")
 
     @staticmethod
+    def _equal(w):
+        """No weights, or all equal: a draw ∝ w is uniform, and takes the unweighted draws so that
+        unit (or constant) weights give the unweighted fit exactly, as in scikit-learn."""
+        return w is None or bool((w == w[0]).all())
+
+    @staticmethod
     def _host_choice(p, g, size=None, replace=True):
         """Indices drawn ∝ the host probabilities ``p``, seeded from ``g`` (a categorical draw
         over N points: the host does it on either device)."""
@@ -176,10 +182,10 @@ class KMeansEnergy(Module):
         self._check_enough_points(y, w)
         g = nrandom.as_generator(generator, y.device)
         xp, a = y.xp, y.data
-        if w is None:
+        pw = None if w is None else backend.to_numpy(w).astype(np.float64)  # host
+        if self._equal(w):
             first = int(g.integers(0, a.shape[0]))
         else:
-            pw = backend.to_numpy(w).astype(np.float64)  # host
             first = int(self._host_choice(pw / pw.sum(), g))
         chosen = [first]
         d2 = ((a - a[chosen[0]]) ** 2).sum(axis=1)
@@ -204,7 +210,7 @@ class KMeansEnergy(Module):
         self._check_enough_points(y, w)
         g = nrandom.as_generator(generator, y.device)
         xp, a = y.xp, y.data
-        if w is None:
+        if self._equal(w):
             idx = g.permutation(a.shape[0])[:self.n_clusters]
         else:
             p = backend.to_numpy(w).astype(np.float64)  # host
@@ -342,7 +348,9 @@ def shrink(v, theta):
     return F.relu(v - theta) - F.relu(-v - theta)
 
 
-def _shrink(v, theta, xp):
+def _shrink(v, theta, xp, positive=False):
+    if positive:  # the proximal map of θ‖z‖₁ plus the constraint z ≥ 0: shrink, then project
+        return xp.maximum(v - theta, 0)
     return xp.sign(v) * xp.maximum(xp.abs(v) - theta, 0)
 
 
@@ -389,7 +397,38 @@ def _objective(y, W, z, lam, xp):
     return float((0.5 * (r * r).sum(axis=1) + lam * xp.abs(z).sum(axis=1)).mean())
 
 
-def ista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+def _proximal_gradient(name, y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated):
+    """ISTA (``accelerated=False``) or FISTA on the batch; see :func:`ista` and :func:`fista`."""
+    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
+    tol = None if tol is None else check_positive(tol, "tol", allow_zero=True)
+    positive = check_bool(positive, "positive")
+    WtY, G = (y @ W) / L, (W.T @ W) / L
+    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
+    u, t = z, 1.0
+    converged = tol is None
+    for _ in range(n_iter):
+        z_new = _shrink(u - u @ G + WtY, lam / L, xp, positive)
+        if accelerated:
+            t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            u = z_new + ((t - 1.0) / t_new) * (z_new - z)
+            t = t_new
+        else:
+            u = z_new
+        # The step is measured against the codes' size, so that tol does not depend on the scale of y.
+        step = None if tol is None else float(xp.abs(z_new - z).max())
+        z = z_new
+        if return_objective:
+            obj.append(_objective(y, W, z, lam, xp))
+        if tol is not None and step <= tol * float(xp.abs(z).max()):
+            converged = True
+            break
+    if not converged:
+        warnings.warn(f"{name} stopped at n_iter={n_iter} before its largest code change fell to tol={tol} "
+                      "times its largest code; raise n_iter or tol", ConvergenceWarning, stacklevel=3)
+    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+
+
+def ista(y, W, lam, n_iter=100, z0=None, return_objective=False, tol=None, positive=False):
     """ISTA: proximal gradient descent on the sparse-coding energy, z ↦ F(y) = min_z E(y, z).
 
         z ← Shrink_{λ/L}(z − (1/L) Wᵀ(Wz − y)),     L = λ_max(WᵀW)
@@ -399,43 +438,34 @@ def ista(y, W, lam, n_iter=100, z0=None, return_objective=False):
 
     Args:
         y: data (N, D); W: dictionary (D, K), atoms as columns; lam: λ ≥ 0.
-        n_iter: iterations; z0: the starting codes (N, K) (default zeros).
+        n_iter: iterations (the most, with ``tol``); z0: the starting codes (N, K) (default zeros).
         return_objective: also return the mean energy over the batch before each iteration
-            and after the last, a host array of n_iter + 1 values.
+            and after the last, a host array of (iterations run) + 1 values.
+        tol: ``None`` (default) runs exactly ``n_iter`` iterations, as an unrolled solver (and
+            LISTA's initialisation) needs; a number stops as soon as the largest change of a code
+            in one iteration is at most ``tol`` times the largest code, and warns with
+            :class:`npjem.ConvergenceWarning` when ``n_iter`` iterations end before that.
+        positive: constrain the codes to z ≥ 0 (scikit-learn's ``sparse_encode(positive=True)``):
+            the proximal step becomes max(v − λ/L, 0), soft thresholding then projection.
+
+    Inputs follow scikit-learn's rule: integer arrays become float64, sparse matrices are refused
+    with a hint to pass ``.toarray()``.
 
     Returns the codes, a Tensor (N, K) (and the objective).
     """
-    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
-    WtY, G = (y @ W) / L, (W.T @ W) / L
-    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
-    for _ in range(n_iter):
-        z = _shrink(z - z @ G + WtY, lam / L, xp)
-        if return_objective:
-            obj.append(_objective(y, W, z, lam, xp))
-    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+    return _proximal_gradient("ista", y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated=False)
 
 
-def fista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+def fista(y, W, lam, n_iter=100, z0=None, return_objective=False, tol=None, positive=False):
     """FISTA (Beck & Teboulle 2009): ISTA's step at an extrapolated point.
 
         z_k = Shrink_{λ/L}(u_k − (1/L) Wᵀ(W u_k − y)),    t_{k+1} = (1 + √(1 + 4 t_k²)) / 2,
         u_{k+1} = z_k + ((t_k − 1) / t_{k+1}) (z_k − z_{k−1}),     u_1 = z_0, t_1 = 1,
 
     so E(z_k) − E* ≤ 2L‖z_0 − z*‖² / (k + 1)², against ISTA's O(1/k); the energy is not
-    monotone along the way. Arguments and returns as :func:`ista`.
+    monotone along the way. Arguments (``tol``, ``positive`` included) and returns as :func:`ista`.
     """
-    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
-    WtY, G = (y @ W) / L, (W.T @ W) / L
-    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
-    u, t = z, 1.0
-    for _ in range(n_iter):
-        z_new = _shrink(u - u @ G + WtY, lam / L, xp)
-        t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        u = z_new + ((t - 1.0) / t_new) * (z_new - z)
-        z, t = z_new, t_new
-        if return_objective:
-            obj.append(_objective(y, W, z, lam, xp))
-    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+    return _proximal_gradient("fista", y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated=True)
 
 
 class LISTA(Module):
@@ -544,7 +574,7 @@ def fit_lista(lista, y, W, lam, *, n_epochs=50, lr=1e-3, batch_size=64, target="
 
 
 def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, init="svd", generator=None,
-                        progress=True, log_every=5):
+                        progress=True, log_every=5, tol=1e-8, positive_code=False, positive_dict=False):
     """Learn a sparse-coding dictionary by pushing the free energy of the data down.
 
     Alternates (Olshausen & Field 1996; the dictionary step of Mairal et al. 2009):
@@ -559,6 +589,11 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
     The objective is scikit-learn's ``DictionaryLearning`` one divided by N (``alpha`` = λ),
     which constrains ‖w_k‖ ≤ 1 where this keeps ‖w_k‖ = 1 (the notes' normalisation).
 
+    Stops, as scikit-learn's ``dict_learning``, when an alternation lowers the objective by less
+    than ``tol`` times its value (``tol=0``: only if it rises; ``None``: never), and warns with
+    :class:`npjem.ConvergenceWarning` when ``n_iter`` alternations end first. The inner FISTA runs
+    are warm-started and inexact by design and do not warn.
+
     Args:
         y: data (N, D). n_atoms: K. lam: λ > 0.
         n_iter: alternations. code_iter: FISTA iterations per alternation.
@@ -567,6 +602,14 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
             random data points fill in beyond the rank) or ``"data"`` (K random data points).
         generator: seed or Generator (initialisation, re-drawn atoms).
         progress: a bar on a terminal, a line every ``log_every`` iterations otherwise.
+        tol: relative decrease of the objective that stops the alternations (sklearn's 1e-8).
+        positive_code: codes z ≥ 0 (FISTA's proximal step projects, see :func:`ista`).
+        positive_dict: atoms w_k ≥ 0: each block-coordinate update is projected on the orthant
+            before it is normalised (as sklearn's ``_update_dict`` clips); the initial atoms are
+            projected too (each SVD vector first signed so that it sums to ≥ 0).
+
+    Inputs follow scikit-learn's rule: integer arrays become float64, sparse matrices are refused
+    with a hint to pass ``.toarray()``.
 
     Returns ``(W, codes, history)``: the dictionary Tensor (D, K), the codes Tensor (N, K), and
     ``{"objective": [mean E(y, z) after each alternation], "time": [seconds since the start]}``.
@@ -577,6 +620,9 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
     n_iter = check_int(n_iter, "n_iter")
     code_iter = check_int(code_iter, "code_iter")
     show = check_bool(progress, "progress")
+    tol = None if tol is None else check_positive(tol, "tol", allow_zero=True)
+    positive_code = check_bool(positive_code, "positive_code")
+    positive_dict = check_bool(positive_dict, "positive_dict")
     g = nrandom.as_generator(generator, y.device)
     xp, a = y.xp, y.data
     n, d = a.shape
@@ -592,29 +638,44 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
             vt = xp.linalg.svd(a, full_matrices=False)[2]
             r = min(k, vt.shape[0])
             W[:, :r] = vt[:r].T
+            if positive_dict:  # a singular vector's sign is arbitrary: keep the side with more mass
+                W[:, :r] *= xp.where(W[:, :r].sum(axis=0) < 0, -1.0, 1.0)
     else:
         W = unit(_dictionary(W0, y, "W0").data.astype(a.dtype, copy=True))
         if W.shape[1] != k:
             raise ValueError(f"W0 must have n_atoms = {k} columns, got {W.shape[1]}")
+    if positive_dict:
+        W = unit(xp.maximum(W, 0))
     z = xp.zeros((n, k), dtype=a.dtype)
+    converged = tol is None
     hist = {"objective": [], "time": []}
     start = time.perf_counter()
     bar = _Progress(n_iter, "dictionary", show, log_every)
     try:
         for it in range(n_iter):
-            z = fista(Tensor(a), Tensor(W), lam, n_iter=code_iter, z0=Tensor(z)).data
+            z = fista(Tensor(a), Tensor(W), lam, n_iter=code_iter, z0=Tensor(z), positive=positive_code).data
             A, B = z.T @ z, a.T @ z
             for j in range(k):
                 if float(A[j, j]) < 1e-12:
                     W[:, j] = a[int(g.integers(0, n))]
                 else:
                     W[:, j] = W[:, j] + (B[:, j] - W @ A[:, j]) / A[j, j]
+                if positive_dict:
+                    W[:, j] = xp.maximum(W[:, j], 0)
                 W[:, j] = W[:, j] / max(float(xp.sqrt((W[:, j] ** 2).sum())), 1e-12)
             hist["objective"].append(_objective(a, W, z, lam, xp))
             hist["time"].append(time.perf_counter() - start)
             bar.update(it + 1, objective=hist["objective"][-1])
+            obj = hist["objective"]
+            if tol is not None and len(obj) >= 2 and obj[-2] - obj[-1] < tol * obj[-1]:
+                converged = True
+                break
     finally:
         bar.close()
+    if not converged:
+        warnings.warn(f"dictionary_learning stopped at n_iter={n_iter} alternations before the objective's "
+                      f"relative decrease fell below tol={tol}; raise n_iter or tol", ConvergenceWarning,
+                      stacklevel=2)
     return Tensor(W), Tensor(z), hist
 
 
