@@ -290,7 +290,7 @@ class BernoulliRBM(Module):
         self._fitted(name)
         v = v.data if isinstance(v, Tensor) else v
         if is_sparse(v):
-            v = v.toarray()  # host: the RBM's products are dense
+            v = v.toarray(order="C")  # host: the RBM's products are dense (C order, as dense input)
         if not backend.is_array(v):
             raise TypeError(f"{name} must be an array or a Tensor, got {type(v).__name__}")
         check_ndim(v, name, 2, "(n_samples, n_visible)")
@@ -508,7 +508,7 @@ class BernoulliRBM(Module):
         X = X.data if isinstance(X, Tensor) else X
         X = check_estimator_input(X, "X", accept_sparse=True)
         if is_sparse(X):
-            X = X.toarray()  # host: the CPU path; every mini-batch update is dense
+            X = X.toarray(order="C")  # host: the CPU path; every mini-batch update is dense
         if not backend.is_array(X):
             raise TypeError(f"X must be an array or a Tensor, got {type(X).__name__}")
         check_ndim(X, "X", 2, "(n_samples, n_visible)")
