@@ -8,6 +8,7 @@ message that names the argument and says what was expected::
     eps = check_real(epsilon, "epsilon", low=0, low_open=True)
     p = check_probability(p, "p")
     how = check_choice(reduction, "reduction", ("mean", "sum", "none"))
+    X = check_estimator_input(X, "X", accept_sparse=True)  # the estimators' input rule
 
 A wrong *type* raises :class:`ArgumentTypeError`, which is both a ``TypeError`` (what Python and
 scikit-learn raise for it) and a ``ValueError`` (so a caller that catches bad arguments as
@@ -27,6 +28,7 @@ import numpy as np
 __all__ = [
     "ArgumentTypeError", "check_int", "check_real", "check_positive", "check_probability",
     "check_choice", "check_bool", "check_float_dtype", "check_ndim", "check_shape",
+    "is_sparse", "check_estimator_input",
 ]
 
 
@@ -138,3 +140,32 @@ def check_shape(a, name, shape):
         shown = "(" + ", ".join("*" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
         raise ValueError(f"{name} must have shape {shown}, got {got}")
     return a
+
+
+def is_sparse(value):
+    """Whether ``value`` is a ``scipy.sparse`` (or ``cupyx.scipy.sparse``) matrix or array.
+
+    Recognised by its class's module, so that this module need not import SciPy.
+    """
+    return "scipy.sparse" in type(value).__module__ and hasattr(value, "toarray")
+
+
+def check_estimator_input(X, name, accept_sparse=False):
+    """The one input rule of npjem's scikit-learn-like estimators (the RBM, K-means, sparse coding).
+
+    - A floating array keeps its dtype (float32 stays float32: the caller chose it).
+    - An integer or boolean array becomes **float64**, as scikit-learn's estimators convert it
+      (their ``dtype=[np.float64, np.float32]``): counts and pixel values are data, not indices,
+      and float64 loses none of them.
+    - A ``scipy.sparse`` matrix is returned (integer ones as float64) where ``accept_sparse``;
+      otherwise it raises a one-line ``TypeError`` that says to pass ``X.toarray()``.
+    - Anything else (a Tensor, a list) is returned unchanged for the caller's own checks.
+    """
+    if is_sparse(X):
+        if not accept_sparse:
+            raise ArgumentTypeError(f"{name} is a sparse matrix ({type(X).__name__}), which this estimator "
+                                    f"does not take; pass {name}.toarray()")
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None and hasattr(X, "astype") and np.dtype(dtype).kind in "biu":
+        return X.astype(np.float64)
+    return X

@@ -97,3 +97,24 @@ def test_check_ndim_and_shape():
         C.check_shape(a, "h_y", (None, 5))
     with pytest.raises(ValueError, match=r"must have shape \(3,\), got \(3, 4\)"):
         C.check_shape(a, "v", (3,))
+
+
+def test_check_estimator_input_is_scikit_learns_rule():
+    # Integers and booleans become float64; a floating array keeps its dtype (and identity).
+    for dt in (np.int8, np.int64, np.uint8, bool):
+        out = C.check_estimator_input(np.ones((2, 3), dtype=dt), "X")
+        assert out.dtype == np.float64 and out.shape == (2, 3)
+    x32 = np.ones(3, dtype=np.float32)
+    assert C.check_estimator_input(x32, "X") is x32
+    other = [[1, 2]]  # not an array: left to the caller's own checks
+    assert C.check_estimator_input(other, "X") is other
+
+
+def test_check_estimator_input_refuses_sparse_in_one_line_unless_accepted():
+    sparse = pytest.importorskip("scipy.sparse")
+    X = sparse.csr_matrix(np.eye(3, dtype=np.int64))
+    with pytest.raises(TypeError, match=r"^codes is a sparse matrix \(csr_matrix\).*pass codes\.toarray\(\)$"):
+        C.check_estimator_input(X, "codes")
+    assert C.is_sparse(X) and not C.is_sparse(np.eye(3))
+    kept = C.check_estimator_input(X, "X", accept_sparse=True)
+    assert C.is_sparse(kept) and kept.dtype == np.float64

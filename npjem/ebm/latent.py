@@ -28,13 +28,16 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
 from ..losses._inputs import batch
 from .. import backend
 from .. import random as nrandom
-from .._checks import ArgumentTypeError, check_bool, check_choice, check_int, check_positive
+from .._checks import (ArgumentTypeError, check_bool, check_choice, check_estimator_input, check_int,
+                       check_positive, check_shape)
+from ..exceptions import ConvergenceWarning
 from ..autograd import functional as F
 from ..autograd import ops
 from ..autograd.tensor import Tensor, grad, no_grad
@@ -49,8 +52,9 @@ __all__ = [
 # ------------------------------------------------------------------ helpers
 
 def _batch(value, name="y"):
-    """``value`` as a floating Tensor (N, D), N, D >= 1."""
-    return batch(name, value)
+    """``value`` as a floating Tensor (N, D), N, D >= 1: integer arrays become float64 and sparse
+    matrices are refused with a hint (:func:`npjem._checks.check_estimator_input`)."""
+    return batch(name, check_estimator_input(value, name))
 
 
 def _dictionary(W, y, name="W"):
@@ -137,68 +141,200 @@ class KMeansEnergy(Module):
         with no_grad():
             return self.distances(y).data.argmin(axis=1)
 
-    def init_kmeans_plusplus(self, y, generator=None):
-        """k-means++ seeding (Arthur & Vassilvitskii 2007): each new prototype is a data point
-        drawn with probability ∝ its squared distance to the nearest chosen one."""
-        y = self._check(y)
+    def _sample_weight(self, y, sample_weight):
+        """``sample_weight`` as an array (N,) in y's dtype on y's device; None stays None (unit weights)."""
+        if sample_weight is None:
+            return None
+        w = sample_weight.data if isinstance(sample_weight, Tensor) else sample_weight
+        w = backend.asarray(check_estimator_input(w, "sample_weight"), device=y.device)
+        check_shape(w, "sample_weight", (y.shape[0],))
+        w = w.astype(y.dtype, copy=False)
+        lo, total = float(w.min()), float(w.sum())
+        if not math.isfinite(total) or lo < 0 or total <= 0:
+            raise ValueError("sample_weight must be finite and non-negative with a positive sum, "
+                             f"got values in [{lo}, {float(w.max())}]")
+        return w
+
+    def _check_enough_points(self, y, w):
         if y.shape[0] < self.n_clusters:
             raise ValueError(f"y must hold at least n_clusters = {self.n_clusters} points, got {y.shape[0]}")
+        if w is not None and int((w > 0).sum()) < self.n_clusters:
+            raise ValueError(f"sample_weight must give at least n_clusters = {self.n_clusters} points a "
+                             f"positive weight, got {int((w > 0).sum())}")
+
+    @staticmethod
+    def _equal(w):
+        """No weights, or all equal: a draw ∝ w is uniform, and takes the unweighted draws so that
+        unit (or constant) weights give the unweighted fit exactly, as in scikit-learn."""
+        return w is None or bool((w == w[0]).all())
+
+    @staticmethod
+    def _host_choice(p, g, size=None, replace=True):
+        """Indices drawn ∝ the host probabilities ``p``, seeded from ``g`` (a categorical draw
+        over N points: the host does it on either device)."""
+        return np.random.default_rng(int(g.integers(0, 2**31 - 1))).choice(p.size, size, replace, p=p)  # host
+
+    def init_kmeans_plusplus(self, y, generator=None, sample_weight=None):
+        """k-means++ seeding (Arthur & Vassilvitskii 2007): each new prototype is a data point
+        drawn with probability ∝ its squared distance to the nearest chosen one (times its
+        ``sample_weight``; the first one ∝ the weight, uniformly without weights)."""
+        y = self._check(y)
+        w = self._sample_weight(y, sample_weight)
+        self._check_enough_points(y, w)
         g = nrandom.as_generator(generator, y.device)
         xp, a = y.xp, y.data
-        chosen = [int(g.integers(0, a.shape[0]))]
+        pw = None if w is None else backend.to_numpy(w).astype(np.float64)  # host
+        if self._equal(w):
+            first = int(g.integers(0, a.shape[0]))
+        else:
+            first = int(self._host_choice(pw / pw.sum(), g))
+        chosen = [first]
         d2 = ((a - a[chosen[0]]) ** 2).sum(axis=1)
         for _ in range(1, self.n_clusters):
-            p = backend.to_numpy(d2)  # host: a categorical draw over N points
+            p = backend.to_numpy(d2 if w is None else d2 * w)  # host: a categorical draw over N points
             total = p.sum()
-            p = p / total if total > 0 else np.full(p.shape, 1.0 / p.size)  # host
-            k = int(np.random.default_rng(int(g.integers(0, 2**31 - 1))).choice(p.size, p=p))  # host
+            if total > 0:
+                p = p / total
+            else:  # every point sits on a chosen one: any point will do (a weighted one)
+                p = np.full(p.shape, 1.0 / p.size) if w is None else pw / pw.sum()  # host
+            k = int(self._host_choice(p, g))
             chosen.append(k)
             d2 = xp.minimum(d2, ((a - a[k]) ** 2).sum(axis=1))
         self.weight.data = a[xp.asarray(chosen)].astype(self.weight.dtype, copy=True)
         return self
 
-    def lloyd_step(self, y):
-        """One Lloyd iteration: assign each point, move each prototype to its points' mean
-        (a prototype with no points stays). Returns the assignments."""
+    def init_random(self, y, generator=None, sample_weight=None):
+        """scikit-learn's ``init="random"``: K distinct data points drawn uniformly (∝ their
+        ``sample_weight`` when given) become the prototypes."""
         y = self._check(y)
-        xp = y.xp
+        w = self._sample_weight(y, sample_weight)
+        self._check_enough_points(y, w)
+        g = nrandom.as_generator(generator, y.device)
+        xp, a = y.xp, y.data
+        if self._equal(w):
+            idx = g.permutation(a.shape[0])[:self.n_clusters]
+        else:
+            p = backend.to_numpy(w).astype(np.float64)  # host
+            idx = self._host_choice(p / p.sum(), g, size=self.n_clusters, replace=False)
+        self.weight.data = a[xp.asarray(idx)].astype(self.weight.dtype, copy=True)
+        return self
+
+    def _relocate_empty(self, a, z, w, counts, sums):
+        """Give each empty cluster (zero total weight) the point farthest from its own prototype,
+        taken out of that point's cluster, as scikit-learn's Lloyd does: a prototype left in
+        place would stay empty for good. ``counts`` and ``sums`` are updated in place."""
+        xp = backend.get_array_module(a)
+        empty = np.flatnonzero(backend.to_numpy(counts <= 0))  # host: a handful of indices
+        if empty.size == 0:
+            return
+        diff = a - self.weight.data[z]
+        dist = (diff * diff).sum(axis=1)
+        if w is not None:  # a point of weight zero cannot hold a cluster
+            dist = xp.where(w > 0, dist, -1.0)
+        far = backend.to_numpy(xp.argsort(-dist)[:empty.size])  # host: farthest first
+        for j, i in zip(empty.tolist(), far.tolist()):
+            if float(dist[i]) < 0:
+                break
+            old = int(z[i])
+            moved, mass = (a[i], 1.0) if w is None else (a[i] * w[i], w[i])
+            sums[old] -= moved
+            counts[old] -= mass
+            sums[j] = moved
+            counts[j] = mass
+
+    def lloyd_step(self, y, sample_weight=None):
+        """One Lloyd iteration: assign each point, move each prototype to its points' (weighted)
+        mean; an empty cluster takes the point farthest from its prototype (scikit-learn's
+        relocation). Returns the assignments (before the relocation)."""
+        y = self._check(y)
+        w = self._sample_weight(y, sample_weight)
+        xp, a = y.xp, y.data
         z = self.assign(y)
         onehot = (z[:, None] == xp.arange(self.n_clusters)[None, :]).astype(y.dtype)
-        counts = onehot.sum(axis=0)
-        sums = onehot.T @ y.data
-        keep = counts == 0
-        self.weight.data = xp.where(keep[:, None], self.weight.data, sums / xp.maximum(counts, 1)[:, None])
+        if w is None:
+            counts, sums = onehot.sum(axis=0), onehot.T @ a
+        else:
+            counts, sums = w @ onehot, onehot.T @ (a * w[:, None])
+        self._relocate_empty(a, z, w, counts, sums)
+        keep = counts <= 0  # emptied by a relocation (its only point moved): stays
+        self.weight.data = xp.where(keep[:, None], self.weight.data, sums / xp.where(keep, 1, counts)[:, None])
         return z
 
-    def fit(self, y, n_iter=100, method="lloyd", lr=0.5, init="k-means++", tol=0.0, generator=None):
+    @property
+    def cluster_centers_(self):
+        """The prototypes (K, D), scikit-learn's name for ``weight``."""
+        return self.weight.data
+
+    def _mean_energy(self, y, w):
+        with no_grad():
+            f = self(y)
+            return float(f.mean().item()) if w is None else float((f.data * w).sum() / w.sum())
+
+    def _descend(self, y, w, n_iter, method, lr, tol):
+        """One run from the current prototypes: (mean energy before each step and after the
+        last, whether the decrease fell to ``tol`` before ``n_iter`` steps)."""
+        history = [self._mean_energy(y, w)]
+        for _ in range(n_iter):
+            if method == "lloyd":
+                self.lloyd_step(y, w)
+            else:
+                f = self(y)
+                loss = f.mean() if w is None else (f * Tensor(w)).sum() * (1.0 / float(w.sum()))
+                (g,) = grad(loss, self.weight)
+                self.weight.data = self.weight.data - lr * g.data
+            history.append(self._mean_energy(y, w))
+            if history[-2] - history[-1] <= tol:
+                return history, True
+        return history, False
+
+    def fit(self, y, n_iter=100, method="lloyd", lr=0.5, init="k-means++", tol=0.0, generator=None, n_init=1,
+            sample_weight=None):
         """Push the energy of ``y`` down; returns ``{"energy": [mean F(y) before each step and after the last]}``.
 
         ``method="lloyd"`` (coordinate descent, what the notes recommend) or ``"gradient"``
         (a step of ``lr`` on the mean energy, its gradient taken by the engine through the
-        min). ``init="k-means++"`` seeds the prototypes from the data first, ``None`` keeps
-        them. Stops early when the energy decreases by less than ``tol``.
+        min). ``init``: ``"k-means++"`` or ``"random"`` (K distinct data points) seed the
+        prototypes from the data first, ``None`` keeps them. A run stops when the energy
+        decreases by less than ``tol`` in a step; one that reaches ``n_iter`` steps first warns
+        with :class:`npjem.ConvergenceWarning`.
+
+        ``n_init`` runs from as many seedings (drawn in turn from ``generator``) and keeps the one
+        of lowest energy (scikit-learn's inertia), whose history is returned. ``sample_weight``
+        (N,) weighs each point in the energy, the seeding and the means (an integer weight is the
+        point repeated). Afterwards ``inertia_`` = Σ_i w_i F(y_i), ``n_iter_`` (steps of the kept
+        run) and ``labels_`` (the nearest prototype of each point) are set, as in scikit-learn.
         """
         y = self._check(y)
         n_iter = check_int(n_iter, "n_iter")
         check_choice(method, "method", ("lloyd", "gradient"))
-        check_choice(init, "init", ("k-means++", None))
+        check_choice(init, "init", ("k-means++", "random", None))
         lr = check_positive(lr, "lr")
         tol = check_positive(tol, "tol", allow_zero=True)
-        if init is not None:
-            self.init_kmeans_plusplus(y, generator)
+        n_init = check_int(n_init, "n_init")
+        w = self._sample_weight(y, sample_weight)
+        if init is None and n_init > 1:
+            warnings.warn(f"init=None starts every run from the same prototypes: n_init={n_init} would "
+                          "repeat one run, so it runs once", RuntimeWarning, stacklevel=2)
+            n_init = 1
+        g = nrandom.as_generator(generator, y.device)
+        best = None
+        for _ in range(n_init):
+            if init == "k-means++":
+                self.init_kmeans_plusplus(y, g, w)
+            elif init == "random":
+                self.init_random(y, g, w)
+            history, converged = self._descend(y, w, n_iter, method, lr, tol)
+            if best is None or history[-1] < best[0][-1]:
+                best = (history, converged, self.weight.data.copy() if n_init > 1 else self.weight.data)
+        history, converged, self.weight.data = best
+        if not converged:
+            warnings.warn(f"K-means stopped at n_iter={n_iter} steps before its energy decrease fell to "
+                          f"tol={tol}; raise n_iter or tol", ConvergenceWarning, stacklevel=2)
         with no_grad():
-            history = [float(self(y).mean().item())]
-        for _ in range(n_iter):
-            if method == "lloyd":
-                self.lloyd_step(y)
-            else:
-                loss = self(y).mean()
-                (g,) = grad(loss, self.weight)
-                self.weight.data = self.weight.data - lr * g.data
-            with no_grad():
-                history.append(float(self(y).mean().item()))
-            if history[-2] - history[-1] <= tol:
-                break
+            f = self(y).data
+        self.inertia_ = float(f.sum() if w is None else (f * w).sum())
+        self.n_iter_ = len(history) - 1
+        self.labels_ = self.assign(y)
         return {"energy": history}
 
 
@@ -213,7 +349,9 @@ def shrink(v, theta):
     return F.relu(v - theta) - F.relu(-v - theta)
 
 
-def _shrink(v, theta, xp):
+def _shrink(v, theta, xp, positive=False):
+    if positive:  # the proximal map of θ‖z‖₁ plus the constraint z ≥ 0: shrink, then project
+        return xp.maximum(v - theta, 0)
     return xp.sign(v) * xp.maximum(xp.abs(v) - theta, 0)
 
 
@@ -260,7 +398,38 @@ def _objective(y, W, z, lam, xp):
     return float((0.5 * (r * r).sum(axis=1) + lam * xp.abs(z).sum(axis=1)).mean())
 
 
-def ista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+def _proximal_gradient(name, y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated):
+    """ISTA (``accelerated=False``) or FISTA on the batch; see :func:`ista` and :func:`fista`."""
+    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
+    tol = None if tol is None else check_positive(tol, "tol", allow_zero=True)
+    positive = check_bool(positive, "positive")
+    WtY, G = (y @ W) / L, (W.T @ W) / L
+    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
+    u, t = z, 1.0
+    converged = tol is None
+    for _ in range(n_iter):
+        z_new = _shrink(u - u @ G + WtY, lam / L, xp, positive)
+        if accelerated:
+            t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            u = z_new + ((t - 1.0) / t_new) * (z_new - z)
+            t = t_new
+        else:
+            u = z_new
+        # The step is measured against the codes' size, so that tol does not depend on the scale of y.
+        step = None if tol is None else float(xp.abs(z_new - z).max())
+        z = z_new
+        if return_objective:
+            obj.append(_objective(y, W, z, lam, xp))
+        if tol is not None and step <= tol * float(xp.abs(z).max()):
+            converged = True
+            break
+    if not converged:
+        warnings.warn(f"{name} stopped at n_iter={n_iter} before its largest code change fell to tol={tol} "
+                      "times its largest code; raise n_iter or tol", ConvergenceWarning, stacklevel=3)
+    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+
+
+def ista(y, W, lam, n_iter=100, z0=None, return_objective=False, tol=None, positive=False):
     """ISTA: proximal gradient descent on the sparse-coding energy, z ↦ F(y) = min_z E(y, z).
 
         z ← Shrink_{λ/L}(z − (1/L) Wᵀ(Wz − y)),     L = λ_max(WᵀW)
@@ -270,43 +439,34 @@ def ista(y, W, lam, n_iter=100, z0=None, return_objective=False):
 
     Args:
         y: data (N, D); W: dictionary (D, K), atoms as columns; lam: λ ≥ 0.
-        n_iter: iterations; z0: the starting codes (N, K) (default zeros).
+        n_iter: iterations (the most, with ``tol``); z0: the starting codes (N, K) (default zeros).
         return_objective: also return the mean energy over the batch before each iteration
-            and after the last, a host array of n_iter + 1 values.
+            and after the last, a host array of (iterations run) + 1 values.
+        tol: ``None`` (default) runs exactly ``n_iter`` iterations, as an unrolled solver (and
+            LISTA's initialisation) needs; a number stops as soon as the largest change of a code
+            in one iteration is at most ``tol`` times the largest code, and warns with
+            :class:`npjem.ConvergenceWarning` when ``n_iter`` iterations end before that.
+        positive: constrain the codes to z ≥ 0 (scikit-learn's ``sparse_encode(positive=True)``):
+            the proximal step becomes max(v − λ/L, 0), soft thresholding then projection.
+
+    Inputs follow scikit-learn's rule: integer arrays become float64, sparse matrices are refused
+    with a hint to pass ``.toarray()``.
 
     Returns the codes, a Tensor (N, K) (and the objective).
     """
-    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
-    WtY, G = (y @ W) / L, (W.T @ W) / L
-    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
-    for _ in range(n_iter):
-        z = _shrink(z - z @ G + WtY, lam / L, xp)
-        if return_objective:
-            obj.append(_objective(y, W, z, lam, xp))
-    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+    return _proximal_gradient("ista", y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated=False)
 
 
-def fista(y, W, lam, n_iter=100, z0=None, return_objective=False):
+def fista(y, W, lam, n_iter=100, z0=None, return_objective=False, tol=None, positive=False):
     """FISTA (Beck & Teboulle 2009): ISTA's step at an extrapolated point.
 
         z_k = Shrink_{λ/L}(u_k − (1/L) Wᵀ(W u_k − y)),    t_{k+1} = (1 + √(1 + 4 t_k²)) / 2,
         u_{k+1} = z_k + ((t_k − 1) / t_{k+1}) (z_k − z_{k−1}),     u_1 = z_0, t_1 = 1,
 
     so E(z_k) − E* ≤ 2L‖z_0 − z*‖² / (k + 1)², against ISTA's O(1/k); the energy is not
-    monotone along the way. Arguments and returns as :func:`ista`.
+    monotone along the way. Arguments (``tol``, ``positive`` included) and returns as :func:`ista`.
     """
-    y, W, lam, n_iter, z, L, xp = _lasso_setup(y, W, lam, n_iter, z0)
-    WtY, G = (y @ W) / L, (W.T @ W) / L
-    obj = [_objective(y, W, z, lam, xp)] if return_objective else None
-    u, t = z, 1.0
-    for _ in range(n_iter):
-        z_new = _shrink(u - u @ G + WtY, lam / L, xp)
-        t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        u = z_new + ((t - 1.0) / t_new) * (z_new - z)
-        z, t = z_new, t_new
-        if return_objective:
-            obj.append(_objective(y, W, z, lam, xp))
-    return (Tensor(z), np.asarray(obj)) if return_objective else Tensor(z)  # host objective
+    return _proximal_gradient("fista", y, W, lam, n_iter, z0, return_objective, tol, positive, accelerated=True)
 
 
 class LISTA(Module):
@@ -415,7 +575,7 @@ def fit_lista(lista, y, W, lam, *, n_epochs=50, lr=1e-3, batch_size=64, target="
 
 
 def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, init="svd", generator=None,
-                        progress=True, log_every=5):
+                        progress=True, log_every=5, tol=1e-8, positive_code=False, positive_dict=False):
     """Learn a sparse-coding dictionary by pushing the free energy of the data down.
 
     Alternates (Olshausen & Field 1996; the dictionary step of Mairal et al. 2009):
@@ -430,6 +590,11 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
     The objective is scikit-learn's ``DictionaryLearning`` one divided by N (``alpha`` = λ),
     which constrains ‖w_k‖ ≤ 1 where this keeps ‖w_k‖ = 1 (the normalisation of the 2020 notes' week 8, "Sparse Coding").
 
+    Stops, as scikit-learn's ``dict_learning``, when an alternation lowers the objective by less
+    than ``tol`` times its value (``tol=0``: only if it rises; ``None``: never), and warns with
+    :class:`npjem.ConvergenceWarning` when ``n_iter`` alternations end first. The inner FISTA runs
+    are warm-started and inexact by design and do not warn.
+
     Args:
         y: data (N, D). n_atoms: K. lam: λ > 0.
         n_iter: alternations. code_iter: FISTA iterations per alternation.
@@ -438,6 +603,14 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
             random data points fill in beyond the rank) or ``"data"`` (K random data points).
         generator: seed or Generator (initialisation, re-drawn atoms).
         progress: a bar on a terminal, a line every ``log_every`` iterations otherwise.
+        tol: relative decrease of the objective that stops the alternations (sklearn's 1e-8).
+        positive_code: codes z ≥ 0 (FISTA's proximal step projects, see :func:`ista`).
+        positive_dict: atoms w_k ≥ 0: each block-coordinate update is projected on the orthant
+            before it is normalised (as sklearn's ``_update_dict`` clips); the initial atoms are
+            projected too (each SVD vector first signed so that it sums to ≥ 0).
+
+    Inputs follow scikit-learn's rule: integer arrays become float64, sparse matrices are refused
+    with a hint to pass ``.toarray()``.
 
     Returns ``(W, codes, history)``: the dictionary Tensor (D, K), the codes Tensor (N, K), and
     ``{"objective": [mean E(y, z) after each alternation], "time": [seconds since the start]}``.
@@ -448,6 +621,9 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
     n_iter = check_int(n_iter, "n_iter")
     code_iter = check_int(code_iter, "code_iter")
     show = check_bool(progress, "progress")
+    tol = None if tol is None else check_positive(tol, "tol", allow_zero=True)
+    positive_code = check_bool(positive_code, "positive_code")
+    positive_dict = check_bool(positive_dict, "positive_dict")
     g = nrandom.as_generator(generator, y.device)
     xp, a = y.xp, y.data
     n, d = a.shape
@@ -463,29 +639,44 @@ def dictionary_learning(y, n_atoms, lam, *, n_iter=30, code_iter=50, W0=None, in
             vt = xp.linalg.svd(a, full_matrices=False)[2]
             r = min(k, vt.shape[0])
             W[:, :r] = vt[:r].T
+            if positive_dict:  # a singular vector's sign is arbitrary: keep the side with more mass
+                W[:, :r] *= xp.where(W[:, :r].sum(axis=0) < 0, -1.0, 1.0)
     else:
         W = unit(_dictionary(W0, y, "W0").data.astype(a.dtype, copy=True))
         if W.shape[1] != k:
             raise ValueError(f"W0 must have n_atoms = {k} columns, got {W.shape[1]}")
+    if positive_dict:
+        W = unit(xp.maximum(W, 0))
     z = xp.zeros((n, k), dtype=a.dtype)
+    converged = tol is None
     hist = {"objective": [], "time": []}
     start = time.perf_counter()
     bar = _Progress(n_iter, "dictionary", show, log_every)
     try:
         for it in range(n_iter):
-            z = fista(Tensor(a), Tensor(W), lam, n_iter=code_iter, z0=Tensor(z)).data
+            z = fista(Tensor(a), Tensor(W), lam, n_iter=code_iter, z0=Tensor(z), positive=positive_code).data
             A, B = z.T @ z, a.T @ z
             for j in range(k):
                 if float(A[j, j]) < 1e-12:
                     W[:, j] = a[int(g.integers(0, n))]
                 else:
                     W[:, j] = W[:, j] + (B[:, j] - W @ A[:, j]) / A[j, j]
+                if positive_dict:
+                    W[:, j] = xp.maximum(W[:, j], 0)
                 W[:, j] = W[:, j] / max(float(xp.sqrt((W[:, j] ** 2).sum())), 1e-12)
             hist["objective"].append(_objective(a, W, z, lam, xp))
             hist["time"].append(time.perf_counter() - start)
             bar.update(it + 1, objective=hist["objective"][-1])
+            obj = hist["objective"]
+            if tol is not None and len(obj) >= 2 and obj[-2] - obj[-1] < tol * obj[-1]:
+                converged = True
+                break
     finally:
         bar.close()
+    if not converged:
+        warnings.warn(f"dictionary_learning stopped at n_iter={n_iter} alternations before the objective's "
+                      f"relative decrease fell below tol={tol}; raise n_iter or tol", ConvergenceWarning,
+                      stacklevel=2)
     return Tensor(W), Tensor(z), hist
 
 

@@ -46,8 +46,8 @@ import numpy as np
 
 from .. import backend
 from .. import random as nrandom
-from .._checks import (check_bool, check_choice, check_float_dtype, check_int, check_ndim,
-                       check_positive, check_probability, check_real, check_shape)
+from .._checks import (check_bool, check_choice, check_estimator_input, check_float_dtype, check_int,
+                       check_ndim, check_positive, check_probability, check_real, check_shape, is_sparse)
 from ..autograd import functional as F
 from ..autograd.tensor import Tensor
 from ..nn.module import Module, Parameter
@@ -147,6 +147,18 @@ class BernoulliRBM(Module):
         progress: a tqdm bar over the epochs of :meth:`fit` (on a terminal).
         monitor: what :meth:`fit` records each epoch: ``"pseudo_likelihood"`` (sklearn's one-bit
             estimate on the training data, as its verbose mode prints) or ``None`` (time only).
+        verbose: print one line per epoch to stdout, as sklearn's ``verbose``:
+            ``[BernoulliRBM] Iteration 1, pseudo-likelihood = -25.39, time = 0.12s`` (the time of
+            that epoch). Printing never changes the fit: without the monitor the printed estimate
+            draws its bits from a generator of its own, not from the training chains'.
+
+    Inputs follow scikit-learn's rule (:func:`npjem._checks.check_estimator_input`): integer or
+    boolean data become float64, so the parameters :meth:`fit` creates are float64; a
+    ``scipy.sparse`` matrix is densified on the host (the CPU path; mini-batches are dense anyway).
+
+    Random numbers are drawn in float64 and cast, whatever the model's dtype (sklearn does the
+    same): with one seed, a float32 and a float64 fit draw the same initial weights and the same
+    Bernoulli samples, so they agree to float32 rounding instead of following different chains.
 
     Attributes (sklearn's names are properties on the parameters): ``weight`` / ``components_``
     (H, D), ``hidden_bias`` / ``intercept_hidden_`` (H,), ``visible_bias`` /
@@ -156,7 +168,7 @@ class BernoulliRBM(Module):
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, k=1,
                  method="pcd", fast_learning_rate=None, fast_decay=0.95, visible_bias_init="data",
                  shuffle=False, n_visible=None, generator=None, random_state=None, device=None,
-                 dtype=None, progress=True, monitor="pseudo_likelihood"):
+                 dtype=None, progress=True, monitor="pseudo_likelihood", verbose=0):
         super().__init__()
         self.n_components = check_int(n_components, "n_components")
         self.learning_rate = check_positive(learning_rate, "learning_rate", allow_zero=True)
@@ -172,6 +184,9 @@ class BernoulliRBM(Module):
         self.shuffle = check_bool(shuffle, "shuffle")
         self.progress = check_bool(progress, "progress")
         self.monitor = check_choice(monitor, "monitor", ("pseudo_likelihood", None))
+        # sklearn's verbose is an int; True and False are accepted as 1 and 0.
+        self.verbose = (int(verbose) if isinstance(verbose, (bool, np.bool_))
+                        else check_int(verbose, "verbose", minimum=0))
         if generator is not None and random_state is not None:
             raise ValueError("give generator or random_state (its scikit-learn alias), not both")
         self._seed = generator if generator is not None else random_state
@@ -200,7 +215,9 @@ class BernoulliRBM(Module):
     def _create(self, n_visible, xp, dtype, generator):
         H = self.n_components
         self.n_visible = n_visible
-        self.weight = Parameter(generator.standard_normal((H, n_visible), dtype=dtype) * dtype.type(0.01))
+        # Drawn in float64 and cast (sklearn's order): float32 and float64 models start equal.
+        w = generator.standard_normal((H, n_visible), dtype=np.float64) * 0.01
+        self.weight = Parameter(w.astype(dtype, copy=False))
         self.hidden_bias = Parameter(xp.zeros(H, dtype=dtype))
         self.visible_bias = Parameter(xp.zeros(n_visible, dtype=dtype))
         self.register_buffer("persistent_hidden", xp.zeros((self.batch_size, H), dtype=dtype))
@@ -224,8 +241,8 @@ class BernoulliRBM(Module):
             if arr.shape[0] != self.n_components:
                 raise ValueError(f"components_ must have n_components={self.n_components} rows, "
                                  f"got shape {tuple(arr.shape)}")
-            dtype = arr.dtype if arr.dtype.kind == "f" else check_float_dtype(self.dtype,
-                                                                              default=backend.default_dtype())
+            # Integer weights follow the data's rule (float64) unless the constructor named a dtype.
+            dtype = arr.dtype if arr.dtype.kind == "f" else check_float_dtype(self.dtype, default=np.float64)
             dev = backend.device_of(arr)
             self._create(arr.shape[1], backend.xp_for_device(dev), np.dtype(dtype), self._gen(dev))
         target = getattr(self, name)
@@ -272,6 +289,8 @@ class BernoulliRBM(Module):
         """``v`` as an array of shape (N, D) in [0, 1], with the parameters' dtype and device."""
         self._fitted(name)
         v = v.data if isinstance(v, Tensor) else v
+        if is_sparse(v):
+            v = v.toarray(order="C")  # host: the RBM's products are dense (C order, as dense input)
         if not backend.is_array(v):
             raise TypeError(f"{name} must be an array or a Tensor, got {type(v).__name__}")
         check_ndim(v, name, 2, "(n_samples, n_visible)")
@@ -360,7 +379,9 @@ class BernoulliRBM(Module):
 
     @staticmethod
     def _bernoulli(p, generator):
-        return (generator.random(p.shape, dtype=p.dtype) < p).astype(p.dtype)
+        # Uniforms in float64 whatever p's dtype, so that float32 and float64 models draw the
+        # same samples from one seed (sklearn's promise; see the class docstring).
+        return (generator.random(p.shape, dtype=np.float64) < p).astype(p.dtype)
 
     def sample_hiddens(self, v, generator=None):
         """h ~ p(h | v), binary, shape (N, H)."""
@@ -480,11 +501,26 @@ class BernoulliRBM(Module):
         return ph_pos.T @ v_pos * (1.0 / n) - EvhT, ph_pos.mean(axis=0) - Eh, v_pos.mean(axis=0) - Ev
 
     # ------------------------------------------------------------ training
+    @staticmethod
+    def _training_data(X):
+        """X for :meth:`fit` / :meth:`partial_fit`: an array (N, D) with a float dtype and values
+        in [0, 1]; integers become float64 and a sparse matrix is densified (scikit-learn's rule)."""
+        X = X.data if isinstance(X, Tensor) else X
+        X = check_estimator_input(X, "X", accept_sparse=True)
+        if is_sparse(X):
+            X = X.toarray(order="C")  # host: the CPU path; every mini-batch update is dense
+        if not backend.is_array(X):
+            raise TypeError(f"X must be an array or a Tensor, got {type(X).__name__}")
+        check_ndim(X, "X", 2, "(n_samples, n_visible)")
+        if X.shape[0] < 1:
+            raise ValueError(f"X must have at least one row, got shape {tuple(X.shape)}")
+        BernoulliRBM._check_data(X)
+        return X
+
     def _init_from_data(self, X):
         if "weight" not in self._parameters:
             xp = backend.get_array_module(X)
-            dtype = X.dtype if X.dtype.kind == "f" else check_float_dtype(self.dtype, default=backend.default_dtype())
-            self._create(X.shape[1], xp, np.dtype(dtype), self._gen(backend.device_of(X)))
+            self._create(X.shape[1], xp, np.dtype(X.dtype), self._gen(backend.device_of(X)))
             if self.visible_bias_init == "data":
                 # Hinton's guide: b_i = log(p_i / (1 − p_i)), p_i the fraction of rows with v_i on;
                 # a pseudo-count keeps units that are always off (or on) finite.
@@ -523,11 +559,7 @@ class BernoulliRBM(Module):
 
     def partial_fit(self, X, generator=None):
         """One update on X as a single mini-batch (sklearn's ``partial_fit``); returns self."""
-        X = X.data if isinstance(X, Tensor) else X
-        if not backend.is_array(X):
-            raise TypeError(f"X must be an array or a Tensor, got {type(X).__name__}")
-        check_ndim(X, "X", 2, "(n_samples, n_visible)")
-        self._check_data(X)
+        X = self._training_data(X)
         self._init_from_data(X)
         v = self._visible(X, "X")
         self._update(v, self._generator_for(generator, v))
@@ -540,14 +572,9 @@ class BernoulliRBM(Module):
         the model is trained on. Parameters are created at the first fit, on X's device and in
         its float dtype. ``history_`` holds per epoch ``epoch``, ``time`` (seconds since the
         start) and, with ``monitor="pseudo_likelihood"``, the mean one-bit pseudo-likelihood.
+        Integer data become float64 and a ``scipy.sparse`` matrix is densified (see the class).
         """
-        X = X.data if isinstance(X, Tensor) else X
-        if not backend.is_array(X):
-            raise TypeError(f"X must be an array or a Tensor, got {type(X).__name__}")
-        check_ndim(X, "X", 2, "(n_samples, n_visible)")
-        if X.shape[0] < 1:
-            raise ValueError(f"X must have at least one row, got shape {tuple(X.shape)}")
-        self._check_data(X)
+        X = self._training_data(X)
         self._init_from_data(X)
         v_all = self._visible(X, "X")
         g = self._generator_for(generator, v_all)
@@ -558,19 +585,31 @@ class BernoulliRBM(Module):
         if self.monitor is not None:
             history[self.monitor] = []
         bar = _progress_bar(self.progress, self.n_iter, f"{type(self).__name__}({self.method})")
+        # Printing must not move the training chains: without the monitor, the printed
+        # estimate draws its random bits from a generator of its own.
+        g_print = None if self.monitor is not None or not self.verbose \
+            else nrandom.default_rng(0, backend.device_of(v_all))
         start = time.perf_counter()
         try:
             for epoch in range(self.n_iter):
+                begin = time.perf_counter()
                 data = v_all[g.permutation(n)] if self.shuffle else v_all
                 for s in starts:
                     self._update(data[s:s + bs], g)
+                end = time.perf_counter()
                 history["epoch"].append(epoch)
-                history["time"].append(time.perf_counter() - start)
+                history["time"].append(end - start)
+                pl = None
                 if self.monitor is not None:
                     pl = float(self.score_samples(v_all, generator=g).mean())
                     history[self.monitor].append(pl)
                     if bar is not None:
                         bar.set_postfix(pseudo_likelihood=f"{pl:.2f}", refresh=False)
+                if self.verbose:
+                    if pl is None:
+                        pl = float(self.score_samples(v_all, generator=g_print).mean())
+                    print(f"[{type(self).__name__}] Iteration {epoch + 1}, pseudo-likelihood = {pl:.2f}, "
+                          f"time = {end - begin:.2f}s")
                 if bar is not None:
                     bar.update(1)
         finally:
