@@ -291,7 +291,7 @@ class KMeansEnergy(Module):
             sample_weight=None):
         """Push the energy of ``y`` down; returns ``{"energy": [mean F(y) before each step and after the last]}``.
 
-        ``method="lloyd"`` (coordinate descent, what the notes recommend) or ``"gradient"``
+        ``method="lloyd"`` (coordinate descent, which the NYU notes of spring 2020, week 7, "Latent Variable EBM example: K-means", find "better and faster") or ``"gradient"``
         (a step of ``lr`` on the mean energy, its gradient taken by the engine through the
         min). ``init``: ``"k-means++"`` or ``"random"`` (K distinct data points) seed the
         prototypes from the data first, ``None`` keeps them. A run stops when the energy
