@@ -58,8 +58,25 @@ def _torch_net(energy):
     return net
 
 
-def _langevin_reference(net, x0, xi, eta, sigma, grad_clip, clamp):
+def _igebm_langevin(net, x0, xi, step_lr, sigma, proj_norm, clamp):
+    """Du & Mordatch's chain (IGEBM ``train.py``): noise first, then ∇ₓE at the noisy point,
+    the elementwise clip (``proj_norm``, 'li'), the step and the clip to the data's box."""
+    x_mod = x0
+    for noise in xi:
+        x_mod = (x_mod + sigma * torch.from_numpy(noise)).requires_grad_(True)
+        energy_noise = net(x_mod)
+        x_grad = torch.autograd.grad(energy_noise.sum(), [x_mod])[0]
+        if proj_norm is not None:
+            x_grad = x_grad.clamp(-proj_norm, proj_norm)
+        x_mod = (x_mod - step_lr * x_grad).detach()
+        x_mod = x_mod.clamp(clamp[0], clamp[1])
+    return x_mod
+
+
+def _langevin_reference(net, x0, xi, eta, sigma, grad_clip, clamp, noise_first=False):
     """k in-place Langevin updates as ``sample_s_t`` / ``sample_q``, the noise ξ given."""
+    if noise_first:
+        return _igebm_langevin(net, x0, xi, eta, sigma, grad_clip, clamp)
     x = x0.clone().requires_grad_(True)
     for noise in xi:
         f_prime = torch.autograd.grad(net(x).sum(), [x])[0]
@@ -113,7 +130,7 @@ def _run_npjem(method, cfg, d, data):
     else:
         opt = optim.SGD(params, lr=cfg["lr"])
     sampler = Langevin(cfg["eta"], noise_scale=cfg["sigma"], grad_clip=cfg.get("grad_clip"),
-                       clamp=cfg.get("clamp"))
+                       clamp=cfg.get("clamp"), **({"noise_first": True} if cfg.get("noise_first") else {}))
     if method == "pcd":
         negatives = PersistentNegatives(cfg["n_particles"], box=cfg["box"])
     elif method == "replay":
@@ -168,7 +185,7 @@ def _run_reference(method, cfg, d, data, energy0):
             choose_random = (torch.from_numpy(d["u"][step]) < cfg["reinit"]).double()[:, None]
             x0 = choose_random * random_samples + (1 - choose_random) * buffer_samples
         x_neg = _langevin_reference(net, x0, d["xi"][step], cfg["eta"], cfg["sigma"], cfg.get("grad_clip"),
-                                    cfg.get("clamp"))
+                                    cfg.get("clamp"), cfg.get("noise_first", False))
         if inds is not None:
             held[inds] = x_neg.clone()
         e_pos, e_neg = net(x_q).squeeze(1), net(x_neg).squeeze(1)
@@ -188,14 +205,17 @@ def _run_reference(method, cfg, d, data, energy0):
 
 CONFIGS = {
     # CD-k with Du & Mordatch's α = 1 regulariser and Adam β₁ = 0, IGEBM's gradient clip and clamp.
-    "cd": dict(k=4, eta=0.05, sigma=0.05, grad_clip=0.5, clamp=(-3.0, 3.0), box=(-3.0, 3.0), alpha=1.0,
-               optimizer="adam", lr=1e-2, betas=(0.0, 0.999)),
+    "cd": dict(method="cd", k=4, eta=0.05, sigma=0.05, grad_clip=0.5, clamp=(-3.0, 3.0), box=(-3.0, 3.0),
+               alpha=1.0, optimizer="adam", lr=1e-2, betas=(0.0, 0.999)),
+    # The same with IGEBM's own chain: the noise is added before ∇ₓE is taken.
+    "cd-igebm": dict(method="cd", k=4, eta=0.05, sigma=0.05, grad_clip=0.5, clamp=(-3.0, 3.0), box=(-3.0, 3.0),
+                     alpha=1.0, optimizer="adam", lr=1e-2, betas=(0.0, 0.999), noise_first=True),
     # ebm-anatomy's toy settings: ε = 0.125, a step of 1 on ∇ₓE, SGD at lr 0.1 (scaled by ε²/2),
     # a persistent bank larger than the batch, uniform in the box at first.
-    "pcd": dict(k=3, eta=1.0, sigma=0.125, clamp=(-3.0, 3.0), box=(-3.0, 3.0), alpha=0.0, optimizer="sgd",
+    "pcd": dict(method="pcd", k=3, eta=1.0, sigma=0.125, clamp=(-3.0, 3.0), box=(-3.0, 3.0), alpha=0.0, optimizer="sgd",
                 lr=0.1, n_particles=20),
     # JEM: sgld_lr 1, sgld_std 0.01, no clamp, Adam with PyTorch's betas, a buffer in U(box).
-    "replay": dict(k=3, eta=1.0, sigma=0.01, box=(-3.0, 3.0), alpha=0.0, optimizer="adam", lr=1e-2,
+    "replay": dict(method="replay", k=3, eta=1.0, sigma=0.01, box=(-3.0, 3.0), alpha=0.0, optimizer="adam", lr=1e-2,
                    betas=(0.9, 0.999), buffer_size=16, reinit=0.25),
 }
 
@@ -218,9 +238,10 @@ def _compare_snapshots(method, ours, reference):
     return worst
 
 
-def compare(method, planted=None):
+def compare(name, planted=None):
     """npjem against the reference loop; ``planted`` changes the reference's settings only."""
-    cfg = dict(CONFIGS[method])
+    cfg = dict(CONFIGS[name])
+    method = cfg["method"]
     data = _data()
     d = _draws(method, cfg["k"], cfg["box"], cfg.get("n_particles"), cfg.get("buffer_size"), cfg.get("reinit"))
     energy, ours = _run_npjem(method, cfg, d, data)
@@ -232,18 +253,20 @@ def compare(method, planted=None):
     return worst
 
 
-@pytest.mark.parametrize("method", ["cd", "pcd", "replay"])
-def test_trainer_matches_reference_loop_step_for_step(method):
-    worst = compare(method)
-    print(f"{method}: worst relative difference {worst.value:.3g} ({worst.where})")
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_trainer_matches_reference_loop_step_for_step(name):
+    worst = compare(name)
+    print(f"{name}: worst relative difference {worst.value:.3g} ({worst.where})")
 
 
-@pytest.mark.parametrize("method, planted", [
+@pytest.mark.parametrize("name, planted", [
     ("cd", {"sigma": CONFIGS["cd"]["sigma"] * 1.01}),     # another noise scale
     ("cd", {"alpha": 0.0}),                               # Du & Mordatch's regulariser left out
+    ("cd", {"noise_first": True}),                        # IGEBM's order against npjem's default
+    ("cd-igebm", {"noise_first": False}),                 # and the other way round
     ("pcd", {"eta": 0.99}),                               # another step on ∇ₓE
     ("replay", {"reinit": 0.0}),                          # no restarts from noise
 ])
-def test_a_planted_difference_is_caught(method, planted):
+def test_a_planted_difference_is_caught(name, planted):
     with pytest.raises(AssertionError, match="relative difference"):
-        compare(method, planted)
+        compare(name, planted)
