@@ -91,9 +91,9 @@ def _sklearn_updates(method, k, batches, uniforms):
     return snaps
 
 
-def _npjem_rbm(method, k):
+def _npjem_rbm(method, k, **kw):
     rbm = BernoulliRBM(H, learning_rate=LR, batch_size=BATCH, k=k, method=method, visible_bias_init="zeros",
-                       n_visible=D, dtype="float64", generator=0, progress=False, monitor=None)
+                       n_visible=D, dtype="float64", generator=0, progress=False, monitor=None, **kw)
     rbm.components_ = _initial()
     return rbm
 
@@ -176,3 +176,51 @@ def test_twin_catches_an_update_in_the_wrong_order():
                        "intercept_visible_": sk.intercept_visible_.copy(), "h_samples_": sk.h_samples_.copy()})
     with pytest.raises(AssertionError, match="relative difference"):
         _compare(ours, theirs)
+
+
+# ------------------------------------------------------------------ a batch shorter than batch_size
+
+def _short_batch_run(n_rows, **kw):
+    """fit on n_rows rows (batch_size does not divide them) and scikit-learn's fit loop: its
+    batches are gen_even_slices(n_batches · batch_size, n_batches, n_samples=n_rows)."""
+    from sklearn.utils import gen_even_slices
+
+    X = np.concatenate([_data()] * 2)[:n_rows]
+    n_batches = -(-n_rows // BATCH)
+    slices = list(gen_even_slices(n_batches * BATCH, n_batches, n_samples=n_rows))
+    epochs = 2
+    batches = [X[sl] for _ in range(epochs) for sl in slices]
+    rng = np.random.default_rng(4)
+    uniforms = []
+    for _ in batches:  # PCD-1: the particles are batch_size rows whatever the data batch
+        uniforms += [rng.random((BATCH, D)), rng.random((BATCH, H))]
+    theirs = _sklearn_updates("pcd", 1, batches, uniforms)
+    rbm = _npjem_rbm("pcd", 1, **kw)
+    rbm.n_iter = epochs
+    gen = ScriptedGenerator(random=list(uniforms))
+    rbm.fit(X, generator=gen)
+    gen.assert_consumed()
+    return rbm, theirs[-1], len(batches)
+
+
+def test_sklearn_negative_normalization_matches_fit_with_a_short_last_batch():
+    rbm, theirs, n_updates = _short_batch_run(32, negative_normalization="batch")  # batches 5 × 6 and 2
+    assert n_updates >= 10
+    worst = Worst(rtol=1e-9, atol=ATOL)
+    for name in theirs:
+        worst.check(f"after fit: {name}", getattr(rbm, name), theirs[name])
+
+
+def test_default_negative_normalization_differs_only_through_the_short_batch():
+    rbm, theirs, _ = _short_batch_run(32)
+    diff = np.abs(rbm.components_ - theirs["components_"]).max()
+    assert diff > 1e-3, "the mean over the particles must differ from sklearn's division by the batch"
+    rbm, theirs, _ = _short_batch_run(30)  # no short batch: the two conventions coincide
+    np.testing.assert_allclose(rbm.components_, theirs["components_"], rtol=1e-9, atol=ATOL)
+
+
+def test_negative_normalization_is_checked_and_from_sklearn_takes_sklearns():
+    with pytest.raises(ValueError, match="negative_normalization"):
+        BernoulliRBM(H, negative_normalization="mean")
+    sk = sklearn_rbm.BernoulliRBM(n_components=H, batch_size=BATCH, n_iter=1, random_state=0).fit(_data())
+    assert BernoulliRBM.from_sklearn(sk).negative_normalization == "batch"
