@@ -116,3 +116,22 @@ class Worst:
             raise AssertionError(f"{what}: relative difference {float(score[i]):.3g} > {self.rtol:g} at {i}: "
                                  f"npjem {ours[i]!r}, reference {reference[i]!r} (atol at 0: {self.atol:g})")
         return worst
+
+
+def check_steps(worst, ours, reference, held_name="held"):
+    """Snapshots ``{"loss", "params": {name: array}, "opt": {index: {name: array}}}`` (and,
+    when not None, ``"held"``: particles or buffer) compared step by step with ``worst``."""
+    assert len(ours) == len(reference)
+    for step, (a, b) in enumerate(zip(ours, reference)):
+        worst.check(f"step {step} loss", a["loss"], b["loss"])
+        assert a["params"].keys() == b["params"].keys()
+        for name in b["params"]:
+            worst.check(f"step {step} {name}", a["params"][name], b["params"][name])
+        assert a["opt"].keys() == b["opt"].keys()
+        for i in b["opt"]:
+            assert a["opt"][i].keys() == b["opt"][i].keys(), f"optimizer state names {a['opt'][i].keys()}"
+            for n in b["opt"][i]:
+                worst.check(f"step {step} optimizer state {i} {n}", a["opt"][i][n], b["opt"][i][n])
+        if b.get("held") is not None:
+            worst.check(f"step {step} {held_name}", a["held"], b["held"])
+    return worst

@@ -26,7 +26,7 @@ from npjem.autograd import Tensor
 from npjem.ebm import MLPEnergy
 from npjem.ebm.objectives import denoising_score_matching, nce
 
-from _twin_rng import ScriptedGenerator, Worst
+from _twin_rng import ScriptedGenerator, Worst, check_steps
 
 torch = pytest.importorskip("torch")
 
@@ -74,18 +74,29 @@ def _torch_state(opt):
             for i, s in opt.state_dict()["state"].items()}
 
 
+def _step_torch(opt, loss, net, extra=None):
+    """One optimizer step of the twin, and its snapshot (``extra``: more named parameters)."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    named = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+    named.update({k: v.detach().numpy().copy() for k, v in (extra or {}).items()})
+    return _snapshot(loss.item(), named, _torch_state(opt))
+
+
+def _step_npjem(opt, loss, model, extra=None):
+    """One npjem optimizer step, and its snapshot."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    named = {k: v.copy() for k, v in model.state_dict().items()}
+    named.update({k: v.data.copy() for k, v in (extra or {}).items()})
+    return _snapshot(loss.item(), named, opt.state_dict()["state"])
+
+
 def _compare(ours, reference, worst):
     assert len(ours) == len(reference) == STEPS
-    for step, (a, b) in enumerate(zip(ours, reference)):
-        worst.check(f"step {step} loss", a["loss"], b["loss"])
-        assert a["params"].keys() == b["params"].keys()
-        for k in b["params"]:
-            worst.check(f"step {step} {k}", a["params"][k], b["params"][k])
-        assert a["opt"].keys() == b["opt"].keys()
-        for i in b["opt"]:
-            assert a["opt"][i].keys() == b["opt"][i].keys()
-            for n in b["opt"][i]:
-                worst.check(f"step {step} optimizer state {i} {n}", a["opt"][i][n], b["opt"][i][n])
+    check_steps(worst, ours, reference)
     moved = max(np.abs(ours[-1]["params"][k] - ours[0]["params"][k]).max() for k in ours[0]["params"])
     assert moved > 1e-4, "the parameters hardly moved: the comparison would prove little"
     return worst
@@ -129,12 +140,7 @@ def _nce_reference(net, steps, lr, planted_nu=None):
         log_h_x = torch.nn.functional.logsigmoid(g_x - math.log(nu))
         log_1mh_y = torch.nn.functional.logsigmoid(-(g_y - math.log(nu)))
         loss = -(log_h_x.sum() + log_1mh_y.sum()) / t_d
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        named = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
-        named["log_z"] = c.detach().numpy().copy()
-        out.append(_snapshot(loss.item(), named, _torch_state(opt)))
+        out.append(_step_torch(opt, loss, net, {"log_z": c}))
     return out
 
 
@@ -145,12 +151,7 @@ def _nce_npjem(model, steps, lr):
     out = []
     for x, y, lpx, lpy in steps:
         loss = nce(energy, Tensor(x), Tensor(y), lpx, lpy, log_z=c)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        named = {k: v.copy() for k, v in model.state_dict().items()}
-        named["log_z"] = c.data.copy()
-        out.append(_snapshot(loss.item(), named, opt.state_dict()["state"]))
+        out.append(_step_npjem(opt, loss, model, {"log_z": c}))
     return out
 
 
@@ -201,11 +202,7 @@ def _song_dsm_reference(net, data, batches, eps, sigma, lr):
         kernel = vector
         loss = torch.norm(dlogp + kernel, dim=-1) ** 2
         loss = loss.mean() / 2.
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(_snapshot(loss.item(), {k: v.detach().numpy().copy() for k, v in net.state_dict().items()},
-                             _torch_state(opt)))
+        out.append(_step_torch(opt, loss, net))
     return out
 
 
@@ -216,11 +213,7 @@ def _dsm_npjem(model, data, batches, eps, sigma, lr, **kw):
     out = []
     for idx in batches:
         loss = denoising_score_matching(energy, Tensor(data[idx]), sigma, generator=gen, **kw)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(_snapshot(loss.item(), {k: v.copy() for k, v in model.state_dict().items()},
-                             opt.state_dict()["state"]))
+        out.append(_step_npjem(opt, loss, model))
     gen.assert_consumed()
     return out
 
@@ -272,11 +265,7 @@ def _ncsn_reference(net, data, batches, labels, eps, lr):
         scores = net(perturbed_samples) / used_sigmas
         loss = 1 / 2. * ((scores - target) ** 2).sum(dim=-1) * used_sigmas.squeeze() ** 2.
         loss = loss.mean(dim=0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        out.append(_snapshot(loss.item(), {k: v.detach().numpy().copy() for k, v in net.state_dict().items()},
-                             _torch_state(opt)))
+        out.append(_step_torch(opt, loss, net))
     return out
 
 
@@ -294,11 +283,7 @@ def test_score_network_dsm_matches_ncsn_anneal_dsm_step_for_step():
     for idx in batches:
         loss = denoising_score_matching(score, Tensor(data[idx]), list(SIGMAS), parametrization="score",
                                         generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        ours.append(_snapshot(loss.item(), {k: v.copy() for k, v in model.state_dict().items()},
-                              opt.state_dict()["state"]))
+        ours.append(_step_npjem(opt, loss, model))
     gen.assert_consumed()
     worst = _compare(ours, _ncsn_reference(net, data, batches, labels, eps, 1e-2), Worst(rtol=1e-9))
     print(f"DSM (score network, NCSN): worst relative difference {worst.value:.3g} ({worst.where})")

@@ -26,7 +26,7 @@ from npjem.ebm import MLPEnergy
 from npjem.ebm.samplers import Langevin
 from npjem.ebm.training import PersistentNegatives, ReplayBuffer, train_ebm
 
-from _twin_rng import ScriptedGenerator, Worst
+from _twin_rng import ScriptedGenerator, Worst, check_steps
 
 torch = pytest.importorskip("torch")
 
@@ -222,20 +222,7 @@ CONFIGS = {
 
 def _compare_snapshots(method, ours, reference):
     assert len(ours) == len(reference) == STEPS
-    worst = Worst(rtol=1e-9)
-    for step, (a, b) in enumerate(zip(ours, reference)):
-        worst.check(f"step {step} loss", a["loss"], b["loss"])
-        assert a["params"].keys() == b["params"].keys()
-        for name in b["params"]:
-            worst.check(f"step {step} {name}", a["params"][name], b["params"][name])
-        assert a["opt"].keys() == b["opt"].keys()
-        for i in b["opt"]:
-            assert a["opt"][i].keys() == b["opt"][i].keys(), f"optimizer state names {a['opt'][i].keys()}"
-            for n in b["opt"][i]:
-                worst.check(f"step {step} optimizer state {i} {n}", a["opt"][i][n], b["opt"][i][n])
-        if b["held"] is not None:
-            worst.check(f"step {step} {'particles' if method == 'pcd' else 'buffer'}", a["held"], b["held"])
-    return worst
+    return check_steps(Worst(rtol=1e-9), ours, reference, "particles" if method == "pcd" else "buffer")
 
 
 def compare(name, planted=None):
