@@ -8,6 +8,9 @@ whose draws come from those queues instead of a PRNG: npjem's public API already
 generator, so no library hook is needed. Each queue checks that npjem asks for the shape (and
 range) the reference uses, and ``assert_consumed`` that it asked for every draw and no more:
 an extra or a missing draw is a difference between npjem and the reference, not noise.
+
+The references run on the CPU (PyTorch, scikit-learn), so the twins make npjem's models with
+``device="cpu"``: the comparison is the same under ``NPJEM_DEVICE=cuda``.
 """
 from collections import deque
 

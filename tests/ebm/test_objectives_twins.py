@@ -44,9 +44,9 @@ def _mlp(out_features, generator):
     """An npjem MLP (Linear → swish → … → Linear) and its torch copy with the same weights."""
     layers, d = [], D
     for h in HIDDEN:
-        layers += [nn.Linear(d, h, dtype="float64", generator=generator), nn.SiLU()]
+        layers += [nn.Linear(d, h, device="cpu", dtype="float64", generator=generator), nn.SiLU()]
         d = h
-    layers.append(nn.Linear(d, out_features, dtype="float64", generator=generator))
+    layers.append(nn.Linear(d, out_features, device="cpu", dtype="float64", generator=generator))
     ours = nn.Sequential(*layers)
     t_layers, d = [], D
     for h in HIDDEN:

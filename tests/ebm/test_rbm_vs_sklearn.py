@@ -93,7 +93,7 @@ def _sklearn_updates(method, k, batches, uniforms):
 
 def _npjem_rbm(method, k, **kw):
     rbm = BernoulliRBM(H, learning_rate=LR, batch_size=BATCH, k=k, method=method, visible_bias_init="zeros",
-                       n_visible=D, dtype="float64", generator=0, progress=False, monitor=None, **kw)
+                       n_visible=D, device="cpu", dtype="float64", generator=0, progress=False, monitor=None, **kw)
     rbm.components_ = _initial()
     return rbm
 

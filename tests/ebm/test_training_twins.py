@@ -43,7 +43,7 @@ def _data():
 
 
 def _energy():
-    return MLPEnergy(D, hidden=HIDDEN, activation="swish", dtype="float64", generator=7)
+    return MLPEnergy(D, hidden=HIDDEN, activation="swish", device="cpu", dtype="float64", generator=7)
 
 
 def _torch_net(energy):
