@@ -227,6 +227,15 @@ def test_energy_dsm_training_matches_song_et_al_dsm_py_with_weight_power_4():
     print(f"DSM (energy, dsm.py): worst relative difference {worst.value:.3g} ({worst.where})")
 
 
+def test_energy_dsm_twin_catches_another_weight():
+    model, net = _mlp(1, generator=4)
+    data = _data()
+    batches, eps = _dsm_draws()
+    ours = _dsm_npjem(model, data, batches, eps, SIGMA, 0.5, weight_power=2)
+    with pytest.raises(AssertionError, match="relative difference"):
+        _compare(ours, _song_dsm_reference(net, data, batches, eps, SIGMA, 0.5), Worst())
+
+
 def test_energy_dsm_default_weight_is_vincent_not_song():
     # npjem's default for one level is Vincent's unweighted ½‖s + ε/σ‖²: σ⁻⁴ times dsm.py's loss.
     model, net = _mlp(1, generator=4)
@@ -269,7 +278,7 @@ def _ncsn_reference(net, data, batches, labels, eps, lr):
     return out
 
 
-def test_score_network_dsm_matches_ncsn_anneal_dsm_step_for_step():
+def _ncsn_comparison(**kw):
     model, net = _mlp(D, generator=6)
     data = _data()
     rng = np.random.default_rng(31)
@@ -282,8 +291,17 @@ def test_score_network_dsm_matches_ncsn_anneal_dsm_step_for_step():
     ours = []
     for idx in batches:
         loss = denoising_score_matching(score, Tensor(data[idx]), list(SIGMAS), parametrization="score",
-                                        generator=gen)
+                                        generator=gen, **kw)
         ours.append(_step_npjem(opt, loss, model))
     gen.assert_consumed()
-    worst = _compare(ours, _ncsn_reference(net, data, batches, labels, eps, 1e-2), Worst(rtol=1e-9))
+    return _compare(ours, _ncsn_reference(net, data, batches, labels, eps, 1e-2), Worst(rtol=1e-9))
+
+
+def test_score_network_dsm_matches_ncsn_anneal_dsm_step_for_step():
+    worst = _ncsn_comparison()
     print(f"DSM (score network, NCSN): worst relative difference {worst.value:.3g} ({worst.where})")
+
+
+def test_ncsn_twin_catches_another_weight():
+    with pytest.raises(AssertionError, match="relative difference"):
+        _ncsn_comparison(weight_power=0.0)
