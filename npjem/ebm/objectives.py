@@ -277,7 +277,10 @@ def denoising_score_matching(model, x, sigma, *, parametrization="energy", weigh
         ℓ(θ) = E_{σ, x, ε}[ λ(σ) · ½‖ s_θ(x̃, σ) + ε/σ ‖² ],     λ(σ) = σ² ⇒ ½‖σ s_θ + ε‖².
 
     ``weight_power`` defaults to 0 (Vincent's unweighted loss) for one level and to 2 (NCSN's
-    λ(σ) = σ², which makes every level's term O(1)) for several. Derivatives: a score network
+    λ(σ) = σ², which makes every level's term O(1)) for several. Implementations differ in
+    this weight: NCSN's ``anneal_dsm_score_estimation`` is the default for several levels
+    (anneal_power 2); Song et al.'s ``dsm.py`` (sliced score matching) computes
+    ½‖σ²∇ₓ̃ log p(x̃) + σε‖² = σ⁴ · ½‖s + ε/σ‖², which is ``weight_power=4``. Derivatives: a score network
     needs none in x (θ-gradient first order); an energy needs ∇ₓE (θ-gradient second order,
     through ``create_graph``).
 

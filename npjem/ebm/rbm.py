@@ -32,7 +32,8 @@ sweep per mini-batch, ``batch_size`` particles, W ~ N(0, 0.01²), zero biases, c
 unshuffled batches): with ``visible_bias_init="zeros"``, ``method="pcd"``, ``k=1`` and
 ``shuffle=False`` the update is the same, except that the negative statistics are averaged over
 the particles (sklearn divides them by the size of the data batch, so its last, shorter batch
-over-weights them). The default ``visible_bias_init="data"`` starts b at the data's log-odds
+over-weights them); ``negative_normalization="batch"`` takes sklearn's division, and then every
+update is ``BernoulliRBM._fit``'s given the same uniforms (tests/ebm/test_rbm_vs_sklearn.py). The default ``visible_bias_init="data"`` starts b at the data's log-odds
 (Hinton's practical guide), which helps at a small budget.
 """
 from __future__ import annotations
@@ -139,6 +140,11 @@ class BernoulliRBM(Module):
         visible_bias_init: ``"data"`` (b = log-odds of the data's mean, Hinton's guide) or
             ``"zeros"`` (sklearn's).
         shuffle: shuffle the rows every epoch (sklearn does not).
+        negative_normalization: ``"particles"`` (default) averages the negative statistics over
+            the chains; ``"batch"`` divides their sum by the number of data rows in the update,
+            as sklearn's ``_fit`` (lr / batch × the summed difference). The two differ only for
+            PCD and FPCD on a batch shorter than ``batch_size`` (the last one of an epoch when
+            ``batch_size`` does not divide the rows), where sklearn's weighs the negatives more.
         n_visible: D; when given the parameters are created now, otherwise at the first fit.
         generator / random_state: an ``npjem.random`` generator or a seed (sklearn's name is
             kept as an alias); it draws the initial weights, the chains and the shuffling.
@@ -168,7 +174,8 @@ class BernoulliRBM(Module):
     def __init__(self, n_components=256, *, learning_rate=0.1, batch_size=10, n_iter=10, k=1,
                  method="pcd", fast_learning_rate=None, fast_decay=0.95, visible_bias_init="data",
                  shuffle=False, n_visible=None, generator=None, random_state=None, device=None,
-                 dtype=None, progress=True, monitor="pseudo_likelihood", verbose=0):
+                 dtype=None, progress=True, monitor="pseudo_likelihood", verbose=0,
+                 negative_normalization="particles"):
         super().__init__()
         self.n_components = check_int(n_components, "n_components")
         self.learning_rate = check_positive(learning_rate, "learning_rate", allow_zero=True)
@@ -182,6 +189,8 @@ class BernoulliRBM(Module):
         self.fast_decay = check_probability(fast_decay, "fast_decay")
         self.visible_bias_init = check_choice(visible_bias_init, "visible_bias_init", ("data", "zeros"))
         self.shuffle = check_bool(shuffle, "shuffle")
+        self.negative_normalization = check_choice(negative_normalization, "negative_normalization",
+                                                   ("particles", "batch"))
         self.progress = check_bool(progress, "progress")
         self.monitor = check_choice(monitor, "monitor", ("pseudo_likelihood", None))
         # sklearn's verbose is an int; True and False are accepted as 1 and 0.
@@ -273,7 +282,7 @@ class BernoulliRBM(Module):
         (and hyper-parameters; ``kwargs`` override them, e.g. ``device="cuda"``)."""
         params = dict(n_components=estimator.n_components, learning_rate=estimator.learning_rate,
                       batch_size=estimator.batch_size, n_iter=estimator.n_iter,
-                      visible_bias_init="zeros")
+                      visible_bias_init="zeros", negative_normalization="batch")
         params.update(kwargs)
         rbm = cls(**params)
         rbm.components_ = estimator.components_
@@ -449,9 +458,10 @@ class BernoulliRBM(Module):
         return v, ph, h
 
     @staticmethod
-    def _statistics(v_pos, ph_pos, v_neg, ph_neg):
-        """(∂W, ∂c, ∂b): mean data statistics minus mean negative-phase statistics."""
-        a, z = 1.0 / v_pos.shape[0], -1.0 / v_neg.shape[0]
+    def _statistics(v_pos, ph_pos, v_neg, ph_neg, n_neg=None):
+        """(∂W, ∂c, ∂b): mean data statistics minus the negative-phase statistics summed and
+        divided by ``n_neg`` (default: their number, a mean)."""
+        a, z = 1.0 / v_pos.shape[0], -1.0 / (v_neg.shape[0] if n_neg is None else n_neg)
         dW = (ph_pos.T * a) @ v_pos
         dW += (ph_neg.T * z) @ v_neg
         dc = ph_pos.sum(axis=0) * a + ph_neg.sum(axis=0) * z
@@ -543,7 +553,8 @@ class BernoulliRBM(Module):
             v_neg, _, h_next = self._chain(self.persistent_hidden.data, self.k, g, W + Wf, c + cf, b + bf)
             self.persistent_hidden.data = h_next
             ph_neg = sigmoid(v_neg @ W.T + c)  # the model's statistics are those of W
-        dW, dc, db = self._statistics(v_pos, ph_pos, v_neg, ph_neg)
+        n_neg = v_pos.shape[0] if self.negative_normalization == "batch" else None
+        dW, dc, db = self._statistics(v_pos, ph_pos, v_neg, ph_neg, n_neg)
         lr = self.learning_rate
         W += lr * dW
         c += lr * dc

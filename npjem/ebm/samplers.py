@@ -37,6 +37,9 @@ Langevin dynamics, two parametrisations::
   short-run (Nijkamp et al. 2019)     1, 100 steps           0.01             none
   ==================================  =====================  ===============  ================
 
+  IGEBM's ``train.py`` adds the noise *before* taking ∇ₓE (x̃ = x + σξ, x ← x̃ − η∇ₓE(x̃)), JEM
+  and the short-run code after it; ``noise_first=True`` selects IGEBM's order.
+
 MALA adds a Metropolis–Hastings correction to the coupled Langevin proposal, which removes the
 O(η) bias; its acceptance rate tends to one as η shrinks. Metropolis–Hastings with single-bit
 flips samples an energy over binary states {0, 1}^D; block Gibbs alternates the two
@@ -142,7 +145,7 @@ def _done(x, info, return_info):
 # ---------------------------------------------------------------------------------- Langevin
 
 def langevin(energy, x, n_steps, step_size, noise_scale=None, generator=None, *, grad_clip=None,
-             clamp=None, return_info=False):
+             clamp=None, noise_first=False, return_info=False):
     """Langevin dynamics x ← x − η∇ₓE(x) + σξ on N parallel chains started at ``x``.
 
     Args:
@@ -158,8 +161,16 @@ def langevin(energy, x, n_steps, step_size, noise_scale=None, generator=None, *,
             ``proj_norm``), bounding each move to η·c plus noise; ``None`` for no clip.
         clamp: ``(low, high)``: clamp the states into this box after every step (IGEBM clamps
             images to [0, 1]); ``None`` for no clamp.
+        noise_first: where the noise goes in a step. ``False`` (default): after the gradient
+            step, x ← x − η∇ₓE(x) + σξ, as JEM's ``sample_q`` and Nijkamp et al.'s short-run
+            and ``ebm-anatomy`` code. ``True``: before it, x̃ = x + σξ, x ← x̃ − η∇ₓE(x̃), as
+            Du & Mordatch's IGEBM ``train.py`` (the gradient is taken at the noisy point, so
+            each step ends on a descent step). The same noise gives different samples, but
+            without ``clamp`` it is one Markov chain looked at in two places: the default's
+            states are IGEBM's plus the next step's noise.
         return_info: also return the diagnostics dict (``grad_norm`` — mean ‖∇ₓE‖ before
-            clipping — and ``energy``, one entry per step).
+            clipping — and ``energy``, one entry per step, both at the point where ∇ₓE is
+            taken).
     """
     n_steps = check_int(n_steps, "n_steps", minimum=0)
     eta = check_positive(step_size, "step_size")
@@ -167,18 +178,21 @@ def langevin(energy, x, n_steps, step_size, noise_scale=None, generator=None, *,
                                                                              allow_zero=True)
     clip = None if grad_clip is None else check_positive(grad_clip, "grad_clip")
     box = _check_box(clamp)
+    noise_first = check_bool(noise_first, "noise_first")
     return_info = check_bool(return_info, "return_info")
     x = _start(x)
     xp = backend.get_array_module(x)
     gen = _generator(generator, x)
     info = {"grad_norm": [], "energy": []}
     for _ in range(n_steps):
+        if noise_first and sigma > 0:
+            x = x + sigma * gen.standard_normal(x.shape, dtype=x.dtype)
         e, g = energy_and_grad(energy, x)
         info["grad_norm"].append(float(_row_norm(g, xp).mean()))
         if clip is not None:
             g = xp.clip(g, -clip, clip)
         x = x - eta * g
-        if sigma > 0:
+        if not noise_first and sigma > 0:
             x = x + sigma * gen.standard_normal(x.shape, dtype=x.dtype)
         if box is not None:
             x = xp.clip(x, box[0], box[1])
@@ -318,26 +332,29 @@ def block_gibbs(rbm, v, n_steps, generator=None, *, return_info=False):
 # ---------------------------------------------------------------------------------- configured samplers
 
 class Langevin:
-    """Langevin dynamics with fixed settings: ``Langevin(step_size, noise_scale, grad_clip, clamp)``.
+    """Langevin dynamics with fixed settings: ``Langevin(step_size, noise_scale, grad_clip, clamp,
+    noise_first)`` (see :func:`langevin`; ``noise_first=True`` is IGEBM's order).
 
     Calling it as ``sampler(energy, x, n_steps, generator, return_info=False)`` runs
     :func:`langevin`; training procedures (:func:`npjem.ebm.training.train_ebm`) take one.
     """
 
-    def __init__(self, step_size, noise_scale=None, grad_clip=None, clamp=None):
+    def __init__(self, step_size, noise_scale=None, grad_clip=None, clamp=None, noise_first=False):
         self.step_size = check_positive(step_size, "step_size")
         self.noise_scale = None if noise_scale is None else check_positive(noise_scale, "noise_scale",
                                                                            allow_zero=True)
         self.grad_clip = None if grad_clip is None else check_positive(grad_clip, "grad_clip")
         self.clamp = _check_box(clamp)
+        self.noise_first = check_bool(noise_first, "noise_first")
 
     def __call__(self, energy, x, n_steps, generator=None, return_info=False):
         return langevin(energy, x, n_steps, self.step_size, self.noise_scale, generator,
-                        grad_clip=self.grad_clip, clamp=self.clamp, return_info=return_info)
+                        grad_clip=self.grad_clip, clamp=self.clamp, noise_first=self.noise_first,
+                        return_info=return_info)
 
     def __repr__(self):
         return (f"Langevin(step_size={self.step_size}, noise_scale={self.noise_scale}, "
-                f"grad_clip={self.grad_clip}, clamp={self.clamp})")
+                f"grad_clip={self.grad_clip}, clamp={self.clamp}, noise_first={self.noise_first})")
 
 
 class MALA:
