@@ -258,9 +258,11 @@ class PIRL(Method):
             raise ValueError(f"tiles must have shape ({image.shape[0]}, {self.head_g.num_tiles}, C, h, w), "
                              f"got {tuple(tiles.shape)}")
         idx = self._indices(indices, n)
-        f = self.head_f(self.backbone(image))
+        # The tiles first, as vissl feeds its trunk (INPUT_KEY_NAMES [patches, images]): the order
+        # in which the backbone's BatchNorm running statistics take the two batches.
         h_tiles = self.backbone(tiles.reshape((n * t,) + tuple(tiles.shape[2:])))
         g = self.head_g(h_tiles.reshape(n, t, h_tiles.shape[1]))
+        f = self.head_f(self.backbone(image))
 
         bank = self._memory_for(f)
         k = min(self.num_negatives, self.dataset_size - n)

@@ -1,7 +1,8 @@
 """PIRL step for step against a PyTorch twin written from vissl's ``NCELossWithMemory``.
 
 The twin follows facebookresearch/vissl ``vissl/losses/nce_loss.py`` (``NCELossWithMemory``,
-``NCEAverage``, ``NCECriterion``, from lemniscate) and the PIRL paper's heads: f = Linear on the
+``NCEAverage``, ``NCECriterion``, from lemniscate) and its ``pirl_jigsaw_4node_resnet.yaml``
+(the trunk on the patches, then on the images; the heads): f = Linear on the
 image's pooled features; g = a shared Linear per jigsaw tile, the tiles' outputs concatenated
 in their (shuffled) order, then a Linear. The loss is vissl's loop over the embeddings in the
 order [patches, image] with ``loss_weights`` [λ, 1 − λ]: each embedding L2-normalised, scored
@@ -60,11 +61,12 @@ class TwinPIRL(nn.Module):
         self.head_g.out = nn.Linear(GRID * GRID * TILE, OUT)
 
     def forward(self, image, tiles):
-        """[g(v_{I^t}), f(v_I)]: vissl's order of the embeddings."""
-        f = self.head_f(self.backbone(image))
+        """[g(v_{I^t}), f(v_I)]: vissl's ``INPUT_KEY_NAMES: [patches, images]``, the trunk on the
+        patches first (which orders the BatchNorm running-statistics updates)."""
         n, t = tiles.shape[:2]
         h = self.backbone(tiles.reshape((n * t,) + tuple(tiles.shape[2:])))
         g = self.head_g.out(self.head_g.tile(h).reshape(n, t * TILE))
+        f = self.head_f(self.backbone(image))
         return [g, f]
 
 
