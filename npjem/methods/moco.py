@@ -26,7 +26,9 @@ Order of operations: MoCo's code updates the key encoder at the start of ``forwa
 computing the keys, and enqueues at the end. Here both happen in :meth:`MoCo.after_step`, after
 the optimizer step; the key encoder then sees the same online weights (those after the previous
 step) when it computes the next keys, so the two orders give the same training (MoCo's first
-update, on identical weights, changes nothing).
+update, on identical weights, changes nothing). Observed between two steps, npjem's key encoder
+is one update ahead of MoCo's stored copy: it is the one MoCo's next forward will use (and after
+the last step npjem has taken one update MoCo never takes).
 
 Shuffling BN. With BatchNorm, the positive key k_i is normalised with the statistics of the same
 images as its query q_i, while every queued negative was normalised with another batch's: the
@@ -50,6 +52,10 @@ the query encoder on its own (BatchNorm over one view, ``bn_splits`` groups of i
 the second view are computed first, and the queue receives [keys of view 1, keys of view 2].
 The demo *sums* the two losses (``directions="sum"``); solo-learn's "MoCo V2+" averages them
 (``directions="mean"``, the default here: only the loss scale differs).
+
+Checked step for step (loss, parameters, BatchNorm buffers, key encoder, queue and pointer, the
+probes' eval-mode features) against a PyTorch twin of MoCo's CIFAR demo, ``bn_splits`` 1 and 8,
+symmetric and asymmetric (``tests/methods/test_moco_twin.py``).
 """
 from __future__ import annotations
 

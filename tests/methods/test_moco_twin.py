@@ -207,9 +207,9 @@ def shuffles_of(m, n, calls):
 CONFIGS = {
     # npjem pretrain's MoCo: symmetric, 8 shuffling-BN groups, BN in the head, AdamW.
     "recipe": dict(bn_splits=8, head_bn=True, symmetric=True, directions="mean", batch=16),
-    "demo_sum": dict(bn_splits=8, head_bn=True, symmetric=True, directions="sum", batch=16),
     "v2_asymmetric": dict(bn_splits=8, head_bn=False, symmetric=False, directions="mean", batch=16),
-    "one_group_symmetric": dict(bn_splits=1, head_bn=True, symmetric=True, directions="mean", batch=8),
+    # the demo's own sum of the two losses, its --bn-splits 1 (plain BatchNorm per view)
+    "one_group_symmetric_sum": dict(bn_splits=1, head_bn=True, symmetric=True, directions="sum", batch=8),
     "one_group_asymmetric": dict(bn_splits=1, head_bn=False, symmetric=False, directions="mean", batch=8),
 }
 
