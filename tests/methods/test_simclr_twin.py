@@ -10,6 +10,9 @@ its 10 % linear warm-up and cosine decay, per step; LARS (SimCLR's own optimizer
 ``lars_optimizer.py``: bias and BN parameters excluded from decay and trust ratio, the lr inside
 the momentum buffer) is the second configuration.
 """
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -37,7 +40,6 @@ STEPS = 12
 WIDTHS = (4, 8)
 HIDDEN, OUT = 16, 8          # the recipe's hidden = 2 × feature width
 TAU = 0.2                    # the recipe's temperature
-LARGE_NUM = 1e9
 
 
 class TwinSimCLR(nn.Module):
@@ -52,19 +54,23 @@ class TwinSimCLR(nn.Module):
         return self.projector.layers(self.backbone(x))
 
 
+def _simclr_original():
+    """``simclr_original``: SimCLR's ``add_contrastive_loss`` re-typed in PyTorch, the one the loss
+    tests (tests/losses/test_contrastive_vs_torch.py) check ``info_nce`` against."""
+    path = Path(__file__).resolve().parents[1] / "losses" / "test_contrastive_vs_torch.py"
+    spec = importlib.util.spec_from_file_location("contrastive_vs_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.simclr_original
+
+
+simclr_original = _simclr_original()
+
+
 def simclr_tf_loss(hidden, temperature):
-    """SimCLR's ``add_contrastive_loss`` (hidden_norm=True, one replica), in PyTorch."""
-    hidden = nn.functional.normalize(hidden, dim=1)
+    """The loss of the batch of 2N embeddings (the views in the order they were concatenated)."""
     h1, h2 = torch.chunk(hidden, 2, 0)
-    n = h1.shape[0]
-    labels = torch.arange(n)
-    masks = torch.eye(n, dtype=hidden.dtype)
-    logits_aa = h1 @ h1.T / temperature - masks * LARGE_NUM
-    logits_bb = h2 @ h2.T / temperature - masks * LARGE_NUM
-    logits_ab = h1 @ h2.T / temperature
-    logits_ba = h2 @ h1.T / temperature
-    ce = nn.functional.cross_entropy
-    return ce(torch.cat([logits_ab, logits_aa], 1), labels) + ce(torch.cat([logits_ba, logits_bb], 1), labels)
+    return simclr_original(h1, h2, temperature)
 
 
 class TwinLARS(torch.optim.Optimizer):
