@@ -350,7 +350,7 @@ def _nce_scores(v, memory_pos, memory_neg, tau, normalize):
 
 
 def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07, normalizer=1.0,
-                    eps=0.0, normalize=True, reduction="mean"):
+                    eps=0.0, normalize=True, reduction="mean", h="paper"):
     r"""Noise-contrastive estimation against a memory bank (NPID; one term of PIRL's loss).
 
     With s the cosine similarity, β = 1/τ, K negatives m_{I'} drawn uniformly from a data set
@@ -371,6 +371,18 @@ def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07
     estimated on its first batch and then frozen (see :func:`nce_normalizer`); the paper's
     formula has Z = 1, the default ``normalizer``.
 
+    **The notes' h** (``h="notes"``). The NYU Deep Learning notes (ch. 8-1, "Contrastive Methods
+    in Energy-Based Models", section "Self-Supervised Results (MoCo, PIRL, SimCLR)") write h
+    with a softmax-style denominator, the sum running over the negatives against v::
+
+        h(m, v) = exp(β s(m, v)) / ( exp(β s(m, v)) + Σ_{I' ∈ D_N} exp(β s(v, m_{I'})) )
+
+    with the same L_NCE. It is the paper's h with the constant Z K/|D| replaced by the sum over
+    this sample's own K negatives (which the gradient also passes through); computed as
+    softplus(log S − β s_pos) + Σ softplus(β s' − log S), log S = logsumexp of the K negatives'
+    β s'. ``normalizer`` and ``eps`` belong to the paper's form and must stay at their defaults.
+    The PIRL paper (its NCE, Eq. 3–4) and vissl use the paper's form, the default.
+
     The memory rows are stop-gradient (detached here): the gradient reaches ``v`` only.
 
     Args:
@@ -385,6 +397,8 @@ def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07
         normalize: L2-normalise ``v`` (vissl ``norm_embedding: True``). The memory rows are
             used as given: a memory bank keeps them unit-norm.
         reduction: ``"mean"`` | ``"sum"`` over the B samples, or ``"none"`` for (B,) losses.
+        h: ``"paper"`` (x / (x + K/|D|), the PIRL paper and vissl) or ``"notes"`` (the
+            softmax-style denominator of the course notes, above).
 
     Matching other code::
 
@@ -402,8 +416,18 @@ def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07
     z = check_positive(normalizer, "normalizer")
     eps = check_positive(eps, "eps", allow_zero=True)
     check_choice(reduction, "reduction", ("mean", "sum", "none"))
+    check_choice(h, "h", ("paper", "notes"))
+    if h == "notes" and (z != 1.0 or eps != 0.0):
+        raise ValueError(f"normalizer and eps belong to h='paper'; h='notes' takes neither "
+                         f"(got normalizer={normalizer!r}, eps={eps!r})")
 
     s_pos, s_neg = _nce_scores(v, memory_pos, memory_neg, tau, normalize)
+    if h == "notes":
+        # −log h⁺ = log(1 + S/e^{βs⁺}); −log(1 − h') = log(1 + e^{βs'}/S), S = Σ e^{βs'} over D_N.
+        log_s = F.logsumexp(s_neg, axis=1)
+        pos_term = F.softplus(log_s - s_pos)
+        neg_term = F.softplus(s_neg - ops.unsqueeze(log_s, 1)).sum(axis=1)
+        return _reduce(pos_term + neg_term, reduction)
     num_neg = memory_neg.shape[-2]
     noise = num_neg / int(dataset_size)                  # K · P_n
     log_c = math.log(noise + eps)                        # log(K·P_n + ε): the denominators' extra term
@@ -418,7 +442,7 @@ def nce_memory_loss(v, memory_pos, memory_neg, *, dataset_size, temperature=0.07
 
 
 def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, temperature=0.07,
-             lam=0.5, normalizer=1.0, eps=0.0, normalize=True, reduction="mean"):
+             lam=0.5, normalizer=1.0, eps=0.0, normalize=True, reduction="mean", h="paper"):
     r"""PIRL's loss: a λ-mixture of two NCE terms against the memory bank (Misra & van der Maaten).
 
     With f the head on the image's features v_I, g the head on the transformed image's features
@@ -433,9 +457,12 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     negatives, memory momentum 0.5 in the paper and in vissl's ``pirl_jigsaw_4node_resnet50``
     (``loss_weights [0.5, 0.5]``, order [patches, image]).
 
-    The notes (ch. 8-1, "Self-Supervised Results (MoCo, PIRL, SimCLR)") write the single-term form with both heads,
-    L = −log h(f(v_I), g(v_{I^t})) − Σ log[1 − h(g(v_{I^t}), f(v_{I'}))]; with a memory bank
-    the stored m_I plays f(v_I)'s part, as above.
+    The NYU Deep Learning notes (ch. 8-1, "Contrastive Methods in Energy-Based Models", section
+    "Self-Supervised Results (MoCo, PIRL, SimCLR)") write the single-term form with both heads,
+    L = −log h(f(v_I), g(v_{I^t})) − Σ log[1 − h(g(v_{I^t}), f(v_{I'}))], and their h has the
+    softmax-style denominator exp(β s) + Σ_{I' ∈ D_N} exp(β s(v_{I^t}, v_{I'})) (``h="notes"``);
+    the paper's h is x / (x + K/|D|) (``h="paper"``, the default). With a memory bank the stored
+    m_I plays f(v_I)'s part, as above.
 
     Args:
         f_orig: (B, d) f(v_I), the image's embedding.
@@ -444,6 +471,9 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
             stop-gradient (detached here).
         dataset_size, temperature, normalizer, eps, normalize, reduction: as in
             :func:`nce_memory_loss`, used for both terms.
+        h: ``"paper"``, the PIRL paper's h = x / (x + K/|D|) (and vissl's), or ``"notes"``, the
+            course notes' h = exp(β s) / (exp(β s) + Σ_{I' ∈ D_N} exp(β s(v_{I^t}, v_{I'})));
+            see :func:`nce_memory_loss`.
         lam: λ ∈ [0, 1], the weight of the g term.
 
     Matching other code::
@@ -464,7 +494,7 @@ def nce_loss(f_orig, g_transformed, memory_pos, memory_neg, *, dataset_size, tem
     like("g_transformed", g_transformed, "f_orig", f_orig, shape=f_orig.shape)
     lam = check_probability(lam, "lam")
     kw = dict(dataset_size=dataset_size, temperature=temperature, normalizer=normalizer, eps=eps,
-              normalize=normalize, reduction=reduction)
+              normalize=normalize, reduction=reduction, h=h)
     term_g = nce_memory_loss(g_transformed, memory_pos_c, memory_neg_c, **kw)
     term_f = nce_memory_loss(f_orig, memory_pos_c, memory_neg_c, **kw)
     return term_g * lam + term_f * (1.0 - lam)

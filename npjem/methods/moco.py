@@ -27,7 +27,9 @@ Order of operations: MoCo's code updates the key encoder at the start of ``forwa
 computing the keys, and enqueues at the end. Here both happen in :meth:`MoCo.after_step`, after
 the optimizer step; the key encoder then sees the same online weights (those after the previous
 step) when it computes the next keys, so the two orders give the same training (MoCo's first
-update, on identical weights, changes nothing).
+update, on identical weights, changes nothing). Observed between two steps, npjem's key encoder
+is one update ahead of MoCo's stored copy: it is the one MoCo's next forward will use (and after
+the last step npjem has taken one update MoCo never takes).
 
 Shuffling BN. With BatchNorm, the positive key k_i is normalised with the statistics of the same
 images as its query q_i, while every queued negative was normalised with another batch's: the
@@ -37,11 +39,29 @@ shuffles the key batch across GPUs, so a key's BN group and its query's differ. 
 is cut into ``bn_splits`` groups, each through the encoder on its own (as on ``bn_splits``
 GPUs; the queries in order, the keys after a random shuffle, undone afterwards), as
 MoCo's single-GPU CIFAR demo does with its ``SplitBatchNorm`` (8 splits).
+
+The running statistics (what :meth:`~npjem.methods.Method.embed`, hence the probes, normalise
+with) follow the demo's ``SplitBatchNorm``: one encoder call updates them once, by the mean of
+the groups' updates (every group starts from the same statistics), not once per group. The
+groups are contiguous slices of the batch, as MoCo's per-GPU batches; the demo's
+``SplitBatchNorm`` takes every ``bn_splits``-th image instead, a relabelling of which images share
+a group (the loader shuffles either way).
+
+Symmetric loss (MoCo's CIFAR demo, ``--symmetric``): ``loss_12`` from the queries of the first
+view against the keys of the second, then ``loss_21`` the other way round; each view through
+the query encoder on its own (BatchNorm over one view, ``bn_splits`` groups of it); the keys of
+the second view are computed first, and the queue receives [keys of view 1, keys of view 2].
+The demo *sums* the two losses (``directions="sum"``); solo-learn's "MoCo V2+" averages them
+(``directions="mean"``, the default here: only the loss scale differs).
+
+Checked step for step (loss, parameters, BatchNorm buffers, key encoder, queue and pointer, the
+probes' eval-mode features) against a PyTorch twin of MoCo's CIFAR demo, ``bn_splits`` 1 and 8,
+symmetric and asymmetric (``tests/methods/test_moco_twin.py``).
 """
 from __future__ import annotations
 
 
-from .._checks import check_int, check_probability
+from .._checks import check_choice, check_int, check_probability
 from .. import backend
 from .. import random as nrandom
 from ..autograd import Tensor, no_grad, ops
@@ -70,8 +90,12 @@ class MoCo(Method):
             s steps the initial weights still weigh m^s: 0.999^300 ≈ 0.74); use 0.99 there.
         temperature: τ (MoCo v1: 0.07, v2: 0.2).
         symmetric: also swap the roles of the views (q from x_k against keys of x_q) and
-            average the two losses, as MoCo v2's CIFAR demo and solo-learn's "MoCo V2+"; one
-            queue holds the keys of both views. Off by default (MoCo v2 is asymmetric).
+            combine the two losses (``directions``), as MoCo's CIFAR demo and solo-learn's
+            "MoCo V2+"; one queue holds the keys of both views. Off by default (MoCo v2 is
+            asymmetric).
+        directions: how the symmetric loss combines its two terms: ``"mean"`` (solo-learn, the
+            default) or ``"sum"`` (MoCo's CIFAR demo, ``loss = loss_12 + loss_21``). Ignored
+            when ``symmetric`` is off.
         views: the view maker (default ``simclr_views(32)``, MoCo v2's recipe minus blur).
         projector: a Module to use instead of ``MoCoProjectionHead(feature_dim, hidden_dim, out_dim,
             batch_norm=batch_norm)``.
@@ -94,13 +118,14 @@ class MoCo(Method):
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=512, out_dim=128, queue_size=4096, momentum=0.999,
                  temperature=0.2, symmetric=False, bn_splits=8, views=None, projector=None, batch_norm=False,
-                 generator=None):
+                 generator=None, directions="mean"):
         super().__init__(backbone, views)
         feature_dim = _feature_dim(backbone, feature_dim)
         self.queue_size = check_int(queue_size, "queue_size")
         self.momentum = check_probability(momentum, "momentum")
         self.temperature = _temperature(temperature)
         self.symmetric = bool(symmetric)
+        self.directions = check_choice(directions, "directions", ("mean", "sum"))
         self.bn_splits = check_int(bn_splits, "bn_splits")
         self.out_dim = int(out_dim)
         if not isinstance(batch_norm, bool):
@@ -151,15 +176,38 @@ class MoCo(Method):
         m = n // self.bn_splits
         return [slice(j * m, (j + 1) * m) for j in range(self.bn_splits)]
 
+    @staticmethod
+    def _split_calls(modules, fn, groups):
+        """``[fn(s) for s in groups]`` with the BatchNorm running statistics of ``modules`` updated
+        as by one call of the demo's ``SplitBatchNorm``: every group's update starts from the same
+        statistics, and the groups' results are averaged (one update by the mean group statistics;
+        ``num_batches_tracked`` counts one call). Calling the groups one after the other would
+        instead update the statistics ``bn_splits`` times per call, the last group weighing most."""
+        bufs = [b for m in modules for _, b in m.named_buffers() if b is not None]
+        start = [b.data.copy() for b in bufs]
+        total = [backend.get_array_module(b.data).zeros_like(b.data) for b in bufs]  # 0-d arrays stay arrays
+        outs = []
+        for s in groups:
+            for b, a in zip(bufs, start):
+                b.data[...] = a
+            outs.append(fn(s))
+            for t, b in zip(total, bufs):
+                t += b.data
+        for b, t in zip(bufs, total):
+            b.data[...] = t / len(groups) if t.dtype.kind == "f" else t // len(groups)
+        return outs
+
     def _queries(self, x):
         """q = g(BB(x)), BatchNorm over each of the ``bn_splits`` groups of x separately."""
         if self.bn_splits == 1:
             return self.projector(self.backbone(x))
-        return ops.concatenate([self.projector(self.backbone(x[s])) for s in self._groups(x.shape[0])], axis=0)
+        return ops.concatenate(self._split_calls((self.backbone, self.projector),
+                                                 lambda s: self.projector(self.backbone(x[s])),
+                                                 self._groups(x.shape[0])), axis=0)
 
     def _queries_both(self, x_q, x_k):
-        if self.bn_splits == 1:
-            return self.projector(self.backbone(ops.concatenate([x_q, x_k], axis=0)))
+        # One encoder call per view, as the demo's two contrastive_loss calls: BatchNorm never
+        # mixes the views, and the running statistics take two updates per step.
         return ops.concatenate([self._queries(x_q), self._queries(x_k)], axis=0)
 
     def _keys(self, x):
@@ -175,8 +223,10 @@ class MoCo(Method):
                 xp = backend.get_array_module(x)
                 perm = self._shuffle_generator.permutation(x.shape[0])
                 xs = x[perm]
-                ks = xp.concatenate([self.projector_momentum(self.backbone_momentum(xs[s])).data
-                                     for s in self._groups(x.shape[0])], axis=0)
+                ks = xp.concatenate(self._split_calls(
+                    (self.backbone_momentum, self.projector_momentum),
+                    lambda s: self.projector_momentum(self.backbone_momentum(xs[s])).data,
+                    self._groups(x.shape[0])), axis=0)
                 k = xp.empty_like(ks)
                 k[perm] = ks
             return Tensor(F.normalize(Tensor(k), axis=1).data)
@@ -194,13 +244,17 @@ class MoCo(Method):
         # The two views' queries as one batch of 2N (split in 2·bn_splits groups for shuffling BN:
         # each group holds one view of N/bn_splits images, as the demo's two calls on one GPU).
         q = self._queries_both(x_q, x_k)
-        k1, k2 = self._keys(x_q), self._keys(x_k)
+        # The demo's order: loss_12 (keys of the second view) before loss_21, which matters for
+        # the key encoder's running statistics and the order of the shuffles.
+        k2 = self._keys(x_k)
+        k1 = self._keys(x_q)
         queue = self._queue_for(k1)
         negatives = Tensor(queue.data)
-        loss = (moco_loss(q[:n], k2, negatives, self.temperature)
-                + moco_loss(q[n:], k1, negatives, self.temperature)) * 0.5
+        loss = moco_loss(q[:n], k2, negatives, self.temperature) + moco_loss(q[n:], k1, negatives, self.temperature)
+        if self.directions == "mean":
+            loss = loss * 0.5
         xp = backend.get_array_module(k1.data)
-        self._pending_keys = xp.concatenate([k2.data, k1.data], axis=0)
+        self._pending_keys = xp.concatenate([k1.data, k2.data], axis=0)
         return loss
 
     def after_step(self, step, total_steps):
@@ -213,4 +267,5 @@ class MoCo(Method):
 
     def extra_repr(self):
         return (f"queue_size={self.queue_size}, momentum={self.momentum}, temperature={self.temperature}, "
-                f"symmetric={self.symmetric}, bn_splits={self.bn_splits}, batch_norm={self.batch_norm}")
+                f"symmetric={self.symmetric}, directions={self.directions!r}, bn_splits={self.bn_splits}, "
+                f"batch_norm={self.batch_norm}")

@@ -25,11 +25,22 @@ section "Self-Supervised Results (MoCo, PIRL, SimCLR)"):
 The memory bank needs each sample's index in the data set, so PIRL sets ``needs_indices`` and is
 trained from an :class:`~npjem.methods.IndexedDataLoader`.
 
-Differences from the paper, for small CPU runs: the K negatives are shared by the batch (one
-(K, d) draw per step; vissl draws K per sample, which at K = 32000 is B·K·d floats); the
-partition-function estimate Z (vissl: |D|·mean(exp(s/τ)) on the first batch, then frozen;
-:func:`~npjem.losses.contrastive.nce_normalizer`) is used by default (``normalizer="auto"``),
-which keeps the NCE terms near 1 at the start instead of K·log 2.
+Differences from the paper, for small CPU runs: the K negatives are shared by the batch and by
+both terms (one (K, d) draw per step, the batch's own rows excluded; vissl draws K per sample and
+per term, which at K = 32000 is B·K·d floats, from all rows); the partition-function estimate Z
+(vissl: |D|·mean(exp(s/τ)) over the first batch's scores of its first term, the jigsaw
+embedding g, then frozen; :func:`~npjem.losses.contrastive.nce_normalizer`) is used by default
+(``normalizer="auto"``), which keeps the NCE terms near 1 at the start instead of K·log 2.
+The indices of each step's negatives are kept in ``negative_indices``.
+
+The NCE's h. The PIRL paper (and vissl) use h = x / (x + K/|D|) above (``h="paper"``, the
+default); the course notes (ch. 8-1, "Contrastive Methods in Energy-Based Models", section
+"Self-Supervised Results (MoCo, PIRL, SimCLR)") write it with a softmax-style denominator,
+h(m, v) = exp(s(m, v)/τ) / (exp(s(m, v)/τ) + Σ_{I' ∈ D_N} exp(s(v, m_{I'})/τ)) (``h="notes"``;
+:func:`~npjem.losses.contrastive.nce_memory_loss`).
+
+Checked step for step against a PyTorch twin of vissl's ``NCELossWithMemory`` (both loss types,
+both h's; ``tests/methods/test_pirl_twin.py``), with vissl's ε set by ``nce_eps``.
 """
 from __future__ import annotations
 
@@ -147,6 +158,10 @@ class PIRL(Method):
         memory_momentum: μ of the bank update (PIRL: 0.5).
         normalizer: Z in h: ``"auto"`` (vissl: estimated on the first batch, then frozen in the
             attribute ``nce_z``) or a positive number (1 = the paper's formula).
+        h: the NCE's h (``loss="nce"`` only): ``"paper"`` (x / (x + Z K/|D|), the paper and vissl)
+            or ``"notes"`` (the course notes' softmax-style denominator, no Z).
+        nce_eps: ε added to the NCE's denominators (``loss="nce"``, ``h="paper"``): 0, the
+            paper's formula (default), or vissl's float32 eps 1.1920929e-07.
         loss: ``"nce"`` (the paper's NCE, above) or ``"infonce"``: each term is instead the
             cross-entropy of picking m_I among the 1 + K rows, −log exp(s(m_I, v)/τ) /
             (exp(s(m_I, v)/τ) + Σ_{I'} exp(s(m_{I'}, v)/τ)) (vissl's ``loss_type:
@@ -164,7 +179,7 @@ class PIRL(Method):
 
     def __init__(self, backbone, dataset_size, feature_dim=None, out_dim=128, tile_dim=128, num_negatives=4096,
                  temperature=0.07, lam=0.5, memory_momentum=0.5, normalizer="auto", loss="nce", views=None,
-                 grid=3, generator=None):
+                 grid=3, generator=None, h="paper", nce_eps=0.0):
         if views is None:
             views = pirl_views(32, grid=grid)
         super().__init__(backbone, views)
@@ -177,6 +192,10 @@ class PIRL(Method):
         if normalizer != "auto":
             check_positive(normalizer, "normalizer ('auto' or a number)")
         check_choice(loss, "loss", ("nce", "infonce"))
+        self.h = check_choice(h, "h", ("paper", "notes"))
+        self.nce_eps = check_positive(nce_eps, "nce_eps", allow_zero=True)
+        if h == "notes" and (normalizer != "auto" or self.nce_eps):
+            raise ValueError("h='notes' has no normalizer and no eps: leave normalizer='auto' and nce_eps=0")
         self.loss = loss
         self.dataset_size = int(dataset_size)
         self.num_negatives = int(num_negatives)
@@ -195,6 +214,7 @@ class PIRL(Method):
         self._negative_generator = None
         self._pending = None
         self._z = None if normalizer == "auto" else float(normalizer)
+        self.negative_indices = None
 
     @property
     def head(self):
@@ -239,25 +259,32 @@ class PIRL(Method):
             raise ValueError(f"tiles must have shape ({image.shape[0]}, {self.head_g.num_tiles}, C, h, w), "
                              f"got {tuple(tiles.shape)}")
         idx = self._indices(indices, n)
-        f = self.head_f(self.backbone(image))
+        # The tiles first, as vissl feeds its trunk (INPUT_KEY_NAMES [patches, images]): the order
+        # in which the backbone's BatchNorm running statistics take the two batches.
         h_tiles = self.backbone(tiles.reshape((n * t,) + tuple(tiles.shape[2:])))
         g = self.head_g(h_tiles.reshape(n, t, h_tiles.shape[1]))
+        f = self.head_f(self.backbone(image))
 
         bank = self._memory_for(f)
         k = min(self.num_negatives, self.dataset_size - n)
         if k < 1:
             raise ValueError(f"the batch ({n}) leaves no negatives in a memory bank of {self.dataset_size} rows")
         memory_pos = bank[idx]
-        memory_neg = bank.sample_negatives(k, exclude=idx, generator=self._negative_generator)
+        self.negative_indices = bank.sample_indices(k, exclude=idx, generator=self._negative_generator)
+        memory_neg = bank[self.negative_indices]
         if self.loss == "infonce":
             loss = (moco_loss(g, memory_pos, memory_neg, self.temperature) * self.lam
                     + moco_loss(f, memory_pos, memory_neg, self.temperature) * (1.0 - self.lam))
+        elif self.h == "notes":
+            loss = nce_loss(f, g, memory_pos, memory_neg, dataset_size=self.dataset_size,
+                            temperature=self.temperature, lam=self.lam, h="notes")
         else:
             if self._z is None:
-                self._z = nce_normalizer(f, memory_pos, memory_neg, dataset_size=self.dataset_size,
+                # vissl estimates Z in its first term's call, the jigsaw embedding's scores.
+                self._z = nce_normalizer(g, memory_pos, memory_neg, dataset_size=self.dataset_size,
                                          temperature=self.temperature)
             loss = nce_loss(f, g, memory_pos, memory_neg, dataset_size=self.dataset_size,
-                            temperature=self.temperature, lam=self.lam, normalizer=self._z)
+                            temperature=self.temperature, lam=self.lam, normalizer=self._z, eps=self.nce_eps)
         with no_grad():
             self._pending = (idx, F.normalize(f.detach(), axis=1).data)
         return loss
@@ -270,5 +297,5 @@ class PIRL(Method):
             self._pending = None
 
     def extra_repr(self):
-        return (f"dataset_size={self.dataset_size}, num_negatives={self.num_negatives}, loss={self.loss!r}, "
+        return (f"dataset_size={self.dataset_size}, num_negatives={self.num_negatives}, loss={self.loss!r}, h={self.h!r}, "
                 f"temperature={self.temperature}, lam={self.lam}, memory_momentum={self.memory_momentum}")

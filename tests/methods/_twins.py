@@ -75,7 +75,8 @@ def snapshot_npjem(module, prefix="", key_map=None):
     out = {}
     for k, v in module.state_dict().items():
         name = key_map(k) if callable(key_map) else (key_map or {}).get(k, k)
-        out[prefix + name] = np.asarray(backend.to_numpy(v), dtype=np.float64)
+        # a copy: on NumPy the state dict holds the live arrays, which later steps overwrite
+        out[prefix + name] = np.array(backend.to_numpy(v), dtype=np.float64)
     return out
 
 
@@ -152,3 +153,34 @@ def assert_snapshots_agree(ours, theirs, rtol=RTOL, atol=ATOL):
                                      f"twin {b!r} (relative {rel:.3g} > {rtol:g})")
             overall = max(overall, rel)
     return overall
+
+
+def method_key(key):
+    """npjem method state-dict name → the twin's, for twins whose backbones are
+    :func:`torch_convnet`: the ConvNet's ``features.`` right after a ``backbone*`` module becomes
+    ``0.`` (``backbone.features.3.weight`` → ``backbone.0.3.weight``,
+    ``backbone_momentum.features.1.running_mean`` → ``backbone_momentum.0.1.running_mean``);
+    every other name is kept."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1):
+        if parts[i].startswith("backbone") and parts[i + 1] == "features":
+            parts[i + 1] = "0"
+    return ".".join(parts)
+
+
+def recipe_warmup_steps(total_steps):
+    """The warm-up length ``npjem pretrain`` uses: a tenth of the run, at least 1, at most all but one."""
+    return min(max(1, total_steps // 10), total_steps - 1)
+
+
+def torch_warmup_cosine(optimizer, total_steps, warmup_steps):
+    """A ``LambdaLR`` with linear warm-up from 0 then cosine decay to 0, per step (the recipe's
+    schedule, as BYOL and Barlow Twins write it), for the twin's optimizer."""
+    import math
+
+    def factor(k):
+        if k < warmup_steps:
+            return k / warmup_steps
+        return 0.5 * (1.0 + math.cos(math.pi * (min(k, total_steps) - warmup_steps) / (total_steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

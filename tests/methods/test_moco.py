@@ -157,3 +157,34 @@ def test_batch_norm_needs_the_default_projector(make_backbone, make_views):
         method(make_backbone, make_views, batch_norm=True, projector=MoCoProjectionHead(16, 8, 4))
     with pytest.raises(TypeError, match="batch_norm"):
         method(make_backbone, make_views, batch_norm=1)
+
+
+def test_directions_scales_the_symmetric_loss_and_is_checked(make_backbone, make_views, images, device):
+    x = None
+    losses = {}
+    for directions in ("mean", "sum"):
+        m = method(make_backbone, make_views, symmetric=True, directions=directions)
+        if x is None:
+            x = m.make_views(backend.to_device(images[:6], device), generator=8)
+        losses[directions] = m(*x).item()
+    assert losses["sum"] == pytest.approx(2 * losses["mean"], rel=1e-6)
+    with pytest.raises(ValueError, match="directions"):
+        method(make_backbone, make_views, directions="both")
+
+
+def test_shuffling_bn_running_statistics_take_one_update_per_call(make_backbone, make_views, images, device):
+    """The demo's SplitBatchNorm: one call moves the running mean by momentum × (mean of the groups'
+    batch means), from one start, and num_batches_tracked by one."""
+    from npjem.nn import BatchNorm2d
+
+    m = method(make_backbone, make_views, bn_splits=3)
+    xq, _ = m.make_views(backend.to_device(images, device), generator=9)
+    bn = next(layer for layer in m.backbone.modules() if isinstance(layer, BatchNorm2d))
+    conv = m.backbone.features[0]
+    before = backend.to_numpy(bn.running_mean.data).copy()
+    with no_grad():
+        group_means = [backend.to_numpy(conv(xq[j:j + 4]).data).mean(axis=(0, 2, 3)) for j in range(0, 12, 4)]
+    m._queries(xq)
+    expected = 0.9 * before + 0.1 * np.mean(group_means, axis=0)
+    np.testing.assert_allclose(backend.to_numpy(bn.running_mean.data), expected, rtol=1e-5, atol=1e-6)
+    assert int(backend.to_numpy(bn.num_batches_tracked.data)) == 1

@@ -101,3 +101,29 @@ def test_jigsaw_head_and_arguments(make_backbone, device):
         PIRL(make_backbone(), 10, normalizer=-1.0)
     with pytest.raises(ValueError, match="loss"):
         PIRL(make_backbone(), 10, loss="hinge")
+
+
+def test_h_and_nce_eps_are_checked(make_backbone):
+    with pytest.raises(ValueError, match="h must be one of"):
+        method(make_backbone, h="softmax")
+    with pytest.raises(ValueError, match="nce_eps"):
+        method(make_backbone, nce_eps=-1.0)
+    with pytest.raises(ValueError, match="h='notes'"):
+        method(make_backbone, h="notes", normalizer=2.0)
+
+
+def test_notes_h_is_the_notes_nce_against_the_drawn_rows(make_backbone, images, device):
+    m = method(make_backbone, num_negatives=4, lam=0.3, h="notes")
+    idx = np.array([0, 2, 4, 6, 8, 10])
+    img, tiles = m.make_views(backend.to_device(images[:6], device), generator=4)
+    loss = m(img, tiles, indices=idx).item()
+    assert m.nce_z is None                         # the notes' h has no Z
+    bank, neg_idx = m.memory, m.negative_indices
+    assert not np.isin(backend.to_numpy(neg_idx), idx).any()
+    with no_grad():
+        h = m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4)))
+        g = m.head_g(h.reshape(6, 4, 6))
+        f = m.head_f(m.backbone(img))
+    pos, neg = Tensor(bank.data[idx]), Tensor(bank.data[neg_idx])
+    expected = nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.07, lam=0.3, h="notes").item()
+    assert loss == pytest.approx(expected, rel=1e-5)
