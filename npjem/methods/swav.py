@@ -74,9 +74,15 @@ class MultiCropViews:
         return views
 
 
-def _encode_crops(encoder, crops):
+def _encode_crops(encoder, crops, head=None):
     """``encoder`` on every crop, consecutive crops of one shape as one batch (SwAV's and DINO's
-    grouping by resolution); returns one output per crop."""
+    grouping by resolution); returns one output per crop.
+
+    With ``head``, ``encoder`` is the backbone and ``head`` runs *once* on the backbone features
+    of all crops together, as SwAV's ``forward_head`` and DINO's ``MultiCropWrapper`` do: a
+    BatchNorm in the head then normalises over every crop of the step (global and local), not
+    over each resolution apart.
+    """
     outs, i = [], 0
     while i < len(crops):
         j = i
@@ -87,7 +93,11 @@ def _encode_crops(encoder, crops):
         n = crops[i].shape[0]
         outs += [y[k * n:(k + 1) * n] for k in range(len(group))]
         i = j + 1
-    return outs
+    if head is None:
+        return outs
+    n = crops[0].shape[0]
+    y = head(outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=0))
+    return [y[k * n:(k + 1) * n] for k in range(len(crops))]
 
 
 def _check_crops(crops, n_min, what):

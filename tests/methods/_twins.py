@@ -75,7 +75,8 @@ def snapshot_npjem(module, prefix="", key_map=None):
     out = {}
     for k, v in module.state_dict().items():
         name = key_map(k) if callable(key_map) else (key_map or {}).get(k, k)
-        out[prefix + name] = np.asarray(backend.to_numpy(v), dtype=np.float64)
+        # a copy: float64 arrays would otherwise alias the live buffers and every snapshot show the last step
+        out[prefix + name] = np.array(backend.to_numpy(v), dtype=np.float64)
     return out
 
 
