@@ -194,7 +194,8 @@ class Data2Vec(Method):
                                  device=device)
 
     def targets(self, x):
-        """The teacher's targets (N, P, D) for images ``x``: the top-K blocks' ``target_layer``, normalised, averaged."""
+        """The teacher's targets (N, P, D) for images ``x``: the top-K blocks' ``target_layer``,
+        normalised, averaged."""
         with no_grad():
             teacher = self.backbone_teacher.vit
             _, layers = teacher.forward_features(x, return_all_blocks=True, block_output=self.target_layer)

@@ -32,6 +32,8 @@ from _twins import (  # noqa: E402
     assert_snapshots_agree,
     draw_views,
     load_from_npjem,
+    recipe_lr,
+    recipe_warmup_steps,
     run_npjem,
     snapshot_npjem,
     snapshot_torch,
@@ -118,13 +120,6 @@ def get_annealed_rate(start, end, curr_step, total_steps):
     return end - r * pct_remaining
 
 
-def lr_at(it, total, warmup, base):
-    """The recipe's per-step lr (npjem pretrain: linear warm-up from 0, then cosine to 0)."""
-    if it < warmup:
-        return base * it / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (it - warmup) / (total - warmup)))
-
-
 @torch.no_grad()
 def ema_step(twin, decay):
     """fairseq ``EMAModule.step``: ema ← decay · ema + (1 − decay) · param, per parameter."""
@@ -143,7 +138,7 @@ def train_twin(twin, views, masks, cfg):
     snaps = []
     for it, ((img,), mask) in enumerate(zip(views, masks)):
         for group in opt.param_groups:
-            group["lr"] = lr_at(it, STEPS, max(1, STEPS // 10), cfg["lr"])
+            group["lr"] = recipe_lr(it, STEPS, cfg["lr"])
         img = torch.as_tensor(img)
         mask_indices = torch.as_tensor(mask)
         bool_mask = mask_indices.view(mask_indices.size(0), -1).bool()
@@ -218,7 +213,7 @@ def test_data2vec_takes_the_steps_of_fairseq(config):
     params = method.trainable_parameters()
     opt = (optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"]) if cfg["optimizer"] == "adam"
            else optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"]))
-    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=max(1, STEPS // 10))
+    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=recipe_warmup_steps(STEPS))
     ours = run_npjem(method, views, opt, schedule=sched,
                      snapshot=lambda m, loss: {"loss": np.array(loss), **snapshot_npjem(m)})
     worst = assert_snapshots_agree(ours, theirs)

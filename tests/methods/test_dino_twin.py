@@ -9,8 +9,6 @@ between backward and the optimizer step, ``cosine_scheduler`` for the teacher's 
 iteration) and ``np.linspace`` for the teacher temperature's warm-up (per step here: npjem's
 ``warmup_teacher_temp_steps`` counts steps where the original counts epochs).
 """
-import math
-
 import numpy as np
 import pytest
 
@@ -23,6 +21,8 @@ from _twins import (  # noqa: E402
     convnet_key,
     draw_views,
     load_from_npjem,
+    recipe_lr,
+    recipe_warmup_steps,
     run_npjem,
     snapshot_npjem,
     snapshot_torch,
@@ -111,13 +111,6 @@ def key_map(key):
     return key
 
 
-def lr_at(it, total, warmup, base):
-    """The recipe's per-step lr (npjem pretrain: linear warm-up from 0, then cosine to 0)."""
-    if it < warmup:
-        return base * it / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (it - warmup) / (total - warmup)))
-
-
 def train_twin(twin, views, cfg):
     n_crops = len(views[0])
     student_params = [p for p in twin.student() if p.requires_grad]
@@ -137,11 +130,10 @@ def train_twin(twin, views, cfg):
     # DINO: momentum_schedule = cosine_scheduler(momentum_teacher, 1, epochs, niter_per_ep)
     iters = np.arange(STEPS)
     momentum_schedule = 1.0 + 0.5 * (cfg["momentum"] - 1.0) * (1 + np.cos(np.pi * iters / len(iters)))
-    warmup = max(1, STEPS // 10)
     snaps = []
     for it, crops in enumerate(views):
         for group in opt.param_groups:
-            group["lr"] = lr_at(it, STEPS, warmup, cfg["lr"])
+            group["lr"] = recipe_lr(it, STEPS, cfg["lr"])
         images = [torch.as_tensor(c) for c in crops]
         teacher_output = multicrop(twin.backbone_teacher, twin.projector_teacher, images[:2])
         student_output = multicrop(twin.backbone, twin.projector, images)
@@ -251,7 +243,7 @@ def test_dino_takes_the_steps_of_main_dino(config):
     theirs = train_twin(twin, views, cfg)
 
     opt = npjem_optimizer(method, cfg)
-    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=max(1, STEPS // 10))
+    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=recipe_warmup_steps(STEPS))
     last = method.projector.last_layer.weight_v
     before = last.data.copy()
     ours = run_npjem(method, views, opt, schedule=sched,

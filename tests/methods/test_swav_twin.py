@@ -8,8 +8,6 @@ filled after it is used, the codes from Sinkhorn on the detached scores, the los
 crops, and the prototypes' gradients set to None for the first ``freeze_prototypes_niters``
 iterations. One world, so ``dist.all_reduce`` is the identity.
 """
-import math
-
 import numpy as np
 import pytest
 
@@ -22,6 +20,8 @@ from _twins import (  # noqa: E402
     convnet_key,
     draw_views,
     load_from_npjem,
+    recipe_lr,
+    recipe_warmup_steps,
     run_npjem,
     snapshot_npjem,
     snapshot_torch,
@@ -96,13 +96,6 @@ def normalize_prototypes(twin):
         twin.prototypes.weight.copy_(w)
 
 
-def lr_at(it, total, warmup, base):
-    """The recipe's per-step lr (npjem pretrain: linear warm-up from 0, then cosine to 0)."""
-    if it < warmup:
-        return base * it / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (it - warmup) / (total - warmup)))
-
-
 def train_twin(twin, views, cfg):
     if cfg["optimizer"] == "adam":
         opt = torch.optim.Adam(twin.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
@@ -116,7 +109,7 @@ def train_twin(twin, views, cfg):
         if cfg["queue_length"] > 0 and it >= cfg["queue_start_step"] and queue is None:
             queue = twin.queue  # zeros, created when its epoch starts
         for group in opt.param_groups:
-            group["lr"] = lr_at(it, STEPS, max(1, STEPS // 10), cfg["lr"])
+            group["lr"] = recipe_lr(it, STEPS, cfg["lr"])
         normalize_prototypes(twin)
         embedding, output = twin([torch.as_tensor(x) for x in inputs])
         embedding = embedding.detach()
@@ -185,7 +178,7 @@ def test_swav_takes_the_steps_of_main_swav(config):
         opt = optim.Adam(method.trainable_parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     else:
         opt = optim.SGD(method.trainable_parameters(), lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"])
-    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=max(1, STEPS // 10))
+    sched = optim.WarmupCosine(opt, total_steps=STEPS, warmup_steps=recipe_warmup_steps(STEPS))
     w = method.prototypes.weight.data
     frozen = w / np.linalg.norm(w, axis=1, keepdims=True)  # unit in float64 (they were normalised in float32)
     trace = []
