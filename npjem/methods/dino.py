@@ -38,6 +38,11 @@ a PyTorch twin written from it (``tests/methods/test_dino_twin.py``):
 - the teacher's EMA averages the parameters only; its BatchNorm buffers are its own running
   statistics, updated by its forward in training mode (as the original's teacher, never put in
   ``eval()``).
+
+Not here, because they belong to the loop and the optimizer, not to the method: the original's
+per-parameter gradient clipping at norm 3 (``clip_grad``), its weight-decay schedule (cosine
+0.04 → 0.4) and its AdamW groups without decay on biases and norms (build them with parameter
+groups, as the twin's "paper" configuration does); ``npjem pretrain`` trains DINO with Adam.
 """
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ The original's training details, all here, checked step for step against a PyTor
 - the projector's first Linear has no bias (``SimCLRProjectionHead``), where the original's
   (``src/resnet50.py``) has one: the BatchNorm after it removes any bias exactly, so the two
   give the same outputs and gradients (the original's bias gets a zero gradient);
-
 - the prototypes are re-normalised in place at the start of every training forward, as the
   original does at the start of every iteration, and again after every optimizer step
   (``after_step``), so that they are unit vectors between steps too. The first matters when
@@ -39,6 +38,9 @@ The original's training details, all here, checked step for step against a PyTor
   scores before Sinkhorn, and only the batch's rows of the codes are kept. The queue holds
   detached normalised embeddings (scored with the current prototypes), fills from step
   ``queue_start_step`` on, and is used once it is full (the original's "last row non-zero").
+
+The optimizer is the caller's: the original wraps SGD in apex's LARC (trust 0.001, no clipping)
+under a warm-up + cosine lr; ``npjem pretrain`` trains SwAV with Adam.
 """
 from __future__ import annotations
 
