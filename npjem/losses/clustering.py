@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import backend
 from .. import random as nrandom
-from .._checks import check_int, check_positive
+from .._checks import check_choice, check_int, check_positive
 from ..autograd import functional as F
 from ..autograd.tensor import Tensor
 from ._inputs import like, matrix, tensor_list
@@ -206,7 +206,7 @@ def _sinkhorn_log(s, eps, n_iters, tol, max_iters, r, c, xp):
 
 # ---------------------------------------------------------------- SwAV
 
-def swav(scores, codes, temperature=0.1, *, crops_for_assign=None):
+def swav(scores, codes, temperature=0.1, *, crops_for_assign=None, reduction="mean"):
     r"""SwAV's swapped prediction loss over any number of crops (Caron et al. 2020).
 
     With V crops, their prototype scores s_v (B × K, cosine similarities of the normalised
@@ -215,11 +215,18 @@ def swav(scores, codes, temperature=0.1, *, crops_for_assign=None):
     predict them::
 
         ℓ(q_i, s_j) = −(1/B) Σ_b Σ_k q_{i,bk} log softmax(s_{j,b} / τ)_k
-        L = (1/|A|) Σ_{i ∈ A} (1/(V − 1)) Σ_{j ≠ i} ℓ(q_i, s_j)
+        L = (1/|A|) Σ_{i ∈ A} (1/(V − 1)) Σ_{j ≠ i} ℓ(q_i, s_j)      (reduction="mean")
+        L = Σ_{i ∈ A} Σ_{j ≠ i} ℓ(q_i, s_j)                          (reduction="sum")
 
-    which is SwAV's averaging (``main_swav.py``: each sub-loss divided by V − 1, the total by
-    the number of assignment crops). The codes are targets: they are detached here, so the
-    gradient reaches the scores only (pass them already computed with :func:`sinkhorn_knopp`).
+    The mean is SwAV's averaging (``main_swav.py``: each sub-loss divided by V − 1, the total
+    by the number of assignment crops), the default. The NYU Deep Learning notes (ch. 8-2,
+    "Regularized Latent Variable Energy Based Models", section "Clustering methods", SwAV)
+    minimise "the sum of two crossentropy functions" for two views, ℓ(q_x, s_y) + ℓ(q_y, s_x):
+    ``reduction="sum"``, twice the mean for two crops (|A| = V = 2). Both have the same
+    minimiser; the sum doubles the gradient, which SGD or LARS (not Adam) feel as twice the lr.
+
+    The codes are targets: they are detached here, so the gradient reaches the scores only
+    (pass them already computed with :func:`sinkhorn_knopp`).
 
     Args:
         scores: a list or tuple of V ≥ 2 (B, K) Tensors, the scores of each crop, in crop order.
@@ -227,6 +234,7 @@ def swav(scores, codes, temperature=0.1, *, crops_for_assign=None):
         temperature: τ > 0 (SwAV: 0.1).
         crops_for_assign: the crop index of each entry of ``codes`` (default 0, 1, …,
             len(codes) − 1: the first crops, as in SwAV).
+        reduction: ``"mean"`` (SwAV's code) or ``"sum"`` (the notes' sum of cross-entropies).
 
     Returns a scalar Tensor. Collapse: when every sample has the same score row s, Sinkhorn's
     equipartition spreads each code uniformly over the K prototypes, and the loss is the
@@ -251,6 +259,7 @@ def swav(scores, codes, temperature=0.1, *, crops_for_assign=None):
     n_views = len(scores)
     like("codes[0]", codes[0], "scores[0]", scores[0], shape=scores[0].shape)
     tau = check_positive(temperature, "temperature")
+    how = check_choice(reduction, "reduction", ("mean", "sum"))
     if crops_for_assign is None:
         crops = list(range(len(codes)))
         if len(codes) > n_views:
@@ -275,9 +284,10 @@ def swav(scores, codes, temperature=0.1, *, crops_for_assign=None):
                 continue
             term = -(q * log_p[j]).sum(axis=1).mean()
             sub = term if sub is None else sub + term
-        sub = sub * (1.0 / (n_views - 1))
+        if how == "mean":
+            sub = sub * (1.0 / (n_views - 1))
         total = sub if total is None else total + sub
-    return total * (1.0 / len(codes))
+    return total * (1.0 / len(codes)) if how == "mean" else total
 
 
 # ---------------------------------------------------------------- balanced clustering

@@ -21,7 +21,9 @@ optimizer step; :meth:`Method.embed` returns the backbone's features for probing
     for each batch x (and, when the method needs them, its data-set indices):
         views = method.make_views(x, generator)
         loss  = method(*views)              # or method(*views, indices=indices)
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        optimizer.zero_grad(); loss.backward()
+        method.before_step(step, total_steps)   # DINO's frozen last layer
+        optimizer.step()
         schedule.step(); method.after_step(step, total_steps)
 """
 from __future__ import annotations
@@ -146,6 +148,15 @@ class Method(Module):
             return self(*views, indices=indices)
         return self(*views)
 
+    def before_step(self, step, total_steps):
+        """Edit the gradients between ``loss.backward()`` and ``optimizer.step()``.
+
+        ``step`` (0-based) and ``total_steps`` as in :meth:`after_step`. A method that drops
+        a parameter's gradient here (``p.grad = None``, DINO's frozen last layer) keeps the
+        optimizer off it for this step: no update, no weight decay, and its momentum and step
+        count stay as they were, as in ``torch.optim``. The base method changes nothing.
+        """
+
     def after_step(self, step, total_steps):
         """Update the state that is not trained by gradient, after ``optimizer.step()``.
 
@@ -269,13 +280,15 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
 
         views = method.make_views(x, generator)              # augmentation
         loss  = method(*views[, indices=idx])                 # backbone, heads, energy, loss
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        optimizer.zero_grad(); loss.backward()
+        method.before_step(step, total_steps)                 # gradients edited (DINO's last layer)
+        optimizer.step()
         schedule.step()                                       # per-step lr schedule, if any
         method.after_step(step, total_steps)                  # EMA, queue, memory bank
 
     Args:
         method: a :class:`Method` (anything with ``make_views``, ``__call__`` and
-            ``after_step``).
+            ``after_step``; ``before_step`` is called when it has one).
         loader: an iterable of batches, re-iterated each epoch: ``x``, ``(x, y)`` (labels are
             ignored) or ``(x, y, indices)``; a method with ``needs_indices`` requires the
             third form (:class:`IndexedDataLoader`). ``len(loader)`` gives the steps per epoch
@@ -321,6 +334,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
         total_steps = min(total_steps, int(max_steps)) if total_steps is not None else int(max_steps)
 
     needs_indices = bool(getattr(method, "needs_indices", False))
+    before_step = getattr(method, "before_step", None)
     device = _param_device(method) if isinstance(method, Module) else None
     dtype = _param_dtype(method) if isinstance(method, Module) else None
     # A seed becomes one generator for the whole run, on the data's device (at the first batch).
@@ -359,6 +373,8 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
                         f"{type(method).__name__}; lower the learning rate or check the inputs")
                 optimizer.zero_grad()
                 loss.backward()
+                if before_step is not None:
+                    before_step(step, total_steps if total_steps is not None else step + 1)
                 optimizer.step()
                 if schedule is not None:
                     schedule.step()

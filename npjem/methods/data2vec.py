@@ -10,7 +10,8 @@ sections "Components:" and "Other methods", "Data2Vec:"):
   ``final_proj`` on each patch token;
 - teacher: an exponential moving average of the student's ViT, under ``no_grad``. Its targets
   are contextualised: at every patch, the mean over the top K blocks of each block's FFN
-  output, each normalised (:func:`npjem.losses.distillation.data2vec_targets`)::
+  output (``target_layer="ffn"``; ``"output"``: the block's output after its residual), each
+  normalised (:func:`npjem.losses.distillation.data2vec_targets`)::
 
       y_t = (1/K) Σ_{l = L−K+1..L} norm(a_l,t)
 
@@ -18,7 +19,28 @@ sections "Components:" and "Other methods", "Data2Vec:"):
   patches only (:func:`npjem.losses.distillation.data2vec_loss`).
 
 The EMA momentum rises *linearly* from ``momentum`` to ``final_momentum`` over
-``momentum_steps`` updates and then stays (data2vec's schedule, unlike BYOL's cosine). The
+``momentum_steps`` updates and then stays (data2vec's schedule, unlike BYOL's cosine).
+
+The step is fairseq's (``examples/data2vec/models/data2vec_vision.py`` with its trainer and
+``EMAModule``), checked step for step against a PyTorch twin written from it
+(``tests/methods/test_data2vec_twin.py``), with these of fairseq's options:
+
+- ``ema_transformer_only=False``: the teacher is an EMA of the whole ViT (patch embedding, CLS
+  and position embeddings included). fairseq's default (True) averages the transformer blocks
+  only and feeds the teacher the student's current patch embeddings; npjem has no such option;
+- the EMA step after update k uses τ at k updates, counting this one (fairseq's
+  ``set_num_updates(k)``, called before update k + 1's forward): τ(1) first, never τ(0);
+- targets: ``target_layer="ffn"`` is ``end_of_block_targets=False`` (the FFN output before the
+  residual, the paper's choice and the audio/text configs'); ``"output"`` is fairseq vision's
+  default ``end_of_block_targets=True``. The vision config (``base_imagenet_d2v1``) then sets
+  no per-block norm and ``layer_norm_targets``: ``target_layer="output", instance_norm=False``;
+  npjem's defaults (instance norm per block, layer norm of the average, FFN outputs) mix the
+  audio config's per-block norm with the vision config's norm of the average;
+- the loss is the criterion's sum over the masked patches divided by their number, as fairseq's
+  trainer divides the gradient by the sample size (``reduction="mean"`` of ``data2vec_loss``);
+- the masks are npjem's uniform ``random_patch_mask`` (data2vec 2.0's), not data2vec 1.0
+  vision's BEiT block masking; the network is npjem's ViT (absolute position embeddings, no
+  layer scale), not BEiT's. The
 teacher's targets are regressed, so nothing in the loss pushes images apart: the moving,
 contextualised target is what keeps the representation from a constant (data2vec aborts a run
 whose target variance falls below 0.1). ``diagnostics`` records the std over the batch of the
@@ -34,7 +56,7 @@ import copy
 
 from .. import backend
 from .. import random as nrandom
-from .._checks import check_bool, check_int, check_positive, check_probability
+from .._checks import check_bool, check_choice, check_int, check_positive, check_probability
 from ..autograd import Tensor, no_grad
 from ..data.augment import random_patch_mask
 from ..losses.distillation import data2vec_loss, data2vec_targets
@@ -97,7 +119,10 @@ class Data2Vec(Method):
         instance_norm, layer_norm: how each block's output is normalised before the average
             (over the patches, per channel; over the channels, per patch), and
         layer_norm_targets: a layer norm of the average (``data2vec_targets``'s arguments;
-            fairseq's vision config: instance norm per block, layer norm of the average).
+            fairseq's vision config: no norm per block, a layer norm of the average).
+        target_layer: ``"ffn"`` (each block's FFN output before its residual, fairseq's
+            ``end_of_block_targets=False``) or ``"output"`` (the block's output, fairseq
+            vision's default).
         beta: smooth-L1's β (vision: 2; 0 gives the squared error, the audio config).
         momentum, final_momentum, momentum_steps: the linear EMA schedule (vision: 0.999 →
             0.9998; audio 0.999 → 0.9999 over 30k updates).
@@ -112,7 +137,7 @@ class Data2Vec(Method):
 
     def __init__(self, backbone, mask_ratio=0.6, top_k=6, instance_norm=True, layer_norm=False,
                  layer_norm_targets=True, beta=2.0, momentum=0.999,
-                 final_momentum=0.9998, momentum_steps=10000, views=None, generator=None):
+                 final_momentum=0.9998, momentum_steps=10000, views=None, generator=None, target_layer="ffn"):
         if isinstance(backbone, VisionTransformer):
             backbone = ViTMeanPool(backbone)
         if not isinstance(backbone, ViTMeanPool):
@@ -130,6 +155,7 @@ class Data2Vec(Method):
         self.layer_norm = check_bool(layer_norm, "layer_norm")
         self.layer_norm_targets = check_bool(layer_norm_targets, "layer_norm_targets")
         self.beta = check_positive(beta, "beta", allow_zero=True)
+        self.target_layer = check_choice(target_layer, "target_layer", ("ffn", "output"))
         self.momentum = check_probability(momentum, "momentum")
         self.final_momentum = check_probability(final_momentum, "final_momentum")
         self.momentum_steps = check_int(momentum_steps, "momentum_steps", minimum=0)
@@ -155,7 +181,7 @@ class Data2Vec(Method):
         return self.backbone.vit.patch_embed.grid_size
 
     def ema_momentum(self, step=None):
-        """τ at ``step`` (default: the current one): linear from ``momentum`` to ``final_momentum``."""
+        """τ after ``step`` updates (default: the updates taken): linear from ``momentum`` to ``final_momentum``."""
         k = int(backend.to_numpy(self.num_steps.data)[0]) if step is None else int(step)
         if self.momentum_steps == 0 or k >= self.momentum_steps:
             return self.final_momentum
@@ -169,10 +195,11 @@ class Data2Vec(Method):
                                  device=device)
 
     def targets(self, x):
-        """The teacher's targets (N, P, D) for images ``x``: top-K block FFN outputs, normalised, averaged."""
+        """The teacher's targets (N, P, D) for images ``x``: the top-K blocks' ``target_layer``,
+        normalised, averaged."""
         with no_grad():
             teacher = self.backbone_teacher.vit
-            _, layers = teacher.forward_features(x, return_all_blocks=True, block_output="ffn")
+            _, layers = teacher.forward_features(x, return_all_blocks=True, block_output=self.target_layer)
             layers = [layer[:, 1:] for layer in layers]  # the patch tokens: the CLS token is no target
             y = data2vec_targets(layers, self.top_k, instance_norm=self.instance_norm, layer_norm=self.layer_norm,
                                  layer_norm_targets=self.layer_norm_targets)
@@ -195,15 +222,21 @@ class Data2Vec(Method):
         return loss
 
     def after_step(self, step, total_steps):
-        """Teacher ← τ teacher + (1 − τ) student, τ on the linear schedule (no update once τ = 1)."""
+        """Teacher ← τ teacher + (1 − τ) student, τ on the linear schedule (no update once τ = 1).
+
+        τ is the schedule at the number of updates taken, this one included (fairseq's
+        ``set_num_updates(k)`` before update k + 1's forward): the first EMA step uses τ(1), and
+        τ(0) = ``momentum`` is where the line starts, never a step.
+        """
+        self.num_steps.data[...] += 1
         tau = self.ema_momentum()
         if tau < 1.0:
             self._ema.update(tau)
         self.momentum_now = tau
-        self.num_steps.data[...] += 1
 
     def extra_repr(self):
-        return (f"mask_ratio={self.mask_ratio}, top_k={self.top_k}, instance_norm={self.instance_norm}, "
+        return (f"mask_ratio={self.mask_ratio}, top_k={self.top_k}, target_layer={self.target_layer!r}, "
+                f"instance_norm={self.instance_norm}, "
                 f"layer_norm={self.layer_norm}, layer_norm_targets={self.layer_norm_targets}, "
                 f"beta={self.beta}, momentum={self.momentum}, final_momentum={self.final_momentum}, "
                 f"momentum_steps={self.momentum_steps}")

@@ -21,6 +21,29 @@ over ``warmup_teacher_temp_steps`` (the original warms up over epochs; here over
 a step is what ``after_step`` counts). ``diagnostics`` records the teacher's mean entropy
 (log K: uniform collapse; 0: one-hot collapse) and the std of the student's normalised
 outputs.
+
+The step is the one of ``main_dino.py`` (facebookresearch/dino), checked step for step against
+a PyTorch twin written from it (``tests/methods/test_dino_twin.py``):
+
+- the student's backbone runs on the crops grouped by resolution, its head once on the
+  features of *all* crops (``MultiCropWrapper``), so a BatchNorm in the head sees every crop;
+- τ_t follows the original's ``np.linspace(warmup_teacher_temp, teacher_temp, W)``: it reaches
+  ``teacher_temp`` at step W − 1 (W = ``warmup_teacher_temp_steps``), indexed by step here
+  where the original indexes it by epoch;
+- the centre is updated with the mean of the teacher's logits of both global crops after the
+  loss (the original does it inside the loss, after computing it: the same value);
+- "freeze the last layer": for the first ``freeze_last_layer_steps`` steps the last layer's
+  gradients are dropped between backward and the optimizer step (:meth:`before_step`, the
+  original's ``cancel_gradients_last_layer``), so the optimizer skips it, weight decay and
+  Adam's moments included (the original counts epochs, 1 by default; here steps, 0 by default);
+- the teacher's EMA averages the parameters only; its BatchNorm buffers are its own running
+  statistics, updated by its forward in training mode (as the original's teacher, never put in
+  ``eval()``).
+
+Not here, because they belong to the loop and the optimizer, not to the method: the original's
+per-parameter gradient clipping at norm 3 (``clip_grad``), its weight-decay schedule (cosine
+0.04 → 0.4) and its AdamW groups without decay on biases and norms (build them with parameter
+groups, as the twin's "paper" configuration does); ``npjem pretrain`` trains DINO with Adam.
 """
 from __future__ import annotations
 
@@ -52,7 +75,10 @@ class DINO(Method):
         student_temp: τ_s (0.1).
         teacher_temp: τ_t after the warm-up (DINO: 0.04; "above 0.07 is unstable").
         warmup_teacher_temp: τ_t at step 0 (0.04).
-        warmup_teacher_temp_steps: steps of the linear τ_t warm-up (0: none).
+        warmup_teacher_temp_steps: steps of the linear τ_t warm-up (0: none), the original's
+            ``warmup_teacher_temp_epochs`` counted in steps.
+        freeze_last_layer_steps: steps during which the head's last layer gets no update (the
+            original: ``freeze_last_layer`` = 1 epoch; default 0, never).
         momentum: the teacher's EMA momentum at step 0, rising to 1 on a cosine (0.996).
         center_momentum: the centre's momentum (0.9).
         n_global: the number of global crops (the first ones), the teacher's inputs (2).
@@ -68,7 +94,7 @@ class DINO(Method):
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, bottleneck_dim=256, out_dim=65536, num_layers=3,
                  batch_norm=False, norm_last_layer=True, student_temp=0.1, teacher_temp=0.04,
                  warmup_teacher_temp=0.04, warmup_teacher_temp_steps=0, momentum=0.996, center_momentum=0.9,
-                 n_global=2, views=None, projector=None, generator=None):
+                 n_global=2, views=None, projector=None, generator=None, freeze_last_layer_steps=0):
         if views is None:
             from ..data.augment import simclr_views
 
@@ -82,6 +108,7 @@ class DINO(Method):
         self.momentum = check_probability(momentum, "momentum")
         self.center_momentum = check_probability(center_momentum, "center_momentum")
         self.n_global = check_int(n_global, "n_global")
+        self.freeze_last_layer_steps = check_int(freeze_last_layer_steps, "freeze_last_layer_steps", minimum=0)
         if projector is None:
             g = nrandom.as_generator(generator, "cpu")
             projector = DINOProjectionHead(feature_dim, hidden_dim, bottleneck_dim, out_dim, num_layers=num_layers,
@@ -110,10 +137,13 @@ class DINO(Method):
     def teacher_temperature(self, step=None):
         """τ_t at ``step`` (default: the current step): linear warm-up, then ``teacher_temp``."""
         k = int(backend.to_numpy(self.num_steps.data)[0]) if step is None else int(step)
-        if k >= self.warmup_teacher_temp_steps:
+        w = self.warmup_teacher_temp_steps
+        if k >= w:
             return self.teacher_temp
-        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * k / \
-            self.warmup_teacher_temp_steps
+        if w == 1:  # np.linspace(a, b, 1) == [a]
+            return self.warmup_teacher_temp
+        # np.linspace's endpoint: τ_t reaches teacher_temp at the last warm-up step, W − 1.
+        return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * k / (w - 1)
 
     def _student(self, x):
         return self.projector(self.backbone(x))
@@ -125,7 +155,7 @@ class DINO(Method):
         _check_crops(crops, self.n_global, "DINO")
         if self.n_global < 2 and len(crops) < 2:
             raise ValueError("DINO needs at least 2 crops (a student crop other than the teacher's)")
-        student = _encode_crops(self._student, crops)
+        student = _encode_crops(self.backbone, crops, head=self.projector)
         with no_grad():
             teacher = [t.detach() for t in _encode_crops(self._teacher, crops[:self.n_global])]
         tau_t = self.teacher_temperature()
@@ -144,6 +174,14 @@ class DINO(Method):
                             "momentum": self.momentum_now}
         return loss
 
+    def before_step(self, step, total_steps):
+        """Drop the last layer's gradients while ``step < freeze_last_layer_steps``."""
+        last = getattr(self.projector, "last_layer", None)
+        if last is None or step >= self.freeze_last_layer_steps:
+            return
+        for p in last.parameters():
+            p.grad = None
+
     def after_step(self, step, total_steps):
         """Teacher EMA (cosine momentum → 1), then the centre c ← m c + (1 − m) mean(teacher logits)."""
         tau = optim.cosine_momentum(step, total_steps, base=self.momentum, final=1.0)
@@ -161,4 +199,5 @@ class DINO(Method):
         return (f"student_temp={self.student_temp}, teacher_temp={self.teacher_temp}, "
                 f"warmup_teacher_temp={self.warmup_teacher_temp}, "
                 f"warmup_teacher_temp_steps={self.warmup_teacher_temp_steps}, momentum={self.momentum}, "
-                f"center_momentum={self.center_momentum}, n_global={self.n_global}")
+                f"center_momentum={self.center_momentum}, n_global={self.n_global}, "
+                f"freeze_last_layer_steps={self.freeze_last_layer_steps}")

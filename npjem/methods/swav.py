@@ -13,12 +13,24 @@ sections "Components:" and "Clustering methods", "SwAV"):
   share of the batch (:func:`npjem.losses.clustering.sinkhorn_knopp`, no gradient). The
   equipartition is what rules out the trivial solution of every image in one cluster;
 - loss: each crop predicts the code of every *other* assignment crop, a cross-entropy against
-  softmax(s_v / τ) (:func:`npjem.losses.clustering.swav`).
+  softmax(s_v / τ) (:func:`npjem.losses.clustering.swav`), averaged over the pairs as in the
+  authors' code; ``reduction="sum"`` gives the notes' "sum of two crossentropy functions"
+  (NYU Deep Learning, ch. 8-2, "Clustering methods"), twice the mean for two crops.
 
-The original's training details, all here:
+The original's training details, all here, checked step for step against a PyTorch twin of
+``main_swav.py``'s ``train`` (``tests/methods/test_swav_twin.py``):
 
-- after every optimizer step the prototypes are re-normalised in place (``after_step``; the
-  original does it at the start of the next iteration, the same thing);
+- the backbone runs on the crops grouped by resolution, the projector once on the features of
+  *all* crops (``forward_head`` on the concatenation), so a BatchNorm in the projector
+  normalises over global and local crops together;
+- the projector's first Linear has no bias (``SimCLRProjectionHead``), where the original's
+  (``src/resnet50.py``) has one: the BatchNorm after it removes any bias exactly, so the two
+  give the same outputs and gradients (the original's bias gets a zero gradient);
+- the prototypes are re-normalised in place at the start of every training forward, as the
+  original does at the start of every iteration, and again after every optimizer step
+  (``after_step``), so that they are unit vectors between steps too. The first matters when
+  they were not unit vectors when the step began: after ``.double()`` (normalised in float32,
+  they are unit only to 1e-8 in float64) or after loading weights from elsewhere;
 - the prototypes are frozen for the first ``freeze_prototypes_steps`` steps (the original
   drops their gradients for 313 iterations): here the scores are computed with a detached C
   then, so C gets no gradient and the optimizer leaves it (and its weight decay) alone;
@@ -27,12 +39,15 @@ The original's training details, all here:
   scores before Sinkhorn, and only the batch's rows of the codes are kept. The queue holds
   detached normalised embeddings (scored with the current prototypes), fills from step
   ``queue_start_step`` on, and is used once it is full (the original's "last row non-zero").
+
+The optimizer is the caller's: the original wraps SGD in apex's LARC (trust 0.001, no clipping)
+under a warm-up + cosine lr; ``npjem pretrain`` trains SwAV with Adam.
 """
 from __future__ import annotations
 
 from .. import backend
 from .. import random as nrandom
-from .._checks import check_bool, check_int, check_positive
+from .._checks import check_bool, check_choice, check_int, check_positive
 from ..autograd import Tensor, no_grad, ops
 from ..autograd import functional as F
 from ..losses.clustering import sinkhorn_knopp, swav
@@ -75,9 +90,15 @@ class MultiCropViews:
         return views
 
 
-def _encode_crops(encoder, crops):
+def _encode_crops(encoder, crops, head=None):
     """``encoder`` on every crop, consecutive crops of one shape as one batch (SwAV's and DINO's
-    grouping by resolution); returns one output per crop."""
+    grouping by resolution); returns one output per crop.
+
+    With ``head``, ``encoder`` is the backbone and ``head`` runs *once* on the backbone features
+    of all crops together, as SwAV's ``forward_head`` and DINO's ``MultiCropWrapper`` do: a
+    BatchNorm in the head then normalises over every crop of the step (global and local), not
+    over each resolution apart.
+    """
     outs, i = [], 0
     while i < len(crops):
         j = i
@@ -88,7 +109,11 @@ def _encode_crops(encoder, crops):
         n = crops[i].shape[0]
         outs += [y[k * n:(k + 1) * n] for k in range(len(group))]
         i = j + 1
-    return outs
+    if head is None:
+        return outs
+    n = crops[0].shape[0]
+    y = head(outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=0))
+    return [y[k * n:(k + 1) * n] for k in range(len(crops))]
 
 
 def _check_crops(crops, n_min, what):
@@ -125,6 +150,8 @@ class SwAV(Method):
             ``simclr_views`` crops, no local crops).
         projector: a Module to use instead of ``SimCLRProjectionHead(feature_dim, hidden_dim, out_dim)``.
         generator: seed for the projector's and prototypes' initial weights.
+        reduction: ``"mean"`` over the (assignment crop, other crop) pairs (SwAV's code) or
+            ``"sum"`` (the notes' sum of cross-entropies).
 
     Attributes:
         prototypes: the Linear(out_dim, K, bias=False) whose rows are the unit prototypes.
@@ -140,7 +167,8 @@ class SwAV(Method):
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, out_dim=128, num_prototypes=3000,
                  temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, n_assign=2, freeze_prototypes_steps=313,
-                 queue_length=0, queue_start_step=0, views=None, projector=None, generator=None, log_domain=None):
+                 queue_length=0, queue_start_step=0, views=None, projector=None, generator=None, log_domain=None,
+                 reduction="mean"):
         if views is None:
             from ..data.augment import simclr_views
 
@@ -157,6 +185,7 @@ class SwAV(Method):
         self.freeze_prototypes_steps = check_int(freeze_prototypes_steps, "freeze_prototypes_steps", minimum=0)
         self.queue_length = check_int(queue_length, "queue_length", minimum=0)
         self.queue_start_step = check_int(queue_start_step, "queue_start_step", minimum=0)
+        self.reduction = check_choice(reduction, "reduction", ("mean", "sum"))
         g = nrandom.as_generator(generator, "cpu")
         device = backend.default_device()
         if projector is None:
@@ -198,7 +227,9 @@ class SwAV(Method):
 
     def forward(self, *crops):
         n = _check_crops(crops, max(2, self.n_assign), "SwAV")
-        z = _encode_crops(self._embed, crops)
+        if self.training:
+            self._normalize_prototypes()
+        z = _encode_crops(self.backbone, crops, head=lambda h: F.normalize(self.projector(h), axis=1))
         weight = self.prototypes.weight.detach() if self.prototypes_frozen else self.prototypes.weight
         scores = [F.linear(zv, weight) for zv in z]
         codes = []
@@ -214,7 +245,7 @@ class SwAV(Method):
                                    log_domain=self.log_domain)
                 q = q.data if isinstance(q, Tensor) else q
                 codes.append(Tensor(q[-n:]))
-        loss = swav(scores, codes, temperature=self.temperature)
+        loss = swav(scores, codes, temperature=self.temperature, reduction=self.reduction)
         self._pending = [z[i].data for i in range(self.n_assign)]
         s0 = backend.to_numpy(scores[0].data.argmax(axis=1))
         self.diagnostics = {"loss": _monitor.as_float(loss), "embedding_std": _monitor.embedding_std(z[0]),
@@ -239,4 +270,5 @@ class SwAV(Method):
         return (f"num_prototypes={self.num_prototypes}, temperature={self.temperature}, epsilon={self.epsilon}, "
                 f"log_domain={self.log_domain}, "
                 f"sinkhorn_iterations={self.sinkhorn_iterations}, n_assign={self.n_assign}, "
-                f"freeze_prototypes_steps={self.freeze_prototypes_steps}, queue_length={self.queue_length}")
+                f"freeze_prototypes_steps={self.freeze_prototypes_steps}, queue_length={self.queue_length}, "
+                f"reduction={self.reduction!r}")

@@ -199,6 +199,30 @@ def test_swav_value_follows_swavs_averaging(xp):
     np.testing.assert_allclose(host(got), want, rtol=1e-12)
 
 
+def test_swav_sum_is_the_notes_sum_of_two_cross_entropies(xp):
+    rng = np.random.default_rng(3)
+    b, k, tau = 5, 4, 0.1
+    s = [rng.uniform(-1, 1, (b, k)) for _ in range(3)]
+    q = [swav_reference(s[0].copy(), 0.05, 3), swav_reference(s[1].copy(), 0.05, 3)]
+
+    def ce(code, scores):  # -(1/B) sum_b sum_k q log softmax(s/tau)
+        x = scores / tau
+        log_p = x - x.max(1, keepdims=True)
+        log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
+        return -np.mean(np.sum(code * log_p, axis=1))
+
+    two = swav([xp.asarray(a) for a in s[:2]], [xp.asarray(a) for a in q], tau, reduction="sum")
+    np.testing.assert_allclose(host(two), ce(q[0], s[1]) + ce(q[1], s[0]), rtol=1e-12)
+    mean = swav([xp.asarray(a) for a in s[:2]], [xp.asarray(a) for a in q], tau)
+    np.testing.assert_allclose(host(two), 2 * host(mean), rtol=1e-12)  # the authors' mean is half of it
+    # with a third crop every (code, other crop) pair is summed, none averaged
+    three = swav([xp.asarray(a) for a in s], [xp.asarray(a) for a in q], tau, reduction="sum")
+    want = ce(q[0], s[1]) + ce(q[0], s[2]) + ce(q[1], s[0]) + ce(q[1], s[2])
+    np.testing.assert_allclose(host(three), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        swav(s, q, tau, reduction="none")
+
+
 def test_swav_no_gradient_reaches_the_codes(xp):
     rng = np.random.default_rng(2)
     s = [Tensor(xp.asarray(rng.uniform(-1, 1, (4, 3))), requires_grad=True) for _ in range(3)]

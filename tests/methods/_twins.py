@@ -8,6 +8,8 @@ queues, centres, ...). It then trains the npjem method with :func:`run_npjem` on
 and compares its own snapshot with the twin's after every step (:func:`assert_snapshots_agree`).
 The twin is written from the paper's pseudo-code or the authors' training loop, not from npjem.
 """
+import math
+
 import numpy as np
 import pytest
 
@@ -184,3 +186,13 @@ def torch_warmup_cosine(optimizer, total_steps, warmup_steps):
         return 0.5 * (1.0 + math.cos(math.pi * (min(k, total_steps) - warmup_steps) / (total_steps - warmup_steps)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def recipe_lr(step, total_steps, base_lr):
+    """``npjem pretrain``'s lr at ``step`` (0-based, the steps taken), for a twin's optimizer:
+    linear from 0 over :func:`recipe_warmup_steps`, then a cosine from ``base_lr`` to 0 at
+    ``total_steps`` (npjem's side runs ``optim.WarmupCosine`` with the same warm-up)."""
+    warmup = recipe_warmup_steps(total_steps)
+    if step < warmup:
+        return base_lr * step / warmup
+    return 0.5 * base_lr * (1 + math.cos(math.pi * (step - warmup) / (total_steps - warmup)))

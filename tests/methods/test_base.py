@@ -42,7 +42,7 @@ def tiny_backbone():
     return models.ConvNet(widths=(4, 6), strides=(2, 2), generator=0)
 
 
-def make(nan_at=None):
+def make(nan_at=None, cls=None):
     from npjem.data.augment import (
         Compose,
         RandomHorizontalFlip,
@@ -51,7 +51,7 @@ def make(nan_at=None):
     )
 
     views = TwoViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0)), RandomHorizontalFlip(0.5)]))
-    return Recorder(tiny_backbone(), hidden_dim=8, out_dim=4, views=views, generator=0, nan_at=nan_at)
+    return (cls or Recorder)(tiny_backbone(), hidden_dim=8, out_dim=4, views=views, generator=0, nan_at=nan_at)
 
 
 def test_fit_runs_steps_records_history_and_calls_hooks(images):
@@ -68,6 +68,36 @@ def test_fit_runs_steps_records_history_and_calls_hooks(images):
     assert m.after == [(0, 2), (1, 2)]
     after = m.state_dict()
     assert any(not np.array_equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
+class DropsTheHead(Recorder):
+    """Records what ``before_step`` sees, and drops the projector's gradients at step 0."""
+
+    def before_step(self, step, total_steps):
+        p = self.projector.layers[0].weight
+        self.seen = getattr(self, "seen", []) + [(step, total_steps, p.grad is not None,
+                                                   np.array_equal(p.data, self.start[step]))]
+        if step == 0:
+            for q in self.projector.parameters():
+                q.grad = None
+
+
+def test_fit_calls_before_step_between_backward_and_the_optimizer_step(images):
+    m = make(cls=DropsTheHead)
+    loader = DataLoader(images[:8], batch_size=4, generator=0)
+    opt = optim.Adam(m.trainable_parameters(), lr=0.1, weight_decay=0.1)
+    head = {k: v.copy() for k, v in m.projector.state_dict().items()}
+    m.start = [m.projector.layers[0].weight.data.copy(), None]
+    callback = lambda rec: m.start.__setitem__(1, m.projector.layers[0].weight.data.copy())  # noqa: E731
+    fit(m, loader, opt, epochs=1, generator=0, progress=False, callback=callback)
+    # after backward (a gradient), before the optimizer step (the weights of the step's start)
+    assert m.seen == [(0, 2, True, True), (1, 2, True, True)]
+    assert m.after == [(0, 2), (1, 2)]
+    # step 0 dropped the head's gradients: the optimizer skipped it (no decay, no moments) ...
+    assert opt.state[m.projector.layers[0].weight]["step"] == 1
+    assert opt.state[m.backbone.features[0].weight]["step"] == 2
+    # ... and step 1 moved it
+    assert any(not np.array_equal(v, head[k]) for k, v in m.projector.state_dict().items())
 
 
 def test_fit_with_warmup_cosine_records_the_lr_of_each_step(images):

@@ -84,9 +84,10 @@ def test_ema_momentum_is_linear_then_constant_and_after_step_applies_it(images, 
     opt.step()
     online, teacher = params(m.backbone), params(m.backbone_teacher)
     m.after_step(0, 4)
+    # fairseq's set_num_updates(1): the first EMA step after one update uses τ(1), not τ(0)
     for k, v in params(m.backbone_teacher).items():
-        np.testing.assert_allclose(v, 0.9 * teacher[k] + 0.1 * online[k], rtol=1e-5, atol=1e-7)
-    assert int(m.num_steps.numpy()[0]) == 1 and m.ema_momentum() == pytest.approx(0.92)
+        np.testing.assert_allclose(v, 0.92 * teacher[k] + 0.08 * online[k], rtol=1e-5, atol=1e-7)
+    assert int(m.num_steps.numpy()[0]) == 1 and m.ema_momentum() == pytest.approx(0.92) == m.momentum_now
 
 
 def test_one_fit_step_changes_the_student_and_the_teacher(images, device):
@@ -123,7 +124,7 @@ def test_state_dict_round_trip(images, device):
 
 @pytest.mark.parametrize("name, value", [("mask_ratio", 0.0), ("mask_ratio", 1.0), ("top_k", 4), ("top_k", 0),
                                          ("beta", -1.0), ("instance_norm", 1), ("momentum", 2.0), ("final_momentum", -1.0),
-                                         ("momentum_steps", -2)])
+                                         ("momentum_steps", -2), ("target_layer", "end")])
 def test_bad_arguments_raise_naming_them(name, value):
     with pytest.raises(ValueError, match=name):
         method(**{name: value})

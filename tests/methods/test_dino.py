@@ -33,7 +33,7 @@ def test_forward_is_dino_over_all_crops_and_the_teacher_gets_no_gradient(make_ba
     loss = m(*views)
     assert loss.shape == () and math.isfinite(loss.item())
     with no_grad():
-        s = _encode_crops(m._student, views)
+        s = _encode_crops(m.backbone, views, head=m.projector)  # the head sees every crop at once
         t = _encode_crops(m._teacher, views[:2])
         expected = dino(s, t, m.center, student_temp=0.1, teacher_temp=0.05).item()
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -46,11 +46,14 @@ def test_forward_is_dino_over_all_crops_and_the_teacher_gets_no_gradient(make_ba
 
 
 def test_teacher_temperature_warms_up_linearly(make_backbone):
-    m = method(make_backbone, warmup_teacher_temp=0.02, teacher_temp=0.06, warmup_teacher_temp_steps=4)
-    assert [m.teacher_temperature(k) for k in range(6)] == pytest.approx([0.02, 0.03, 0.04, 0.05, 0.06, 0.06])
+    m = method(make_backbone, warmup_teacher_temp=0.02, teacher_temp=0.05, warmup_teacher_temp_steps=4)
+    # main_dino.py's np.linspace(0.02, 0.05, 4): the last warm-up step already at teacher_temp
+    assert [m.teacher_temperature(k) for k in range(6)] == pytest.approx([0.02, 0.03, 0.04, 0.05, 0.05, 0.05])
     assert m.teacher_temperature() == pytest.approx(0.02)
     m.after_step(0, 10)
     assert m.teacher_temperature() == pytest.approx(0.03)  # the step counter sets τ_t
+    one = method(make_backbone, warmup_teacher_temp=0.02, teacher_temp=0.05, warmup_teacher_temp_steps=1)
+    assert [one.teacher_temperature(k) for k in range(3)] == pytest.approx([0.02, 0.05, 0.05])
 
 
 def test_after_step_moves_the_teacher_by_the_cosine_ema_and_the_centre(make_backbone, images, device):

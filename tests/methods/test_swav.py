@@ -66,7 +66,10 @@ def test_codes_are_sinkhorn_of_the_first_crops_detached_scores(make_backbone, im
     m(*views)
     from npjem.methods.swav import _encode_crops
 
-    z = _encode_crops(m._embed, views)  # crops of one size share a BatchNorm batch, as in the method
+    from npjem.autograd import functional as AF
+
+    # the backbone per resolution, the projector (and its BatchNorm) once on every crop, as in the method
+    z = _encode_crops(m.backbone, views, head=lambda h: AF.normalize(m.projector(h), axis=1))
     s = z[0].data @ m.prototypes.weight.data.T
     q = sinkhorn_knopp(Tensor(s), epsilon=m.epsilon, n_iters=m.sinkhorn_iterations)
     q = backend.to_numpy(q.data if isinstance(q, Tensor) else q)
@@ -77,6 +80,27 @@ def test_codes_are_sinkhorn_of_the_first_crops_detached_scores(make_backbone, im
     scores = [Tensor(zv.data @ m.prototypes.weight.data.T) for zv in z]
     expected = swav(scores, [Tensor(backend.to_device(q, device))], temperature=m.temperature).item()
     assert m(*views).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_reduction_sum_doubles_the_two_crop_loss_and_prototypes_are_renormalised_first(make_backbone, images, device):
+    views = None
+    losses = {}
+    for how in ("mean", "sum"):
+        m = SwAV(make_backbone(), hidden_dim=8, out_dim=4, num_prototypes=5, freeze_prototypes_steps=0,
+                 reduction=how, views=TwoViewsOnly(), generator=0)
+        m.prototypes.weight.data[...] *= 3.0  # off the unit sphere: the forward renormalises them first
+        views = m.make_views(backend.to_device(images, device), generator=9) if views is None else views
+        losses[how] = m(*views).item()
+        np.testing.assert_allclose(row_norms(m), 1.0, rtol=1e-6)
+    # two crops: the notes' ℓ(q_x, s_y) + ℓ(q_y, s_x), twice SwAV's mean
+    assert losses["sum"] == pytest.approx(2 * losses["mean"], rel=1e-6)
+
+
+class TwoViewsOnly:
+    """The two global crops of ``crops()``, no local ones."""
+
+    def __call__(self, x, generator=None):
+        return crops()(x, generator=generator)[:2]
 
 
 def test_queue_fills_from_its_start_step_and_is_used_once_full(make_backbone, images, device):
@@ -124,7 +148,7 @@ def test_state_dict_round_trip_keeps_the_queue_and_the_step(make_backbone, image
 @pytest.mark.parametrize("name, value", [("num_prototypes", 0), ("temperature", 0.0), ("epsilon", -0.05),
                                          ("sinkhorn_iterations", 0), ("n_assign", 0),
                                          ("freeze_prototypes_steps", -1), ("queue_length", -3),
-                                         ("queue_start_step", 1.5)])
+                                         ("queue_start_step", 1.5), ("reduction", "none")])
 def test_bad_arguments_raise_naming_them(make_backbone, name, value):
     with pytest.raises(ValueError, match=name):
         method(make_backbone, **{name: value})
