@@ -53,17 +53,15 @@ def _source(obj):
 def entries():
     """One dict per method, objective and loss: ``name``, ``kind``, ``paper``, ``defaults``,
     ``source`` (the file, relative to the repository) and ``run`` (how to run it)."""
-    from . import crosscheck  # noqa: PLC0415
-    from .cli import DEFAULTS  # noqa: PLC0415
+    from . import crosscheck, recipes  # noqa: PLC0415
     from .ebm import toy2d  # noqa: PLC0415
 
     out = []
     for name, kind, paper, target, run in _METHODS:
-        if name in DEFAULTS:
-            defaults = ", ".join(f"{k}={v}" for k, v in DEFAULTS[name].items())
-        elif name in toy2d.LR:
-            extra = f", k={toy2d.K[name]}" if name in toy2d.K else ""
-            defaults = f"lr={toy2d.LR[name]}{extra}"
+        if name in recipes.DEFAULTS:
+            defaults = ", ".join(f"{k}={v}" for k, v in recipes.DEFAULTS[name].items())
+        elif name in toy2d.OBJECTIVES:
+            defaults = ", ".join(f"{k}={v}" for k, v in recipes.ebm_defaults(name).items())
         else:
             defaults = "see the docstring"
         out.append({"name": name, "kind": kind, "paper": paper, "defaults": defaults,
