@@ -10,6 +10,8 @@ import pytest
 
 import npjem
 from npjem import cli, recipes, runs
+from npjem.methods import BarlowTwins, SimCLR
+from test_cli import _interrupt_at  # Ctrl-C at a given step: a real SIGINT, or raised inside the step
 
 # A run of a few seconds: 64 shapes, 4 steps per epoch, a 4-wide backbone.
 TINY = dict(n_train=64, n_test=24, epochs=2, batch_size=16, width=4, hidden_dim=16, out_dim=8, probe_max_iter=5,
@@ -81,31 +83,10 @@ def test_an_unwritable_out_is_refused_before_training(tmp_path, monkeypatch):
         runs.pretrain("simclr", out=str(blocker / "run"), **TINY)
 
 
-def _interrupt_at(monkeypatch, call, how="sigint"):
-    """Ctrl-C at the ``call``-th step: a real SIGINT (the step finishes, then the run stops) or a
-    KeyboardInterrupt raised inside the step (a second Ctrl-C, which stops at once)."""
-    import signal
-
-    from npjem.methods import SimCLR
-
-    orig, calls = SimCLR.after_step, {"n": 0}
-
-    def after_step(self, step, total):
-        orig(self, step, total)
-        calls["n"] += 1
-        if calls["n"] == call:
-            if how == "sigint":
-                os.kill(os.getpid(), signal.SIGINT)
-            else:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(SimCLR, "after_step", after_step)
-
-
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_same_run(tmp_path, monkeypatch):
     whole = runs.pretrain("simclr", out=str(tmp_path / "whole"), **TINY)
     with monkeypatch.context() as m:
-        _interrupt_at(m, 6)
+        _interrupt_at(m, SimCLR, 6, "sigint")
         with pytest.raises(runs.RunInterrupted) as e:
             runs.pretrain("simclr", out=str(tmp_path / "cut"), **TINY)
     stop = e.value
@@ -125,7 +106,7 @@ def test_resume_refuses_a_differing_setting_and_a_finished_run(tmp_path, monkeyp
     with pytest.raises(runs.RunError, match="no checkpoint"):
         runs.pretrain("simclr", out=str(tmp_path / "empty"), resume=True, **TINY)
     with monkeypatch.context() as m:
-        _interrupt_at(m, 2, how="raise")
+        _interrupt_at(m, SimCLR, 2, "raise")
         with pytest.raises(runs.RunInterrupted):
             runs.pretrain("simclr", out=str(tmp_path / "run"), **TINY)
     with pytest.raises(runs.RunError) as e:
@@ -140,19 +121,8 @@ def test_resume_refuses_a_differing_setting_and_a_finished_run(tmp_path, monkeyp
 
 
 def test_resume_takes_the_method_and_its_options_from_the_checkpoint(tmp_path, monkeypatch):
-    from npjem.methods import BarlowTwins
-
-    calls = {"n": 0}
-    orig = BarlowTwins.after_step
-
-    def after_step(self, step, total):
-        orig(self, step, total)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
     with monkeypatch.context() as m:
-        m.setattr(BarlowTwins, "after_step", after_step)
+        _interrupt_at(m, BarlowTwins, 2, "raise")
         with pytest.raises(runs.RunInterrupted):
             runs.pretrain("barlow_twins", out=str(tmp_path / "run"), lambd=0.02, **TINY)
     res = runs.pretrain(out=str(tmp_path / "run"), resume=True)
