@@ -8,16 +8,17 @@ together into a method ready for ``npjem.methods.fit``; ``npjem.runs`` and the c
 them from here, and ``npjem methods`` lists them. The supervised baseline's recipe
 (``SUPERVISED``) and the EBM objectives' (``ebm_defaults``) sit beside them.
 
-Every value was chosen on the built-in ``shapes`` images with short runs on a CPU; the comments
-say where a value departs from the paper's and why (the measurements are in docs/results.md and
-docs/methods-noncontrastive.md). A new method's recipe goes here: a ``DEFAULTS`` entry, its own
-constructor arguments in ``OPTIONS`` and a branch of ``build_method``.
+Where a value departs from the paper's (``SOURCES``), it was chosen on the built-in ``shapes``
+images with short runs on a CPU; the comments say why, and the measurements are in
+docs/results.md and docs/methods-noncontrastive.md. A new method's recipe goes here: a
+``DEFAULTS`` entry, its own constructor arguments in ``OPTIONS``, its ``SOURCES`` and a branch of
+``build_method``.
 """
 from __future__ import annotations
 
-__all__ = ["METHODS", "ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED", "build_backbone",
-           "build_method", "build_optimizer", "ebm_defaults", "method_augmentation", "optimizer_defaults",
-           "shapes_augmentation", "supervised_augmentation"]
+__all__ = ["METHODS", "ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED",
+           "build_backbone", "build_method", "build_optimizer", "ebm_defaults", "method_augmentation",
+           "optimizer_defaults", "shapes_augmentation", "supervised_augmentation"]
 
 METHODS = ("simclr", "moco", "pirl", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec")
 # The augmentation of the recipe (see shapes_augmentation).
@@ -69,9 +70,15 @@ DEFAULTS = {
 # DEFAULTS may name its own optimizer and weight decay (MoCo: AdamW).
 OPTIMIZER = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-6, "epochs": 20}
 
-# Where each recipe's values were measured (the paper each method follows is in ``npjem methods``).
-SOURCES = {**{m: "docs/results.md" for m in ("simclr", "moco", "pirl")},
-           **{m: "docs/methods-noncontrastive.md" for m in METHODS if m not in ("simclr", "moco", "pirl")}}
+# Each recipe's sources: the paper the method follows, and the document that holds the shapes runs
+# behind the values that depart from it (``npjem methods`` prints the papers).
+_PAPERS = {"simclr": "Chen et al. 2020, SimCLR", "moco": "He et al. 2020; Chen et al. 2020, MoCo v2",
+           "pirl": "Misra & van der Maaten 2020, PIRL", "byol": "Grill et al. 2020, BYOL",
+           "simsiam": "Chen & He 2021, SimSiam", "barlow_twins": "Zbontar et al. 2021, Barlow Twins",
+           "vicreg": "Bardes, Ponce & LeCun 2022, VICReg", "swav": "Caron et al. 2020, SwAV",
+           "dino": "Caron et al. 2021, DINO", "data2vec": "Baevski et al. 2022, data2vec"}
+SOURCES = {m: {"paper": _PAPERS[m], "measured": "docs/results.md" if m in ("simclr", "moco", "pirl")
+               else "docs/methods-noncontrastive.md"} for m in METHODS}
 
 # ``npjem baselines``' ceiling: the same backbone trained with labels (cross-entropy, warm-up and
 # cosine over ``epochs``), its views cropped at scale 0.25-1 and flipped; the raw-pixel probe

@@ -493,13 +493,13 @@ def end_status_line():
 DATA_SETS = ("shapes", "digits")
 
 
-def _subset(ds, n, flag, split):
+def _subset(ds, n, name, split):
     from .data.datasets import Dataset
 
     if n is None or n == len(ds):
         return ds
     if n > len(ds):
-        raise RunError(f"[[{flag}={n}]] is more than the {len(ds)} images of the {split} split of [[data]]")
+        raise RunError(f"[[{name}={n}]] is more than the {len(ds)} images of the {split} split of [[data]]")
     return Dataset(ds.images[:n], ds.labels[:n], ds.classes, name=ds.name)
 
 
@@ -877,7 +877,7 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
     previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
     interrupted = False
     try:
-        # Overflow is caught below as a non-finite loss or embedding, with the flag to change;
+        # Overflow is caught below as a non-finite loss or embedding, with the setting to change;
         # NumPy's warnings about it on the way would only bury that message.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if total - start > 0:
