@@ -264,18 +264,21 @@ def _common(p):
                    help="overwrite a run already in --out (without it, a folder that holds results or a "
                         "checkpoint is left alone and the command stops)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also NPJEM_DEBUG=1)")
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2."""
+    """An ``ArgumentParser`` whose errors are one line (no usage block) and exit status 2, and
+    which takes no prefix for a flag (its sub-commands' parsers are of this class too)."""
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
 
 
 def build_parser():
-    ap = _Parser(prog="npjem", allow_abbrev=False,
+    ap = _Parser(prog="npjem",
                  description="npjem: energy-based models and joint-embedding self-supervised learning from "
                              "scratch on NumPy (CuPy on a GPU). pretrain trains any of the ten joint-embedding "
                              "methods (" + ", ".join(METHODS) + ") and probes it; baselines gives its floor and "
@@ -285,7 +288,6 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", metavar="{pretrain,baselines,ebm,methods,reference,check,gradcheck}")
 
     p = sub.add_parser("pretrain", help="pretrain a joint-embedding method (any of the ten) and probe it",
-                       allow_abbrev=False,
                        description="Pretrain a joint-embedding method (" + ", ".join(METHODS) + ") with its "
                                    "recipe on the built-in shapes images (or --data), then "
                                    "report linear-probe and kNN accuracy and collapse diagnostics. Writes "
@@ -371,7 +373,6 @@ def build_parser():
     p.set_defaults(func=cmd_pretrain)
 
     b = sub.add_parser("baselines", help="raw-pixel, random-init and supervised baselines on shapes",
-                       allow_abbrev=False,
                        description="The floor and ceiling for pretrain's numbers: linear probe and kNN on raw "
                                    "pixels, on a random-init backbone, and on a supervised backbone.")
     sup = SUPERVISED
@@ -390,7 +391,7 @@ def build_parser():
     _common(b)
     b.set_defaults(func=cmd_baselines)
 
-    r = sub.add_parser("reference", allow_abbrev=False, help="write npjem's float64 value and gradients of a loss "
+    r = sub.add_parser("reference", help="write npjem's float64 value and gradients of a loss "
                        "to an .npz that any language can read",
                        description="Draw a loss's inputs from --seed, evaluate it in float64 and write the inputs, "
                                    "keyword arguments, value and every gradient to FILE.npz (an ordinary zip of "
@@ -403,29 +404,26 @@ def build_parser():
     r.add_argument("--kwarg", action="append", metavar="NAME=VALUE",
                    help="a keyword argument of the loss, e.g. --kwarg temperature=0.5")
     r.add_argument("--force", action="store_true", help="replace an existing file")
-    r.add_argument("--debug", action="store_true", help="show the traceback of an error")
     r.set_defaults(func=cmd_reference)
 
-    c = sub.add_parser("check", allow_abbrev=False, help="re-evaluate reference files with this npjem",
+    c = sub.add_parser("check", help="re-evaluate reference files with this npjem",
                        description="Exit status 0 when every file's value and gradients agree with npjem, "
                                    "1 when one does not, 2 when a file cannot be read.")
     c.add_argument("files", nargs="+", metavar="FILE.npz")
     c.add_argument("--rtol", type=_nonnegative_float, default=1e-10, help="default 1e-10")
     c.add_argument("--atol", type=_nonnegative_float, default=1e-12, help="default 1e-12")
-    c.add_argument("--debug", action="store_true", help="show the traceback of an error")
     c.set_defaults(func=cmd_check)
 
-    g = sub.add_parser("gradcheck", allow_abbrev=False, help="the engine's self-check against central differences",
+    g = sub.add_parser("gradcheck", help="the engine's self-check against central differences",
                        description="Every registered loss and the engine's composites and layers against "
                                    "central differences in float64 (first and second order), on --device.")
     g.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
-    g.add_argument("--debug", action="store_true", help="show the traceback of an error")
     g.set_defaults(func=cmd_gradcheck)
 
     from .data import toy2d as _toy2d
     from .ebm.toy2d import OBJECTIVES as EBM_OBJECTIVES
 
-    e = sub.add_parser("ebm", allow_abbrev=False, help="train an energy on a 2-D toy density with one objective",
+    e = sub.add_parser("ebm", help="train an energy on a 2-D toy density with one objective",
                        description="Train an MLP energy on a 2-D toy density with an EBM objective (maximum "
                                    "likelihood with CD-k, persistent CD or a replay buffer; NCE; exact, sliced or "
                                    "denoising score matching). Prints the test NLL of the learned density next to "
@@ -457,15 +455,15 @@ def build_parser():
                                                 "'' writes nothing)")
     e.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     e.add_argument("--quiet", action="store_true", help="no progress output")
-    e.add_argument("--debug", action="store_true", help="show the traceback of an error")
     e.set_defaults(func=cmd_ebm)
 
-    m = sub.add_parser("methods", allow_abbrev=False, help="every method, objective and loss: paper, defaults, file",
+    m = sub.add_parser("methods", help="every method, objective and loss: paper, defaults, file",
                        description="One row per joint-embedding method, EBM objective and loss: its paper, its "
                                    "defaults here, the file that implements it and how to run it.")
     m.add_argument("--kind", default=None, help="only rows whose kind contains this text (e.g. EBM, loss)")
-    m.add_argument("--debug", action="store_true", help="show the traceback of an error")
     m.set_defaults(func=cmd_methods)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="show the traceback of an error (also NPJEM_DEBUG=1)")
     return ap
 
 
