@@ -443,7 +443,6 @@ def ebm(objective, *, data="8gaussians", out=None, steps=1500, batch_size=256, l
 
 # ====================================================================== evaluation
 
-
 # The linear probe's l2 is picked from this grid on a held-out fifth of the train set.
 PROBE_L2_GRID = (1e-4, 1e-3, 1e-2)
 
@@ -472,6 +471,7 @@ def _collapse(z, prefix):
             f"{prefix}uniformity": r["uniformity"]}
 
 
+# ====================================================================== status lines
 
 _open_status = [False]  # a status line waits for its "done": an error message starts a new line
 
@@ -489,6 +489,9 @@ def end_status_line():
     if _open_status[0]:
         print(file=sys.stderr)
         _open_status[0] = False
+
+
+# ====================================================================== data
 
 DATA_SETS = ("shapes", "digits")
 
@@ -685,7 +688,6 @@ class _ResumableLoader:
                 yield batch
 
 
-
 def _lower_lr(what, epoch, step, n_steps, lr):
     return RunError(f"{what} not finite at epoch {epoch}, step {step} of {n_steps} (lr {lr:g}): lower [[lr]]")
 
@@ -719,7 +721,6 @@ def _monitor(method, images):
         out[f"{prefix}embedding_std"] = ev.embedding_std(z)
         out[f"{prefix}effective_rank"] = ev.effective_rank(z)
     return out
-
 
 
 def _fmt(v):
@@ -758,7 +759,6 @@ def _write_json(path, obj):
 def _config(args, **extra):
     """The settings a run records: its arguments, the method's own options among them."""
     return {k: v for k, v in vars(args).items() if k != "options"} | getattr(args, "options", {}) | extra
-
 
 
 # Settings that may differ between a run and its resume (they do not change what is computed);
