@@ -107,6 +107,17 @@ class _Settings:
         vars(self).update(settings)
 
 
+def _check_device(device):
+    """The device a run was given, found out before training: one that is not there is refused."""
+    from . import backend
+
+    if device is None:
+        return
+    if backend.normalize_device(device) != "cpu" and not backend.cupy_available():
+        raise RunError(f"[[device={device}]]: CuPy or a CUDA GPU is not available here (pip install "
+                       "'npjem[gpu]' on a machine with a GPU); use the cpu")
+
+
 def _validate_pretrain(a):
     """The arguments ``pretrain`` can check before it loads anything (the command line's parser
     checks the same, flag by flag)."""
@@ -149,6 +160,7 @@ def _validate_pretrain(a):
         raise TypeError(f"data must be {' or '.join(DATA_SETS)} or a folder of images, got {a.data!r}")
     if a.out is not None and not isinstance(a.out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder (a str or a path), or '' to write nothing, got {a.out!r}")
+    _check_device(a.device)
     unknown = sorted(k for k in a.options if k not in OPTIONS.get(a.method, ()))
     if unknown:
         own = ", ".join(OPTIONS.get(a.method, ())) or "none"
@@ -334,6 +346,7 @@ def baselines(*, data="shapes", out="runs/baselines", epochs=SUPERVISED["epochs"
     check_positive(lr, "lr")
     check_positive(weight_decay, "weight_decay", allow_zero=True)
     check_choice(optimizer, "optimizer", ("sgd", "adam", "adamw"))
+    _check_device(device)
     args = _Settings(command="baselines", epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                      weight_decay=weight_decay, raw_probe_max_iter=raw_probe_max_iter,
                      only=only if isinstance(only, str) else ",".join(which), out=out, data=data, arch=arch,

@@ -139,9 +139,22 @@ def test_python_arguments_are_checked_naming_them(tmp_path):
             runs.pretrain("simclr", out=out, **kwargs)
     with pytest.raises(ValueError, match="method"):
         runs.pretrain("simclrr", out=out)
+    with pytest.raises(ValueError, match="device"):
+        runs.pretrain("simclr", out=out, device="tpu")
     with pytest.raises(runs.RunError, match=r"n_train=32 leaves"):
         runs.pretrain("simclr", out=out, n_train=32, n_test=24)
     assert not os.path.exists(os.path.join(out, "checkpoint.npz"))
+
+
+def test_a_device_that_is_not_there_is_refused_naming_it(tmp_path, monkeypatch):
+    from npjem import backend
+
+    monkeypatch.setattr(backend, "cupy_available", lambda: False)
+    with pytest.raises(runs.RunError, match=r"device=cuda: CuPy or a CUDA GPU is not available"):
+        runs.pretrain("simclr", out=str(tmp_path / "run"), device="cuda", **TINY)
+    with pytest.raises(runs.RunError, match=r"device=cuda"):
+        runs.baselines(out="", device="cuda")
+    assert not (tmp_path / "run").exists()
 
 
 def test_baselines_and_ebm_from_python(tmp_path, capsys):
