@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import npjem  # noqa: E402
-from npjem import backend, cli  # noqa: E402
+from npjem import backend, recipes  # noqa: E402
 from npjem.data import shapes  # noqa: E402
 from npjem.methods.base import Method  # noqa: E402
 
@@ -71,10 +71,10 @@ def neighbour_report(features, labels, cues, seed=0):
 def load_backbone(path):
     """The backbone of an ``npjem pretrain`` checkpoint (or a random one for ``"random"``)."""
     if path == "random":
-        return cli.build_backbone("convnet", 32, seed=0), "random init"
+        return recipes.build_backbone("convnet", 32, seed=0), "random init"
     ckpt = npjem.load(path)
     config = ckpt["config"]
-    backbone = cli.build_backbone(config["arch"], config["width"], seed=0)
+    backbone = recipes.build_backbone(config["arch"], config["width"], seed=0)
     prefix = "backbone."
     backbone.load_state_dict({k[len(prefix):]: v for k, v in ckpt["method"].items() if k.startswith(prefix)})
     return backbone, f"{config['method']} {config['epochs']} ep ({path})"

@@ -11,7 +11,7 @@ import os
 
 from npjem import eval as ev
 from npjem import optim, plot
-from npjem.cli import shapes_augmentation
+from npjem.recipes import shapes_augmentation
 from npjem.data import TwoViews, shapes
 from npjem.methods import IndexedDataLoader, SimCLR, fit
 from npjem.nn.models import ConvNet

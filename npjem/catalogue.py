@@ -7,18 +7,18 @@ import os
 
 __all__ = ["entries"]
 
-# (name, kind, paper, the object that implements it, how it is run)
+# (name, kind, paper (None: the recipe's, npjem.recipes.SOURCES), the object that implements it, how it is run)
 _METHODS = [
-    ("simclr", "joint embedding, contrastive", "Chen et al. 2020, SimCLR", "npjem.methods:SimCLR", "npjem pretrain --method simclr"),
-    ("moco", "joint embedding, contrastive", "He et al. 2020; Chen et al. 2020, MoCo v2", "npjem.methods:MoCo", "npjem pretrain --method moco"),
-    ("pirl", "joint embedding, contrastive", "Misra & van der Maaten 2020, PIRL", "npjem.methods:PIRL", "npjem pretrain --method pirl"),
-    ("barlow_twins", "joint embedding, non-contrastive", "Zbontar et al. 2021, Barlow Twins", "npjem.methods:BarlowTwins", "npjem pretrain --method barlow_twins"),
-    ("vicreg", "joint embedding, non-contrastive", "Bardes, Ponce & LeCun 2022, VICReg", "npjem.methods:VICReg", "npjem pretrain --method vicreg"),
-    ("swav", "joint embedding, clustering", "Caron et al. 2020, SwAV", "npjem.methods:SwAV", "npjem pretrain --method swav"),
-    ("byol", "joint embedding, distillation", "Grill et al. 2020, BYOL", "npjem.methods:BYOL", "npjem pretrain --method byol"),
-    ("simsiam", "joint embedding, distillation", "Chen & He 2021, SimSiam", "npjem.methods:SimSiam", "npjem pretrain --method simsiam"),
-    ("dino", "joint embedding, distillation", "Caron et al. 2021, DINO", "npjem.methods:DINO", "npjem pretrain --method dino"),
-    ("data2vec", "joint embedding, distillation", "Baevski et al. 2022, data2vec", "npjem.methods:Data2Vec", "npjem pretrain --method data2vec"),
+    ("simclr", "joint embedding, contrastive", None, "npjem.methods:SimCLR", "npjem pretrain --method simclr"),
+    ("moco", "joint embedding, contrastive", None, "npjem.methods:MoCo", "npjem pretrain --method moco"),
+    ("pirl", "joint embedding, contrastive", None, "npjem.methods:PIRL", "npjem pretrain --method pirl"),
+    ("barlow_twins", "joint embedding, non-contrastive", None, "npjem.methods:BarlowTwins", "npjem pretrain --method barlow_twins"),
+    ("vicreg", "joint embedding, non-contrastive", None, "npjem.methods:VICReg", "npjem pretrain --method vicreg"),
+    ("swav", "joint embedding, clustering", None, "npjem.methods:SwAV", "npjem pretrain --method swav"),
+    ("byol", "joint embedding, distillation", None, "npjem.methods:BYOL", "npjem pretrain --method byol"),
+    ("simsiam", "joint embedding, distillation", None, "npjem.methods:SimSiam", "npjem pretrain --method simsiam"),
+    ("dino", "joint embedding, distillation", None, "npjem.methods:DINO", "npjem pretrain --method dino"),
+    ("data2vec", "joint embedding, distillation", None, "npjem.methods:Data2Vec", "npjem pretrain --method data2vec"),
     ("cd", "EBM, maximum likelihood (MCMC)", "Hinton 2002, contrastive divergence", "npjem.ebm.training:train_ebm", "npjem ebm cd"),
     ("pcd", "EBM, maximum likelihood (MCMC)", "Tieleman 2008, persistent CD", "npjem.ebm.training:PersistentNegatives", "npjem ebm pcd"),
     ("replay", "EBM, maximum likelihood (MCMC)", "Du & Mordatch 2019, replay buffer", "npjem.ebm.training:ReplayBuffer", "npjem ebm replay"),
@@ -53,17 +53,16 @@ def _source(obj):
 def entries():
     """One dict per method, objective and loss: ``name``, ``kind``, ``paper``, ``defaults``,
     ``source`` (the file, relative to the repository) and ``run`` (how to run it)."""
-    from . import crosscheck  # noqa: PLC0415
-    from .cli import DEFAULTS  # noqa: PLC0415
+    from . import crosscheck, recipes  # noqa: PLC0415
     from .ebm import toy2d  # noqa: PLC0415
 
     out = []
     for name, kind, paper, target, run in _METHODS:
-        if name in DEFAULTS:
-            defaults = ", ".join(f"{k}={v}" for k, v in DEFAULTS[name].items())
-        elif name in toy2d.LR:
-            extra = f", k={toy2d.K[name]}" if name in toy2d.K else ""
-            defaults = f"lr={toy2d.LR[name]}{extra}"
+        paper = recipes.SOURCES[name]["paper"] if paper is None else paper
+        if name in recipes.DEFAULTS:
+            defaults = ", ".join(f"{k}={v}" for k, v in recipes.DEFAULTS[name].items())
+        elif name in toy2d.OBJECTIVES:
+            defaults = ", ".join(f"{k}={v}" for k, v in recipes.ebm_defaults(name).items())
         else:
             defaults = "see the docstring"
         out.append({"name": name, "kind": kind, "paper": paper, "defaults": defaults,
