@@ -197,8 +197,19 @@ def _shapes_seed(seed: int, split: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, tag, SHAPES_VERSION])
 
 
-def _draw_shapes(n: int, seed: int, split: str, size: int):
-    """Draw ``n`` images (uint8 NHWC) and their labels; all randomness from one SeedSequence."""
+#: The nuisances ``shapes(without=...)`` can switch off, one cue at a time: cues that survive the
+#: views and tell one image from another without telling its class.
+SHAPES_NUISANCES = ("clutter", "colour", "noise")
+#: The colour pair every image gets under ``without=("colour",)``: light grey on dark grey.
+_FIXED_FG, _FIXED_BG = (0.85, 0.85, 0.85), (0.15, 0.15, 0.15)
+
+
+def _draw_shapes(n: int, seed: int, split: str, size: int, without=()):
+    """Draw ``n`` images (uint8 NHWC) and their labels; all randomness from one SeedSequence.
+
+    ``without`` switches nuisances off (``SHAPES_NUISANCES``). Every variable is still drawn, so
+    a variant differs from the default images in that one cue and nothing else.
+    """
     from PIL import Image, ImageDraw  # Pillow only when images are drawn
 
     rng = np.random.default_rng(_shapes_seed(seed, split))
@@ -219,6 +230,8 @@ def _draw_shapes(n: int, seed: int, split: str, size: int):
         m = int(bad.sum())
         fg[bad], bg[bad] = rng.random((m, 3)), rng.random((m, 3))
         bad = np.linalg.norm(fg - bg, axis=1) < _MIN_CONTRAST
+    if "colour" in without:
+        fg, bg = np.broadcast_to(_FIXED_FG, fg.shape), np.broadcast_to(_FIXED_BG, bg.shape)
     fg8 = np.rint(fg * 255).astype(np.uint8)
     bg8 = np.rint(bg * 255).astype(np.uint8)
     # Clutter: up to four small strokes or dots in random colours, anywhere in the picture.
@@ -246,7 +259,7 @@ def _draw_shapes(n: int, seed: int, split: str, size: int):
             draw.polygon((p @ rot + centre[i]).ravel().tolist(), fill=f_col)
         for p in holes:
             draw.polygon((p @ rot + centre[i]).ravel().tolist(), fill=b_col)
-        for j in range(int(n_clutter[i])):
+        for j in range(0 if "clutter" in without else int(n_clutter[i])):
             col = tuple(int(v) for v in c_col[i, j])
             x0, y0 = c_pos[i, j]
             if c_kind[i, j] == 0:
@@ -257,14 +270,16 @@ def _draw_shapes(n: int, seed: int, split: str, size: int):
                 draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=col)
         out[i] = np.asarray(im.reduce(_SUPERSAMPLE))  # host; box filter: exact area averaging
 
-    noise = np.random.default_rng(noise_seed).standard_normal(out.shape, dtype=np.float32)
-    noisy = out.astype(np.float32) + noise * np.float32(_PIXEL_NOISE * 255.0)
-    out = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    if "noise" not in without:
+        noise = np.random.default_rng(noise_seed).standard_normal(out.shape, dtype=np.float32)
+        noisy = out.astype(np.float32) + noise * np.float32(_PIXEL_NOISE * 255.0)
+        out = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return out, labels
 
 
-def _shapes_cache_path(cache_dir: str, split: str, n: int, seed: int, size: int) -> str:
-    name = f"shapes_v{SHAPES_VERSION}_{split}_n{n}_seed{seed}_size{size}.npz"
+def _shapes_cache_path(cache_dir: str, split: str, n: int, seed: int, size: int, without=()) -> str:
+    variant = "".join(f"_no{w}" for w in SHAPES_NUISANCES if w in without)
+    name = f"shapes_v{SHAPES_VERSION}_{split}_n{n}_seed{seed}_size{size}{variant}.npz"
     return os.path.join(cache_dir, name)
 
 
@@ -301,7 +316,7 @@ def _save_atomically(path: str, **arrays) -> None:
 
 
 def shapes(split: str = "train", n: int | None = None, seed: int = 0, cache_dir: str | None = None,
-           size: int = 32) -> Dataset:
+           size: int = 32, without=()) -> Dataset:
     """The built-in image data set: procedurally drawn RGB pictures of ten shape classes.
 
     Classes (``SHAPE_CLASSES``): circle, square, triangle, star, cross, ring, pentagon,
@@ -319,9 +334,21 @@ def shapes(split: str = "train", n: int | None = None, seed: int = 0, cache_dir:
     ``~/.cache/npjem``), written atomically; a corrupt cache file is drawn again. Pass
     ``cache_dir=False`` to neither read nor write a cache.
 
+    ``without`` switches nuisances off, one cue at a time, for controlled experiments
+    (``SHAPES_NUISANCES``): ``"clutter"`` (no strokes or dots), ``"colour"`` (every image light
+    grey on dark grey instead of its own colour pair), ``"noise"`` (no pixel noise). All other
+    variables are drawn as for the default images, so a variant differs in that cue alone.
+
     Returns a ``Dataset`` with ``images`` float32 (n, 3, size, size) in [0, 1] on the host.
     """
     split = _check_split(split)
+    if isinstance(without, str):
+        without = (without,)
+    if not isinstance(without, (tuple, list, set, frozenset)):
+        raise ValueError(f"without must be a tuple of nuisances from {SHAPES_NUISANCES}, got {without!r}")
+    for w in without:
+        check_choice(w, "without", SHAPES_NUISANCES)
+    without = tuple(w for w in SHAPES_NUISANCES if w in without)
     n = _SHAPES_DEFAULT_N[split] if n is None else check_int(n, "n", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     size = check_int(size, "size", minimum=8)
@@ -332,10 +359,10 @@ def shapes(split: str = "train", n: int | None = None, seed: int = 0, cache_dir:
     path = None
     if cache_dir is not False:
         path = _shapes_cache_path(os.fspath(cache_dir) if cache_dir is not None else default_cache_dir(),
-                                  split, n, seed, size)
+                                  split, n, seed, size, without)
         cached = _load_shapes_cache(path, n, size)
     if cached is None:
-        images8, labels = _draw_shapes(n, seed, split, size)
+        images8, labels = _draw_shapes(n, seed, split, size, **({"without": without} if without else {}))
         if path is not None:
             try:
                 _save_atomically(path, images=images8, labels=labels,
@@ -346,7 +373,8 @@ def shapes(split: str = "train", n: int | None = None, seed: int = 0, cache_dir:
     else:
         images8, labels = cached
     images = images8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-    return Dataset(np.ascontiguousarray(images), labels, SHAPE_CLASSES, name=f"shapes-{split}")
+    name = f"shapes-{split}" + "".join(f"-no{w}" for w in without)
+    return Dataset(np.ascontiguousarray(images), labels, SHAPE_CLASSES, name=name)
 
 
 # ====================================================================== digits

@@ -22,6 +22,13 @@ Corruptions (each takes an explicit generator and returns an array like its inpu
   (Vincent et al. 2008's "masking noise"; ``noise`` = ν);
 - ``salt_and_pepper_noise``: a fraction ν of each row's entries set to their minimum or
   maximum (0 or 1 by default) by a fair coin (Vincent et al. 2010).
+
+Vectors and images alike: a batch is (N, D) or (N, C, H, W); "a row" is one sample, all its
+entries, so an image batch is corrupted and scored exactly as its flattened (N, C·H·W) batch.
+:func:`reconstruction_energy` is the energy both paths use. This file holds the DAE's math;
+:class:`npjem.methods.DAE` is the convolutional DAE on images whose encoder is probed like the
+joint-embedding methods' backbones (the generative baseline of the NYU notes, ch. 15-1, "Joint
+Embedding Methods — Contrastive", section "Generative Models"), built on these functions.
 """
 from __future__ import annotations
 
@@ -38,19 +45,42 @@ from ..autograd.tensor import Tensor
 from ..nn.linear import Linear
 from ..nn.module import Module, Parameter
 
-__all__ = ["gaussian_noise", "masking_noise", "salt_and_pepper_noise", "DenoisingAutoencoder"]
+__all__ = ["gaussian_noise", "masking_noise", "salt_and_pepper_noise", "reconstruction_energy", "corrupt",
+           "CORRUPTIONS", "DenoisingAutoencoder"]
 
 
 # ---------------------------------------------------------------- corruptions
 
-def _array(x, name="x"):
+def _array(x, name="x", images=False):
     data = x.data if isinstance(x, Tensor) else x
     if not backend.is_array(data):
         raise TypeError(f"{name} must be an array or a Tensor, got {type(x).__name__}")
     if data.dtype.kind != "f":
         raise TypeError(f"{name} must have a floating dtype, got {data.dtype}")
-    check_ndim(data, name, 2, "(N, D)")
+    if images:
+        check_ndim(data, name, (2, 4), "(N, D) or (N, C, H, W)")
+    else:
+        check_ndim(data, name, 2, "(N, D)")
     return data
+
+
+def _rows(a):
+    """(N, ...) → (N, D): one row per sample (a view when ``a`` is contiguous)."""
+    return a.reshape(a.shape[0], -1)
+
+
+def reconstruction_energy(x, r):
+    """E = ‖x − r‖² per sample, summed over every non-batch axis: shape (N,).
+
+    ``x`` and ``r`` are Tensors (or arrays) of one shape, (N, D) vectors or (N, C, H, W) images;
+    an image batch has the energy of its flattened batch.
+    """
+    x = x if isinstance(x, Tensor) else Tensor(_array(x, "x", images=True))
+    r = r if isinstance(r, Tensor) else Tensor(_array(r, "r", images=True))
+    if tuple(x.shape) != tuple(r.shape):
+        raise ValueError(f"r must have x's shape {tuple(x.shape)}, got {tuple(r.shape)}")
+    d = x - r
+    return (d * d).sum(axis=tuple(range(1, len(x.shape))))
 
 
 def _like(x, arr):
@@ -65,8 +95,8 @@ def _gen(generator, arr):
 
 
 def gaussian_noise(x, sigma, generator=None):
-    """x̃ = x + σ ε with ε ~ N(0, I); x (N, D), σ >= 0."""
-    a = _array(x)
+    """x̃ = x + σ ε with ε ~ N(0, I); x (N, D) or (N, C, H, W), σ >= 0."""
+    a = _array(x, images=True)
     sigma = check_positive(sigma, "sigma", allow_zero=True)
     g = _gen(generator, a)
     return _like(x, a + g.standard_normal(a.shape, dtype=a.dtype) * a.dtype.type(sigma))
@@ -86,30 +116,47 @@ def _fixed_fraction_mask(shape, fraction, g, dtype):
 
 
 def masking_noise(x, fraction, generator=None):
-    """Set round(ν·D) randomly chosen entries of each row to 0 (ν = ``fraction`` in [0, 1])."""
-    a = _array(x)
+    """Set round(ν·D) randomly chosen entries of each row to 0 (ν = ``fraction`` in [0, 1]); an
+    image's row is all its C·H·W entries."""
+    a = _array(x, images=True)
     fraction = check_probability(fraction, "fraction")
     g = _gen(generator, a)
-    mask = _fixed_fraction_mask(a.shape, fraction, g, a.dtype)
+    mask = _fixed_fraction_mask(_rows(a).shape, fraction, g, a.dtype).reshape(a.shape)
     return _like(x, a * (~mask).astype(a.dtype))
 
 
 def salt_and_pepper_noise(x, fraction, generator=None, low=0.0, high=1.0):
     """Set round(ν·D) randomly chosen entries of each row to ``low`` or ``high`` (fair coin)."""
-    a = _array(x)
+    a = _array(x, images=True)
     fraction = check_probability(fraction, "fraction")
     low, high = check_real(low, "low"), check_real(high, "high")
     if not low < high:
         raise ValueError(f"low must be < high, got low={low}, high={high}")
     g = _gen(generator, a)
     xp = g.xp
-    mask = _fixed_fraction_mask(a.shape, fraction, g, a.dtype)
+    mask = _fixed_fraction_mask(_rows(a).shape, fraction, g, a.dtype).reshape(a.shape)
     coin = g.random(a.shape, dtype=a.dtype) < 0.5
     value = xp.where(coin, a.dtype.type(high), a.dtype.type(low))
     return _like(x, xp.where(mask, value, a))
 
 
-_CORRUPTIONS = {"gaussian": gaussian_noise, "masking": masking_noise, "salt_and_pepper": salt_and_pepper_noise}
+#: The corruptions by name; ``noise`` is σ for ``"gaussian"`` and the fraction ν for the others.
+CORRUPTIONS = {"gaussian": gaussian_noise, "masking": masking_noise, "salt_and_pepper": salt_and_pepper_noise}
+_CORRUPTIONS = CORRUPTIONS
+
+
+def check_corruption(corruption, noise):
+    """(corruption, noise) checked: a known name, and σ ≥ 0 or a fraction ν in [0, 1]."""
+    corruption = check_choice(corruption, "corruption", tuple(CORRUPTIONS))
+    noise = (check_positive(noise, "noise", allow_zero=True) if corruption == "gaussian"
+             else check_probability(noise, "noise"))
+    return corruption, noise
+
+
+def corrupt(x, corruption, noise, generator=None):
+    """x̃ from ``x`` (vectors or images) by the named corruption with level ``noise``."""
+    corruption, noise = check_corruption(corruption, noise)
+    return CORRUPTIONS[corruption](x, noise, generator=generator)
 _ACTIVATIONS = {"sigmoid": F.sigmoid, "tanh": F.tanh, "relu": F.relu, "identity": lambda t: t}
 
 
@@ -142,9 +189,7 @@ class DenoisingAutoencoder(Module):
         self.tied = check_bool(tied, "tied")
         self.activation = check_choice(activation, "activation", tuple(_ACTIVATIONS))
         self.output_activation = check_choice(output_activation, "output_activation", tuple(_ACTIVATIONS))
-        self.corruption = check_choice(corruption, "corruption", tuple(_CORRUPTIONS))
-        self.noise = (check_positive(noise, "noise", allow_zero=True) if corruption == "gaussian"
-                      else check_probability(noise, "noise"))
+        self.corruption, self.noise = check_corruption(corruption, noise)
         g = nrandom.as_generator(generator, device)
         self.encoder = Linear(self.n_visible, self.n_hidden, device=device, dtype=dtype, generator=g)
         if self.tied:
@@ -189,7 +234,7 @@ class DenoisingAutoencoder(Module):
         r = self(x if x_tilde is None else self._input(x_tilde, "x_tilde"))
         if x_tilde is not None and tuple(r.shape) != tuple(x.shape):
             raise ValueError(f"x_tilde must have x's shape {tuple(x.shape)}, got {tuple(r.shape)}")
-        return ((x - r) * (x - r)).sum(axis=1)
+        return reconstruction_energy(x, r)
 
     def training_loss(self, x, generator=None, indices=None):
         """The denoising objective, mean over the batch of ‖x − r(x̃)‖², x̃ drawn afresh."""

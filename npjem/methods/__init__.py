@@ -27,3 +27,10 @@ from .swav import MultiCropViews, SwAV  # noqa: E402,F401
 from .vicreg import VICReg  # noqa: E402,F401
 
 __all__ += ["BarlowTwins", "VICReg", "SwAV", "MultiCropViews", "BYOL", "SimSiam", "DINO", "Data2Vec", "ViTMeanPool"]
+
+# The notes' two older routes, as baselines (ch. 15-1, "Generative Models" and "Pretext Tasks"):
+# a convolutional denoising autoencoder and the jigsaw pretext task.
+from .dae import DAE, DAEViews, ImageDecoder  # noqa: E402,F401
+from .jigsaw import JigsawClassifier, JigsawPretext  # noqa: E402,F401
+
+__all__ += ["DAE", "DAEViews", "ImageDecoder", "JigsawPretext", "JigsawClassifier"]

@@ -606,3 +606,40 @@ def test_dataloader_rejects_bad_arguments(kwargs, argument):
     args = {"images": np.zeros((10, 3)), **kwargs}  # host
     with pytest.raises(ValueError, match=argument):
         DataLoader(**args)
+
+
+# ---------------------------------------------------------------- nuisances switched off
+
+def test_each_nuisance_switches_off_alone():
+    kw = dict(split="train", n=20, seed=3, cache_dir=False, size=16)
+    base = shapes(**kw)
+    noclutter = shapes(**kw, without=("clutter",))
+    nocolour = shapes(**kw, without="colour")
+    nonoise = shapes(**kw, without=("noise",))
+    for variant in (noclutter, nocolour, nonoise):
+        np.testing.assert_array_equal(variant.labels, base.labels)  # same draws, same labels
+        assert not np.array_equal(variant.images, base.images)
+    # without noise, the images are the default ones before their noise (σ = 0.02): within 6σ
+    assert np.abs(nonoise.images - base.images).max() <= 6 * 0.02 + 1 / 255
+    # without colour, every image uses the same two colours (up to antialiasing and the noise)
+    nc = shapes(**kw, without=("colour", "noise"))
+    corners = nc.images[:, :, 0, 0]
+    assert {tuple(np.round(c * 255)) for c in corners} <= {(38.0, 38.0, 38.0), (217.0, 217.0, 217.0)}
+    # without clutter and noise, a picture holds at most the two colours of its pair and their blends
+    clean = shapes(**kw, without=("clutter", "colour", "noise"))
+    px = np.round(clean.images * 255).transpose(0, 2, 3, 1).reshape(-1, 3)
+    assert (px[:, 0] == px[:, 1]).all() and (px[:, 1] == px[:, 2]).all()  # grey only: no coloured strokes
+    assert nocolour.name == "shapes-train-nocolour" and clean.name == "shapes-train-noclutter-nocolour-nonoise"
+
+
+def test_a_variant_has_its_own_cache_file(tmp_path):
+    shapes("test", n=10, seed=0, cache_dir=str(tmp_path), size=16)
+    shapes("test", n=10, seed=0, cache_dir=str(tmp_path), size=16, without=("noise",))
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and any(n.endswith("_nonoise.npz") for n in names)
+
+
+@pytest.mark.parametrize("without", [("blur",), 3])
+def test_an_unknown_nuisance_is_named(without):
+    with pytest.raises(ValueError, match="without"):
+        shapes("test", n=10, cache_dir=False, size=16, without=without)
