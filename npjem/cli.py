@@ -327,7 +327,15 @@ def build_parser():
     p.add_argument("--pirl-loss", choices=("nce", "infonce"), default=None,
                    help=f"PIRL's loss (default {DEFAULTS['pirl']['loss']})")
     p.add_argument("--jigsaw-grid", type=_positive_int, default=None,
-                   help=f"PIRL's tiles per side (default {DEFAULTS['pirl']['grid']})")
+                   help=f"PIRL's and the jigsaw task's tiles per side (default {DEFAULTS['pirl']['grid']})")
+    p.add_argument("--corruption", choices=("gaussian", "masking", "salt_and_pepper"), default=None,
+                   help=f"the DAE's corruption (default {DEFAULTS['dae']['corruption']})")
+    p.add_argument("--noise", type=_nonnegative_float, default=None,
+                   help=f"the DAE's noise: σ for gaussian, the fraction for masking (default {DEFAULTS['dae']['noise']})")
+    p.add_argument("--n-permutations", type=_positive_int, default=None,
+                   help=f"the jigsaw task's permutations (default {DEFAULTS['jigsaw']['n_permutations']})")
+    p.add_argument("--tile-size", type=_positive_int, default=None,
+                   help=f"the jigsaw task's tile side in pixels (default {DEFAULTS['jigsaw']['tile_size']})")
     p.add_argument("--lambd", type=_nonnegative_float, default=None,
                    help=f"Barlow Twins' off-diagonal weight (default {DEFAULTS['barlow_twins']['lambd']})")
     for c in ("sim", "std", "cov"):

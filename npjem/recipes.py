@@ -16,11 +16,15 @@ docs/results.md and docs/methods-noncontrastive.md. A new method's recipe goes h
 """
 from __future__ import annotations
 
-__all__ = ["METHODS", "ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED",
+__all__ = ["METHODS", "BASELINE_METHODS", "ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED",
            "build_backbone", "build_method", "build_optimizer", "ebm_defaults", "method_augmentation",
            "optimizer_defaults", "shapes_augmentation", "supervised_augmentation"]
 
-METHODS = ("simclr", "moco", "pirl", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec")
+METHODS = ("simclr", "moco", "pirl", "byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec",
+           "dae", "jigsaw")
+#: The notes' two older routes, run as baselines beside the joint embeddings (ch. 15-1, "Generative
+#: Models" and "Pretext Tasks"): a convolutional denoising autoencoder and the jigsaw task.
+BASELINE_METHODS = ("dae", "jigsaw")
 # The augmentation of the recipe (see shapes_augmentation).
 AUGMENTATION = {"scale": 0.6, "strength": 0.5, "hue": 0.5, "grayscale": 0.2, "rotation": 180.0, "invert": 0.5, "vflip": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
@@ -64,6 +68,12 @@ DEFAULTS = {
     # data2vec: its own backbone, vit_tiny (D = 64, 4 blocks, 4 px patches); the top 3 of 4 blocks.
     "data2vec": {"temperature": None, "mask_ratio": 0.6, "top_k": 3, "beta": 2.0, "momentum": 0.99,
                  "final_momentum": 0.999, "batch_size": 256},
+    # The baselines, untuned (the comparison is the point): the DAE with Vincent et al. (2010)'s
+    # masking noise at 25 % on the clean image; the jigsaw task with the paper's 100 permutations
+    # of a 3 × 3 grid, each 10 px cell cropped to an 8 px tile at a random offset (the paper: 64 of
+    # 85 px) so that tile edges cannot be matched.
+    "dae": {"temperature": None, "corruption": "masking", "noise": 0.25, "batch_size": 256},
+    "jigsaw": {"temperature": None, "grid": 3, "n_permutations": 100, "tile_size": 8, "batch_size": 256},
 }
 # The optimizer of the recipe: Adam (SimCLR's LARS at lr 0.3·B/256 is for batches of thousands and
 # hundreds of epochs; Adam at 1e-3 trains these small networks fastest in a few epochs). A method's
@@ -76,7 +86,9 @@ _PAPERS = {"simclr": "Chen et al. 2020, SimCLR", "moco": "He et al. 2020; Chen e
            "pirl": "Misra & van der Maaten 2020, PIRL", "byol": "Grill et al. 2020, BYOL",
            "simsiam": "Chen & He 2021, SimSiam", "barlow_twins": "Zbontar et al. 2021, Barlow Twins",
            "vicreg": "Bardes, Ponce & LeCun 2022, VICReg", "swav": "Caron et al. 2020, SwAV",
-           "dino": "Caron et al. 2021, DINO", "data2vec": "Baevski et al. 2022, data2vec"}
+           "dino": "Caron et al. 2021, DINO", "data2vec": "Baevski et al. 2022, data2vec",
+           "dae": "Vincent et al. 2008/2010, stacked denoising autoencoders",
+           "jigsaw": "Noroozi & Favaro 2016, jigsaw puzzles"}
 SOURCES = {m: {"paper": _PAPERS[m], "measured": "docs/results.md" if m in ("simclr", "moco", "pirl")
                else "docs/methods-noncontrastive.md"} for m in METHODS}
 
@@ -199,6 +211,8 @@ def build_method(name, backbone, n_train, *, temperature=None, queue_size=None, 
     d = DEFAULTS[name]
     out_dim = d.get("out_dim", 128) if out_dim is None else out_dim
     tau = d["temperature"] if temperature is None else temperature
+    if name in BASELINE_METHODS:
+        return _build_baseline(name, backbone, d, grid, seed, options)
     if name in _NONCONTRASTIVE:
         aug = _augmentation(name, aug_strength, aug_scale, aug_hue, aug_grayscale, aug_rotation, aug_invert, aug_vflip)
         if head_bn is not None and name == "dino":
@@ -239,7 +253,24 @@ OPTIONS = {"byol": ("final_momentum",), "simsiam": ("predictor_hidden_dim",), "b
             "swav": ("num_prototypes", "epsilon", "n_local", "freeze_prototypes_steps", "queue_start_step"),
             "dino": ("teacher_temp", "warmup_teacher_temp", "warmup_teacher_temp_steps", "num_prototypes",
                      "bottleneck_dim", "n_local", "batch_norm"),
-            "data2vec": ("mask_ratio", "top_k", "beta", "final_momentum", "momentum_steps")}
+            "data2vec": ("mask_ratio", "top_k", "beta", "final_momentum", "momentum_steps"),
+            "dae": ("corruption", "noise"), "jigsaw": ("n_permutations", "tile_size")}
+
+
+def _build_baseline(name, backbone, d, grid, seed, options):
+    """build_method's branch for the DAE and the jigsaw task (no views of the recipe: the DAE
+    reconstructs the clean image, the jigsaw task makes its own tiles)."""
+    from . import methods as M
+
+    unknown = sorted(k for k in options if k not in OPTIONS[name])
+    if unknown:
+        raise TypeError(f"{name} takes no option(s) {', '.join(unknown)} (its own: {', '.join(OPTIONS[name])})")
+    opt = {k: d.get(k) if options.get(k) is None else options[k] for k in OPTIONS[name]}
+    if name == "dae":
+        return M.DAE(backbone, image_shape=(3, 32, 32), generator=seed + 1, **opt)
+    tile = opt.pop("tile_size")
+    return M.JigsawPretext(backbone, grid=d["grid"] if grid is None else grid, tile_size=(tile, tile),
+                           permutation_seed=0, generator=seed + 1, **opt)
 
 
 def supervised_augmentation(size=32):

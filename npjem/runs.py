@@ -267,7 +267,8 @@ def _pretrain(args):
                   "collapse diagnostics ...", end=" ")
     h_train = method.embed(train.images).data
     h_test = method.embed(test.images).data
-    z_test = method.embed(test.images, projected=True).data
+    # The DAE and the jigsaw task have no projection head: their z is h.
+    z_test = method.embed(test.images, projected=True).data if method.head is not None else h_test
     if not (_finite(h_train) and _finite(h_test) and _finite(z_test)):
         n = len(loader)
         raise _lower_lr("the trained backbone's features are", args.epochs, n, n, lr)

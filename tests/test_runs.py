@@ -218,3 +218,14 @@ def test_no_module_imports_the_command_line():
                 if any(n.split(".")[-2:-1] == ["cli"] or n.endswith(".cli") or n == "npjem.cli" for n in names):
                     importers.append(os.path.relpath(path, root))
     assert importers == []
+
+
+@pytest.mark.parametrize("method, option", [("dae", {"noise": 0.5}), ("jigsaw", {"n_permutations": 10})])
+def test_the_notes_baselines_train_and_are_probed_like_the_others(method, option):
+    res = runs.pretrain(method, out="", epochs=1, n_train=64, n_test=40, batch_size=32, width=8,
+                        probe_max_iter=20, quiet=True, **option)
+    m = res["metrics"]
+    assert 0.0 <= m["linear_probe"] <= 1.0 and m["h_effective_rank"] > 1.0
+    assert res["config"]["method"] == method and res["steps"] == 2
+    with pytest.raises(TypeError, match="takes no option"):
+        runs.pretrain(method, out="", epochs=1, n_train=64, n_test=40, lambd=0.1)
