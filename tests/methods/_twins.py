@@ -75,7 +75,8 @@ def snapshot_npjem(module, prefix="", key_map=None):
     out = {}
     for k, v in module.state_dict().items():
         name = key_map(k) if callable(key_map) else (key_map or {}).get(k, k)
-        out[prefix + name] = np.asarray(backend.to_numpy(v), dtype=np.float64)
+        # a copy: on NumPy the state dict holds the live arrays, which later steps overwrite
+        out[prefix + name] = np.array(backend.to_numpy(v), dtype=np.float64)
     return out
 
 
@@ -152,3 +153,134 @@ def assert_snapshots_agree(ours, theirs, rtol=RTOL, atol=ATOL):
                                      f"twin {b!r} (relative {rel:.3g} > {rtol:g})")
             overall = max(overall, rel)
     return overall
+
+
+def method_key(key):
+    """npjem method state-dict name → the twin's, for twins whose backbones are
+    :func:`torch_convnet`: the ConvNet's ``features.`` right after a ``backbone*`` module becomes
+    ``0.`` (``backbone.features.3.weight`` → ``backbone.0.3.weight``,
+    ``backbone_momentum.features.1.running_mean`` → ``backbone_momentum.0.1.running_mean``);
+    every other name is kept."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1):
+        if parts[i].startswith("backbone") and parts[i + 1] == "features":
+            parts[i + 1] = "0"
+    return ".".join(parts)
+
+
+def recipe_warmup_steps(total_steps):
+    """The warm-up length ``npjem pretrain`` uses: a tenth of the run, at least 1, at most all but one."""
+    return min(max(1, total_steps // 10), total_steps - 1)
+
+
+def torch_warmup_cosine(optimizer, total_steps, warmup_steps):
+    """A ``LambdaLR`` with linear warm-up from 0 then cosine decay to 0, per step (the recipe's
+    schedule, as BYOL and Barlow Twins write it), for the twin's optimizer."""
+    import math
+
+    def factor(k):
+        if k < warmup_steps:
+            return k / warmup_steps
+        return 0.5 * (1.0 + math.cos(math.pi * (min(k, total_steps) - warmup_steps) / (total_steps - warmup_steps)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- generic pieces added for the twins of
+# Barlow Twins, VICReg, SimSiam and BYOL (usable by any twin).
+
+# The twins' tensors are tiny: one intra-op thread is fastest, and several on a shared CPU only wait
+# for each other (a BatchNorm call took 14 ms with the default thread count under load).
+torch.set_num_threads(1)
+
+class TorchHead(nn.Module):
+    """An MLP whose layers sit in ``layers`` (the layout of npjem's projection heads), so that a
+    head written layer by layer from the authors' code loads npjem's weights by name."""
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class AuthorsLARS(torch.optim.Optimizer):
+    """LARS as the authors of Barlow Twins (facebookresearch/barlowtwins ``main.py``), VICReg
+    (``main_vicreg.py``) and BYOL (deepmind-research ``byol/utils/optimizers.py``) wrote it.
+
+    Per tensor θ with gradient g, unless ``exclude(θ)`` (their ``exclude_bias_and_norm``: 1-D
+    tensors, i.e. biases and BatchNorm weights, skip both weight decay and the adaptation)::
+
+        g ← g + λ θ;   g ← g · η‖θ‖/‖g‖   (the factor is 1 when either norm is 0)
+        μ ← m μ + g;   θ ← θ − lr · μ      (the lr multiplies the buffer, after the momentum)
+    """
+
+    def __init__(self, params, lr=0.0, weight_decay=0.0, momentum=0.9, eta=1e-3, exclude=lambda p: p.ndim == 1):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+        self.exclude = exclude
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if not self.exclude(p):
+                    g = g + group["weight_decay"] * p
+                    p_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(g)
+                    one = torch.ones_like(p_norm)
+                    g = g * torch.where(p_norm > 0, torch.where(g_norm > 0, group["eta"] * p_norm / g_norm, one), one)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                state["mu"].mul_(group["momentum"]).add_(g)
+                p.add_(state["mu"], alpha=-group["lr"])
+
+
+def authors_warmup_cosine(step, total_steps, warmup_steps, base_lr, end_lr=0.0):
+    """The lr of step k (0-based) as Barlow Twins' ``adjust_learning_rate`` (end = 0.001·base) and
+    BYOL's ``learning_schedule`` (end 0) compute it: base·k/W during the warm-up, then
+    base·q + end·(1 − q) with q = ½(1 + cos(π (k − W)/(K − W))), k clipped at K."""
+    import math  # noqa: PLC0415  (kept here: this block is appended to a shared file)
+
+    k = min(step, total_steps)
+    if k < warmup_steps:
+        return base_lr * k / warmup_steps
+    q = 0.5 * (1 + math.cos(math.pi * (k - warmup_steps) / (total_steps - warmup_steps)))
+    return base_lr * q + end_lr * (1 - q)
+
+
+def set_lrs(optimizer, lrs):
+    """Set each parameter group's lr (a torch or an npjem optimizer), as the authors' loops do."""
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+
+
+def recipe(name):
+    """``npjem pretrain``'s recipe entry for method ``name`` (``DEFAULTS[name]``), wherever it lives."""
+    try:
+        from npjem.recipes import DEFAULTS  # noqa: PLC0415  (after the command line's split)
+    except ImportError:
+        from npjem.cli import DEFAULTS  # noqa: PLC0415
+    return DEFAULTS[name]
+
+
+def check_twin(name, ours, theirs, rtol=RTOL, atol=ATOL, loose=None):
+    """:func:`assert_snapshots_agree`, then print the worst relative difference (``pytest -s``).
+
+    ``loose`` maps a quantity to ``(rtol, why)`` for the rare quantity that round-off alone moves
+    further (a parameter whose loss gradient is analytically zero, so that Adam's normalised step
+    turns the 1e-16 noise of that gradient into its update): it is compared at its own
+    tolerance, every other quantity at ``rtol``. Returns the worst difference outside ``loose``.
+    """
+    loose = dict(loose or {})
+    rest = [{k: v for k, v in s.items() if k not in loose} for s in ours]
+    rest_t = [{k: v for k, v in s.items() if k not in loose} for s in theirs]
+    rel = assert_snapshots_agree(rest, rest_t, rtol=rtol, atol=atol)
+    print(f"\n[twin] {name}: {len(ours)} steps, worst relative difference {rel:.3g}")
+    for q, (tol, why) in loose.items():
+        r = assert_snapshots_agree([{q: s[q]} for s in ours], [{q: s[q]} for s in theirs], rtol=tol, atol=atol)
+        print(f"[twin] {name}: {q} agrees to {r:.3g} (compared at {tol:g}: {why})")
+    return rel

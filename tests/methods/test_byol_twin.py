@@ -1,0 +1,149 @@
+"""BYOL step for step against a PyTorch twin written from the authors' training loop.
+
+The twin follows deepmind-research ``byol/byol_experiment.py`` (``loss_fn``, ``_update_fn``),
+``byol/utils/optimizers.py`` (LARS), ``byol/utils/schedules.py`` (``learning_schedule``,
+``target_ema``) and ``helpers.regression_loss``: each view goes through the online network
+(backbone → projector → predictor) and, without gradient, through the target network
+(backbone → projector), both in training mode (each network keeps its own BatchNorm
+statistics); the loss is mean_b[ℓ(p₁, z'₂) + ℓ(p₂, z'₁)], ℓ(p, z) = ‖p/‖p‖ − z/‖z‖‖²; the
+optimizer steps the online network, and only then the target moves,
+ξ ← ξ + (1 − τ_k)(θ − ξ) with τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2 of the step k just taken.
+
+Configurations: what ``npjem pretrain`` trains (its τ_base, Adam under the recipe's warm-up +
+cosine), and BYOL's own LARS under its warm-up + cosine schedule (the 40-epoch preset: base lr
+0.45·B/256, weight decay 1e-6, η = 1e-3, biases and BatchNorm parameters excluded from both
+weight decay and adaptation). The heads are laid out as npjem's (bias on the last Linear rather
+than the first, as DeepMind's MLP), so that npjem's weights load by name.
+"""
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from npjem import optim  # noqa: E402
+from npjem.methods import BYOL  # noqa: E402
+from npjem.nn.models import ConvNet  # noqa: E402
+
+from _twins import (  # noqa: E402
+    AuthorsLARS,
+    TorchHead,
+    authors_warmup_cosine,
+    check_twin,
+    draw_views,
+    load_from_npjem,
+    method_key,
+    recipe,
+    recipe_warmup_steps,
+    run_npjem,
+    set_lrs,
+    snapshot_npjem,
+    snapshot_torch,
+    torch_convnet,
+)
+
+STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 8
+
+
+def npjem_byol(momentum):
+    m = BYOL(ConvNet(widths=(4, 8), generator=3), hidden_dim=HIDDEN, out_dim=OUT, momentum=momentum,
+             generator=4)
+    return m.double()
+
+
+class Twin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch_convnet()
+        self.projector = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                                   nn.Linear(HIDDEN, OUT))
+        self.predictor = TorchHead(nn.Linear(OUT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                                   nn.Linear(HIDDEN, OUT))
+        self.backbone_target = torch_convnet()
+        self.projector_target = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                                          nn.Linear(HIDDEN, OUT))
+
+    def online(self):
+        return [*self.backbone.parameters(), *self.projector.parameters(), *self.predictor.parameters()]
+
+    def pairs(self):
+        """(target, online) parameter pairs: the target averages parameters only."""
+        return [*zip(self.backbone_target.parameters(), self.backbone.parameters()),
+                *zip(self.projector_target.parameters(), self.projector.parameters())]
+
+
+def l2_normalize(x):
+    # helpers.l2_normalize: x · rsqrt(max(Σx², 1e-12))
+    return x * torch.rsqrt(torch.clamp((x * x).sum(-1, keepdim=True), min=1e-12))
+
+
+def regression_loss(p, z):
+    return ((l2_normalize(p) - l2_normalize(z)) ** 2).sum(-1)
+
+
+def target_ema(k, base, total):
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * min(k, total) / total) + 1.0) / 2.0
+
+
+def train_twin(twin, views, opt, lr_at, base_tau):
+    snaps = []
+    set_lrs(opt, lr_at(0))
+    for k, (v1, v2) in enumerate(views):
+        x1, x2 = torch.as_tensor(v1), torch.as_tensor(v2)
+        p1 = twin.predictor(twin.projector(twin.backbone(x1)))
+        p2 = twin.predictor(twin.projector(twin.backbone(x2)))
+        with torch.no_grad():
+            t1 = twin.projector_target(twin.backbone_target(x1))
+            t2 = twin.projector_target(twin.backbone_target(x2))
+        loss = (regression_loss(p1, t2) + regression_loss(p2, t1)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tau = target_ema(k, base_tau, len(views))  # after the optimizer step, from the new online weights
+        with torch.no_grad():
+            for t, o in twin.pairs():
+                t.add_((1.0 - tau) * (o - t))
+        set_lrs(opt, lr_at(k + 1))
+        snaps.append({**snapshot_torch(twin), "loss": loss.item(), "tau": tau, "lr": opt.param_groups[0]["lr"]})
+    return snaps
+
+
+def run(config):
+    tau0 = recipe("byol")["momentum"]
+    views = draw_views(23, STEPS, batch=BATCH)
+    method = npjem_byol(tau0)
+    twin = load_from_npjem(Twin(), method, key_map=method_key)
+    for p in [*twin.backbone_target.parameters(), *twin.projector_target.parameters()]:
+        p.requires_grad_(False)
+    if config == "recipe-adam":
+        # npjem pretrain: Adam at lr 1e-3 with L2 weight decay 1e-6, warm-up + cosine to 0 per step
+        lr, wd, warmup = 1e-3, 1e-6, recipe_warmup_steps(STEPS)
+        opt_t = torch.optim.Adam(twin.online(), lr=lr, weight_decay=wd)
+        opt_n = optim.Adam(method.trainable_parameters(), lr=lr, weight_decay=wd)
+    else:
+        # BYOL's 40-epoch preset (τ_base 0.97, as the recipe): LARS, base lr 0.45·B/256, decay 1e-6
+        lr, wd, warmup = 0.45 * BATCH / 256, 1e-6, 2
+        opt_t = AuthorsLARS(twin.online(), weight_decay=wd, momentum=0.9, eta=1e-3)
+        opt_n = optim.LARS(method.trainable_parameters(), lr=lr, momentum=0.9, weight_decay=wd,
+                           trust_coefficient=1e-3, lr_in_momentum=False)
+    theirs = train_twin(twin, views, opt_t, lambda k: [authors_warmup_cosine(k, STEPS, warmup, lr)], tau0)
+    sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup)
+    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=lambda m, loss: {
+        **snapshot_npjem(m, key_map=method_key), "loss": loss, "tau": m.momentum_now,
+        "lr": opt_n.param_groups[0]["lr"]})
+    return ours, theirs
+
+
+@pytest.mark.parametrize("config", ["recipe-adam", "byol-lars"])
+def test_byol_steps_agree_with_the_authors_loop(config):
+    ours, theirs = run(config)
+    # The projector's output bias shifts z by a constant, which the predictor's BatchNorm removes:
+    # its loss gradient is 0 up to round-off, and Adam divides that round-off by its own scale.
+    loose = {"projector.layers.3.bias": (1e-8, "zero loss gradient, moved by Adam's L2 decay and round-off")}
+    check_twin(f"BYOL ({config})", ours, theirs, loose=loose if config == "recipe-adam" else None)
+    # the target really moved off its start and differs from the online network
+    first = theirs[0]
+    assert not np.allclose(ours[-1]["backbone_target.0.0.weight"], first["backbone_target.0.0.weight"], rtol=1e-9)
+    assert not np.allclose(ours[-1]["backbone_target.0.0.weight"], ours[-1]["backbone.0.0.weight"], rtol=1e-9)
