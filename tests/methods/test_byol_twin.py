@@ -141,7 +141,7 @@ def test_byol_steps_agree_with_the_authors_loop(config):
     ours, theirs = run(config)
     # The projector's output bias shifts z by a constant, which the predictor's BatchNorm removes:
     # its loss gradient is 0 up to round-off, and Adam divides that round-off by its own scale.
-    loose = {"projector.layers.3.bias": (1e-8, "zero loss gradient, moved by Adam's L2 decay and round-off")}
+    loose = {"projector.layers.3.bias": (1e-7, "zero loss gradient, moved by Adam's L2 decay and round-off")}
     check_twin(f"BYOL ({config})", ours, theirs, loose=loose if config == "recipe-adam" else None)
     # the target really moved off its start and differs from the online network
     first = theirs[0]
