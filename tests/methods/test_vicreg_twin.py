@@ -1,0 +1,131 @@
+"""VICReg step for step against a PyTorch twin written from the authors' training loop.
+
+The twin follows facebookresearch/vicreg ``main_vicreg.py``: ``VICReg.forward`` (each view
+through backbone and expander on its own; s = mse(x, y); x, y centred; std = sqrt(var + 1e-4)
+with the unbiased variance; v = mean relu(1 − std_x)/2 + mean relu(1 − std_y)/2 — the code's
+halved variance term; c = Σ_{i≠j} cov_ij² / D per branch, cov = xᵀx/(N − 1); loss = 25 s +
+25 v + 1 c), its ``LARS`` (weight decay and the trust ratio skipped for 1-D tensors, the lr
+applied after the momentum, one parameter group) under ``adjust_learning_rate`` (base lr
+0.2·B/256, linear warm-up, cosine to 0.001 of the base), set before every step.
+
+Configurations: what ``npjem pretrain`` trains (its coefficients and the three-layer expander,
+Adam under the recipe's warm-up + cosine) and the authors' LARS recipe. The expander is laid
+out as npjem's (no bias before a BatchNorm, a bias on the last Linear; the authors have it the
+other way round), so that npjem's weights load by name.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from npjem import optim  # noqa: E402
+from npjem.methods import VICReg  # noqa: E402
+from npjem.nn.models import ConvNet  # noqa: E402
+
+from _twins import (  # noqa: E402
+    AuthorsLARS,
+    TorchHead,
+    authors_warmup_cosine,
+    check_twin,
+    draw_views,
+    load_from_npjem,
+    method_key,
+    recipe,
+    recipe_warmup_steps,
+    run_npjem,
+    set_lrs,
+    snapshot_npjem,
+    snapshot_torch,
+    torch_convnet,
+)
+
+STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 16
+
+
+class Twin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch_convnet()
+        self.projector = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                                   nn.Linear(HIDDEN, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                                   nn.Linear(HIDDEN, OUT))
+
+
+def off_diagonal(c):
+    n = c.shape[0]
+    return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def vicreg_loss(x, y, sim_coeff, std_coeff, cov_coeff):
+    n, d = x.shape
+    repr_loss = F.mse_loss(x, y)
+    x = x - x.mean(dim=0)
+    y = y - y.mean(dim=0)
+    std_x = torch.sqrt(x.var(dim=0) + 0.0001)
+    std_y = torch.sqrt(y.var(dim=0) + 0.0001)
+    std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+    cov_x = (x.T @ x) / (n - 1)
+    cov_y = (y.T @ y) / (n - 1)
+    cov_loss = off_diagonal(cov_x).pow(2).sum().div(d) + off_diagonal(cov_y).pow(2).sum().div(d)
+    return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
+
+
+def train_twin(twin, views, opt, lr_at, coeffs):
+    snaps = []
+    for k, (v1, v2) in enumerate(views):
+        set_lrs(opt, lr_at(k))  # adjust_learning_rate before the step
+        x = twin.projector(twin.backbone(torch.as_tensor(v1)))
+        y = twin.projector(twin.backbone(torch.as_tensor(v2)))
+        loss = vicreg_loss(x, y, *coeffs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        snaps.append({**snapshot_torch(twin), "loss": loss.item(),
+                      **{f"lr{i}": lr for i, lr in enumerate(lr_at(k + 1))}})
+    return snaps
+
+
+def run(config):
+    views = draw_views(37, STEPS, batch=BATCH)
+    r = recipe("vicreg")
+    coeffs = (r["sim_coeff"], r["std_coeff"], r["cov_coeff"])  # the recipe's are the authors' 25, 25, 1
+    method = VICReg(ConvNet(widths=(4, 8), generator=7), hidden_dim=HIDDEN, out_dim=OUT, sim_coeff=coeffs[0],
+                    std_coeff=coeffs[1], cov_coeff=coeffs[2], generator=8).double()
+    twin = load_from_npjem(Twin(), method, key_map=method_key)
+    if config == "recipe-adam":
+        # npjem pretrain: Adam at lr 1e-3 with L2 weight decay 1e-6, warm-up + cosine to 0 per step
+        lr, wd, warmup = 1e-3, 1e-6, recipe_warmup_steps(STEPS)
+        opt_t = torch.optim.Adam(twin.parameters(), lr=lr, weight_decay=wd)
+        opt_n = optim.Adam(method.trainable_parameters(), lr=lr, weight_decay=wd)
+        sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup)
+
+        def lr_at(k):
+            return [authors_warmup_cosine(k, STEPS, warmup, lr)]
+    else:
+        # main_vicreg.py: LARS over model.parameters(), base lr 0.2·B/256, decay 1e-6
+        base, wd, warmup = 0.2 * BATCH / 256, 1e-6, 2
+        opt_t = AuthorsLARS(twin.parameters(), weight_decay=wd)
+        opt_n = optim.LARS(method.trainable_parameters(), lr=base, weight_decay=wd, momentum=0.9,
+                           trust_coefficient=1e-3, lr_in_momentum=False)
+        sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup, final_lr_scale=0.001)
+
+        def lr_at(k):
+            return [authors_warmup_cosine(k, STEPS, warmup, base, end_lr=0.001 * base)]
+    theirs = train_twin(twin, views, opt_t, lr_at, coeffs)
+    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=lambda m, loss: {
+        **snapshot_npjem(m, key_map=method_key), "loss": loss,
+        **{f"lr{i}": g["lr"] for i, g in enumerate(opt_n.param_groups)}})
+    return ours, theirs
+
+
+@pytest.mark.parametrize("config", ["recipe-adam", "authors-lars"])
+def test_vicreg_steps_agree_with_the_authors_loop(config):
+    ours, theirs = run(config)
+    # The expander's output bias shifts both views' z by one constant, which the invariance term
+    # (a difference) and the centred variance and covariance all remove: its loss gradient is 0 up
+    # to round-off, and Adam divides that round-off by its own scale.
+    loose = {"projector.layers.6.bias": (1e-7, "zero loss gradient, moved by Adam's L2 decay and round-off")}
+    check_twin(f"VICReg ({config})", ours, theirs, loose=loose if config == "recipe-adam" else None)
+    assert not np.allclose(ours[-1]["projector.layers.0.weight"], ours[0]["projector.layers.0.weight"], rtol=1e-6)
