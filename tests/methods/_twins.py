@@ -284,3 +284,54 @@ def check_twin(name, ours, theirs, rtol=RTOL, atol=ATOL, loose=None):
         r = assert_snapshots_agree([{q: s[q]} for s in ours], [{q: s[q]} for s in theirs], rtol=tol, atol=atol)
         print(f"[twin] {name}: {q} agrees to {r:.3g} (compared at {tol:g}: {why})")
     return rel
+
+
+def off_diagonal(c):
+    """The off-diagonal elements of a square matrix, flattened, by the authors' flatten trick
+    (Barlow Twins' ``main.py``, VICReg's ``main_vicreg.py``)."""
+    n = c.shape[0]
+    return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+class BackboneProjector(nn.Module):
+    """:func:`torch_convnet` → a three-layer projector laid out as npjem's Barlow Twins and VICReg
+    heads ([Linear without bias → BN → ReLU] × 2 → Linear with bias), under npjem's names."""
+
+    def __init__(self, feature_dim, hidden_dim, out_dim):
+        super().__init__()
+        self.backbone = torch_convnet()
+        self.projector = TorchHead(nn.Linear(feature_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
+                                   nn.ReLU(), nn.Linear(hidden_dim, hidden_dim, bias=False),
+                                   nn.BatchNorm1d(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+def recipe_adam(twin_params, npjem_params, total_steps, lr=1e-3, weight_decay=1e-6):
+    """``npjem pretrain``'s optimizer and schedule on both sides: Adam with L2 weight decay, linear
+    warm-up over a tenth of the run, then cosine to 0, per step.
+
+    Returns ``(twin optimizer, npjem optimizer, npjem schedule, lr_at)``; ``lr_at(k)`` lists the
+    twin's group lrs for step k, which the twin's loop sets before the step.
+    """
+    from npjem import optim  # noqa: PLC0415  (kept here: this block is appended to a shared file)
+
+    warmup = recipe_warmup_steps(total_steps)
+    opt_t = torch.optim.Adam(list(twin_params), lr=lr, weight_decay=weight_decay)
+    opt_n = optim.Adam(list(npjem_params), lr=lr, weight_decay=weight_decay)
+    sched = optim.WarmupCosine(opt_n, total_steps=total_steps, warmup_steps=warmup)
+    return opt_t, opt_n, sched, lambda k: [authors_warmup_cosine(k, total_steps, warmup, lr)]
+
+
+def npjem_snapshot(optimizer, key_map=method_key, **state):
+    """A ``snapshot`` for :func:`run_npjem`: every parameter and buffer, the loss, each group's lr
+    after the step (the lr of the next one), and ``state`` (name → function of the method)."""
+    def snap(method, loss):
+        return {**snapshot_npjem(method, key_map=key_map), "loss": loss,
+                **{f"lr{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
+                **{k: f(method) for k, f in state.items()}}
+    return snap
+
+
+def twin_snapshot(twin, loss, lrs, **state):
+    """The twin's side of :func:`npjem_snapshot`: its parameters and buffers, the loss, the lrs of
+    the next step and the named pieces of state."""
+    return {**snapshot_torch(twin), "loss": float(loss), **{f"lr{i}": lr for i, lr in enumerate(lrs)}, **state}

@@ -26,36 +26,22 @@ from npjem.nn.models import ConvNet  # noqa: E402
 
 from _twins import (  # noqa: E402
     AuthorsLARS,
-    TorchHead,
+    BackboneProjector,
     authors_warmup_cosine,
     check_twin,
     draw_views,
     load_from_npjem,
     method_key,
+    npjem_snapshot,
+    off_diagonal,
     recipe,
-    recipe_warmup_steps,
+    recipe_adam,
     run_npjem,
     set_lrs,
-    snapshot_npjem,
-    snapshot_torch,
-    torch_convnet,
+    twin_snapshot,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 16
-
-
-class Twin(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = torch_convnet()
-        self.projector = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, OUT))
-
-
-def off_diagonal(c):
-    n = c.shape[0]
-    return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
 def train_twin(twin, views, opt, lr_at, lambd):
@@ -70,8 +56,7 @@ def train_twin(twin, views, opt, lr_at, lambd):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        snaps.append({**snapshot_torch(twin), "loss": loss.item(),
-                      **{f"lr{i}": lr for i, lr in enumerate(lr_at(k + 1))}})
+        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
     return snaps
 
 
@@ -80,20 +65,12 @@ def run(config):
     lambd = recipe("barlow_twins")["lambd"] if config == "recipe-adam" else 0.0051  # main.py's --lambd
     method = BarlowTwins(ConvNet(widths=(4, 8), generator=5), hidden_dim=HIDDEN, out_dim=OUT, lambd=lambd,
                          generator=6).double()
-    twin = load_from_npjem(Twin(), method, key_map=method_key)
+    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT), method, key_map=method_key)
     if config == "recipe-adam":
-        # npjem pretrain: Adam at lr 1e-3 with L2 weight decay 1e-6, warm-up + cosine to 0 per step
-        lr, wd, warmup = 1e-3, 1e-6, recipe_warmup_steps(STEPS)
-        opt_t = torch.optim.Adam(twin.parameters(), lr=lr, weight_decay=wd)
-        opt_n = optim.Adam(method.trainable_parameters(), lr=lr, weight_decay=wd)
-        sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup)
-
-        def lr_at(k):
-            return [authors_warmup_cosine(k, STEPS, warmup, lr)]
+        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main.py: weights and 1-D tensors in two groups, base lr B/256 × 0.2 and × 0.0048, decay 1e-6
-        base, wd, warmup = BATCH / 256, 1e-6, 2
-        scale = (0.2, 0.0048)
+        base, wd, warmup, scale = BATCH / 256, 1e-6, 2, (0.2, 0.0048)
         opt_t = AuthorsLARS([{"params": [p for p in twin.parameters() if p.ndim > 1]},
                              {"params": [p for p in twin.parameters() if p.ndim == 1]}], weight_decay=wd)
         ps = method.trainable_parameters()
@@ -106,10 +83,7 @@ def run(config):
             lr = authors_warmup_cosine(k, STEPS, warmup, base, end_lr=0.001 * base)
             return [lr * s for s in scale]
     theirs = train_twin(twin, views, opt_t, lr_at, lambd)
-    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=lambda m, loss: {
-        **snapshot_npjem(m, key_map=method_key), "loss": loss,
-        **{f"lr{i}": g["lr"] for i, g in enumerate(opt_n.param_groups)}})
-    return ours, theirs
+    return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 
 @pytest.mark.parametrize("config", ["recipe-adam", "authors-lars"])

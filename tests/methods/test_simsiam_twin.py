@@ -29,17 +29,16 @@ from npjem.nn.models import ConvNet  # noqa: E402
 
 from _twins import (  # noqa: E402
     TorchHead,
-    authors_warmup_cosine,
     check_twin,
     draw_views,
     load_from_npjem,
     method_key,
-    recipe_warmup_steps,
+    npjem_snapshot,
+    recipe_adam,
     run_npjem,
     set_lrs,
-    snapshot_npjem,
-    snapshot_torch,
     torch_convnet,
+    twin_snapshot,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT, PRED = 12, 8, 8, 16, 16, 4
@@ -72,8 +71,7 @@ def train_twin(twin, views, opt, lr_at):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        snaps.append({**snapshot_torch(twin), "loss": loss.item(),
-                      **{f"lr{i}": lr for i, lr in enumerate(lr_at(k + 1))}})
+        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
     return snaps
 
 
@@ -83,14 +81,7 @@ def run(config):
                      generator=10).double()
     twin = load_from_npjem(Twin(), method, key_map=method_key)
     if config == "recipe-adam":
-        # npjem pretrain: Adam at lr 1e-3 with L2 weight decay 1e-6, warm-up + cosine to 0 per step
-        lr, wd, warmup = 1e-3, 1e-6, recipe_warmup_steps(STEPS)
-        opt_t = torch.optim.Adam(twin.parameters(), lr=lr, weight_decay=wd)
-        opt_n = optim.Adam(method.trainable_parameters(), lr=lr, weight_decay=wd)
-        sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup)
-
-        def lr_at(k):
-            return [authors_warmup_cosine(k, STEPS, warmup, lr)]
+        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main_simsiam.py with --fix-pred-lr: SGD(momentum 0.9, decay 1e-4) at 0.05·B/256
         init_lr, wd = 0.05 * BATCH / 256, 1e-4
@@ -106,10 +97,7 @@ def run(config):
             cur_lr = init_lr * 0.5 * (1.0 + math.cos(math.pi * k / STEPS))
             return [init_lr if g.get("fix_lr") else cur_lr for g in opt_t.param_groups]
     theirs = train_twin(twin, views, opt_t, lr_at)
-    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=lambda m, loss: {
-        **snapshot_npjem(m, key_map=method_key), "loss": loss,
-        **{f"lr{i}": g["lr"] for i, g in enumerate(opt_n.param_groups)}})
-    return ours, theirs
+    return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 
 @pytest.mark.parametrize("config", ["recipe-adam", "authors-sgd"])

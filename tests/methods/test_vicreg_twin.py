@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
 F = torch.nn.functional
 
 from npjem import optim  # noqa: E402
@@ -26,36 +25,22 @@ from npjem.nn.models import ConvNet  # noqa: E402
 
 from _twins import (  # noqa: E402
     AuthorsLARS,
-    TorchHead,
+    BackboneProjector,
     authors_warmup_cosine,
     check_twin,
     draw_views,
     load_from_npjem,
     method_key,
+    npjem_snapshot,
+    off_diagonal,
     recipe,
-    recipe_warmup_steps,
+    recipe_adam,
     run_npjem,
     set_lrs,
-    snapshot_npjem,
-    snapshot_torch,
-    torch_convnet,
+    twin_snapshot,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 16
-
-
-class Twin(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = torch_convnet()
-        self.projector = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, OUT))
-
-
-def off_diagonal(c):
-    n = c.shape[0]
-    return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
 def vicreg_loss(x, y, sim_coeff, std_coeff, cov_coeff):
@@ -82,8 +67,7 @@ def train_twin(twin, views, opt, lr_at, coeffs):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        snaps.append({**snapshot_torch(twin), "loss": loss.item(),
-                      **{f"lr{i}": lr for i, lr in enumerate(lr_at(k + 1))}})
+        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
     return snaps
 
 
@@ -93,16 +77,9 @@ def run(config):
     coeffs = (r["sim_coeff"], r["std_coeff"], r["cov_coeff"])  # the recipe's are the authors' 25, 25, 1
     method = VICReg(ConvNet(widths=(4, 8), generator=7), hidden_dim=HIDDEN, out_dim=OUT, sim_coeff=coeffs[0],
                     std_coeff=coeffs[1], cov_coeff=coeffs[2], generator=8).double()
-    twin = load_from_npjem(Twin(), method, key_map=method_key)
+    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT), method, key_map=method_key)
     if config == "recipe-adam":
-        # npjem pretrain: Adam at lr 1e-3 with L2 weight decay 1e-6, warm-up + cosine to 0 per step
-        lr, wd, warmup = 1e-3, 1e-6, recipe_warmup_steps(STEPS)
-        opt_t = torch.optim.Adam(twin.parameters(), lr=lr, weight_decay=wd)
-        opt_n = optim.Adam(method.trainable_parameters(), lr=lr, weight_decay=wd)
-        sched = optim.WarmupCosine(opt_n, total_steps=STEPS, warmup_steps=warmup)
-
-        def lr_at(k):
-            return [authors_warmup_cosine(k, STEPS, warmup, lr)]
+        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main_vicreg.py: LARS over model.parameters(), base lr 0.2·B/256, decay 1e-6
         base, wd, warmup = 0.2 * BATCH / 256, 1e-6, 2
@@ -114,10 +91,7 @@ def run(config):
         def lr_at(k):
             return [authors_warmup_cosine(k, STEPS, warmup, base, end_lr=0.001 * base)]
     theirs = train_twin(twin, views, opt_t, lr_at, coeffs)
-    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=lambda m, loss: {
-        **snapshot_npjem(m, key_map=method_key), "loss": loss,
-        **{f"lr{i}": g["lr"] for i, g in enumerate(opt_n.param_groups)}})
-    return ours, theirs
+    return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 
 @pytest.mark.parametrize("config", ["recipe-adam", "authors-lars"])
