@@ -335,3 +335,24 @@ def twin_snapshot(twin, loss, lrs, **state):
     """The twin's side of :func:`npjem_snapshot`: its parameters and buffers, the loss, the lrs of
     the next step and the named pieces of state."""
     return {**snapshot_torch(twin), "loss": float(loss), **{f"lr{i}": lr for i, lr in enumerate(lrs)}, **state}
+
+
+def run_twin(twin, views, optimizer, lr_at, loss_fn, after_step=None):
+    """The authors' loop around a twin's loss, one step per entry of ``views``; returns the
+    snapshots (:func:`twin_snapshot`) taken after every step.
+
+    Step k sets the group lrs ``lr_at(k)`` (as ``adjust_learning_rate`` does before a step), takes
+    ``loss = loss_fn(*views_k)`` (the views as tensors), ``zero_grad``, ``backward`` and the
+    optimizer's ``step``, then calls ``after_step(k)`` for the state that is not trained by
+    gradient (an EMA target, a queue), which returns a dict of named values to compare, or None.
+    """
+    snaps = []
+    for k, vs in enumerate(views):
+        set_lrs(optimizer, lr_at(k))
+        loss = loss_fn(*(torch.as_tensor(v) for v in vs))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        state = after_step(k) if after_step is not None else None
+        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1), **(state or {})))
+    return snaps

@@ -37,27 +37,20 @@ from _twins import (  # noqa: E402
     recipe,
     recipe_adam,
     run_npjem,
-    set_lrs,
-    twin_snapshot,
+    run_twin,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 16
 
 
-def train_twin(twin, views, opt, lr_at, lambd):
-    bn = nn.BatchNorm1d(OUT, affine=False).double()  # the authors' normalisation layer, training mode
-    snaps = []
-    for k, (v1, v2) in enumerate(views):
-        set_lrs(opt, lr_at(k))  # adjust_learning_rate before the step
-        z1 = twin.projector(twin.backbone(torch.as_tensor(v1)))
-        z2 = twin.projector(twin.backbone(torch.as_tensor(v2)))
+def barlow_twins_loss(twin, bn, lambd):
+    """``BarlowTwins.forward`` of main.py, on one device."""
+    def forward(y1, y2):
+        z1 = twin.projector(twin.backbone(y1))
+        z2 = twin.projector(twin.backbone(y2))
         c = bn(z1).T @ bn(z2) / z1.shape[0]
-        loss = (torch.diagonal(c) - 1).pow(2).sum() + lambd * off_diagonal(c).pow(2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
-    return snaps
+        return (torch.diagonal(c) - 1).pow(2).sum() + lambd * off_diagonal(c).pow(2).sum()
+    return forward
 
 
 def run(config):
@@ -82,7 +75,8 @@ def run(config):
         def lr_at(k):
             lr = authors_warmup_cosine(k, STEPS, warmup, base, end_lr=0.001 * base)
             return [lr * s for s in scale]
-    theirs = train_twin(twin, views, opt_t, lr_at, lambd)
+    bn = nn.BatchNorm1d(OUT, affine=False).double()  # the authors' normalisation layer, training mode
+    theirs = run_twin(twin, views, opt_t, lr_at, barlow_twins_loss(twin, bn, lambd))
     return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 

@@ -39,9 +39,8 @@ from _twins import (  # noqa: E402
     recipe,
     recipe_adam,
     run_npjem,
-    set_lrs,
+    run_twin,
     torch_convnet,
-    twin_snapshot,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 8
@@ -87,27 +86,27 @@ def target_ema(k, base, total):
     return 1.0 - (1.0 - base) * (math.cos(math.pi * min(k, total) / total) + 1.0) / 2.0
 
 
-def train_twin(twin, views, opt, lr_at, base_tau):
-    snaps = []
-    set_lrs(opt, lr_at(0))
-    for k, (v1, v2) in enumerate(views):
-        x1, x2 = torch.as_tensor(v1), torch.as_tensor(v2)
+def byol_loss(twin):
+    """``loss_fn`` of byol_experiment.py: each view through both networks, the symmetric loss."""
+    def forward(x1, x2):
         p1 = twin.predictor(twin.projector(twin.backbone(x1)))
         p2 = twin.predictor(twin.projector(twin.backbone(x2)))
         with torch.no_grad():
             t1 = twin.projector_target(twin.backbone_target(x1))
             t2 = twin.projector_target(twin.backbone_target(x2))
-        loss = (regression_loss(p1, t2) + regression_loss(p2, t1)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        tau = target_ema(k, base_tau, len(views))  # after the optimizer step, from the new online weights
+        return (regression_loss(p1, t2) + regression_loss(p2, t1)).mean()
+    return forward
+
+
+def update_target(twin, base_tau, total_steps):
+    """``_update_fn``'s target update, after the optimizer step, from the new online weights."""
+    def after_step(k):
+        tau = target_ema(k, base_tau, total_steps)
         with torch.no_grad():
             for t, o in twin.pairs():
                 t.add_((1.0 - tau) * (o - t))
-        set_lrs(opt, lr_at(k + 1))
-        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1), tau=tau))
-    return snaps
+        return {"tau": tau}
+    return after_step
 
 
 def run(config):
@@ -129,7 +128,7 @@ def run(config):
 
         def lr_at(k):
             return [authors_warmup_cosine(k, STEPS, warmup, lr)]
-    theirs = train_twin(twin, views, opt_t, lr_at, tau0)
+    theirs = run_twin(twin, views, opt_t, lr_at, byol_loss(twin), update_target(twin, tau0, STEPS))
     ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n, tau=lambda m: m.momentum_now))
     return ours, theirs
 

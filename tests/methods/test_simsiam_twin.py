@@ -8,12 +8,12 @@ projector ending in ``BatchNorm1d(affine=False)``, predictor; ``forward`` return
 kept at init_lr).
 
 Configurations: what ``npjem pretrain`` trains (a bottleneck predictor, the recipe's 64 of 128
-scaled to 4 of 16; Adam under the recipe's warm-up + cosine) and the authors' SGD recipe with ``--fix-pred-lr``. The authors set the lr
-once per epoch; here every step is its own "epoch" of the same formula (t = step, T = steps),
-which npjem's ``WarmupCosine`` gives with ``warmup_steps=0`` and, for the fixed predictor lr,
-``final_lr`` equal to the predictor group's own lr. The projector's last Linear has no bias in
-npjem; the authors keep one but freeze it (``requires_grad = False``), so both train the same
-function and the same parameters.
+scaled to 4 of 16; Adam under the recipe's warm-up + cosine) and the authors' SGD recipe with
+``--fix-pred-lr``. The authors set the lr once per epoch; here every step is its own "epoch" of
+the same formula (t = step, T = steps), which npjem's ``WarmupCosine`` gives with
+``warmup_steps=0`` and, for the fixed predictor lr, ``final_lr`` equal to the predictor group's
+own lr. The projector's last Linear has no bias in npjem; the authors keep one but freeze it
+(``requires_grad = False``), so both train the same function and the same parameters.
 """
 import math
 
@@ -36,9 +36,8 @@ from _twins import (  # noqa: E402
     npjem_snapshot,
     recipe_adam,
     run_npjem,
-    set_lrs,
+    run_twin,
     torch_convnet,
-    twin_snapshot,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT, PRED = 12, 8, 8, 16, 16, 4
@@ -61,18 +60,13 @@ class Twin(nn.Module):
         return p1, p2, z1.detach(), z2.detach()
 
 
-def train_twin(twin, views, opt, lr_at):
+def simsiam_loss(twin):
     criterion = nn.CosineSimilarity(dim=1)
-    snaps = []
-    for k, (v1, v2) in enumerate(views):
-        set_lrs(opt, lr_at(k))
-        p1, p2, z1, z2 = twin(torch.as_tensor(v1), torch.as_tensor(v2))
-        loss = -(criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
-    return snaps
+
+    def forward(x1, x2):
+        p1, p2, z1, z2 = twin(x1, x2)
+        return -(criterion(p1, z2).mean() + criterion(p2, z1).mean()) * 0.5
+    return forward
 
 
 def run(config):
@@ -96,7 +90,7 @@ def run(config):
         def lr_at(k):
             cur_lr = init_lr * 0.5 * (1.0 + math.cos(math.pi * k / STEPS))
             return [init_lr if g.get("fix_lr") else cur_lr for g in opt_t.param_groups]
-    theirs = train_twin(twin, views, opt_t, lr_at)
+    theirs = run_twin(twin, views, opt_t, lr_at, simsiam_loss(twin))
     return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 

@@ -36,8 +36,7 @@ from _twins import (  # noqa: E402
     recipe,
     recipe_adam,
     run_npjem,
-    set_lrs,
-    twin_snapshot,
+    run_twin,
 )
 
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 16
@@ -55,20 +54,6 @@ def vicreg_loss(x, y, sim_coeff, std_coeff, cov_coeff):
     cov_y = (y.T @ y) / (n - 1)
     cov_loss = off_diagonal(cov_x).pow(2).sum().div(d) + off_diagonal(cov_y).pow(2).sum().div(d)
     return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
-
-
-def train_twin(twin, views, opt, lr_at, coeffs):
-    snaps = []
-    for k, (v1, v2) in enumerate(views):
-        set_lrs(opt, lr_at(k))  # adjust_learning_rate before the step
-        x = twin.projector(twin.backbone(torch.as_tensor(v1)))
-        y = twin.projector(twin.backbone(torch.as_tensor(v2)))
-        loss = vicreg_loss(x, y, *coeffs)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1)))
-    return snaps
 
 
 def run(config):
@@ -90,7 +75,9 @@ def run(config):
 
         def lr_at(k):
             return [authors_warmup_cosine(k, STEPS, warmup, base, end_lr=0.001 * base)]
-    theirs = train_twin(twin, views, opt_t, lr_at, coeffs)
+    expander = twin.projector
+    theirs = run_twin(twin, views, opt_t, lr_at,
+                      lambda x, y: vicreg_loss(expander(twin.backbone(x)), expander(twin.backbone(y)), *coeffs))
     return run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n)), theirs
 
 
