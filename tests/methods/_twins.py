@@ -294,15 +294,27 @@ def off_diagonal(c):
 
 
 class BackboneProjector(nn.Module):
-    """:func:`torch_convnet` → a three-layer projector laid out as npjem's Barlow Twins and VICReg
-    heads ([Linear without bias → BN → ReLU] × 2 → Linear with bias), under npjem's names."""
+    """:func:`torch_convnet` → a three-layer projector [Linear → BN → ReLU] × 2 → Linear, under
+    npjem's names. ``biases`` says which of the three Linears has a bias: npjem's Barlow Twins and
+    VICReg heads (lightly's layout) ``(False, False, True)``, Barlow Twins' ``main.py``
+    ``(False, False, False)``, VICReg's ``main_vicreg.py`` ``(True, True, False)``."""
 
-    def __init__(self, feature_dim, hidden_dim, out_dim):
+    def __init__(self, feature_dim, hidden_dim, out_dim, biases=(False, False, True)):
         super().__init__()
         self.backbone = torch_convnet()
-        self.projector = TorchHead(nn.Linear(feature_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim),
-                                   nn.ReLU(), nn.Linear(hidden_dim, hidden_dim, bias=False),
-                                   nn.BatchNorm1d(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        self.projector = TorchHead(nn.Linear(feature_dim, hidden_dim, bias=biases[0]), nn.BatchNorm1d(hidden_dim),
+                                   nn.ReLU(), nn.Linear(hidden_dim, hidden_dim, bias=biases[1]),
+                                   nn.BatchNorm1d(hidden_dim), nn.ReLU(),
+                                   nn.Linear(hidden_dim, out_dim, bias=biases[2]))
+
+
+def npjem_mlp(dims, biases, generator):
+    """npjem's ``ProjectionHead`` with the given Linear biases: [Linear → BN → ReLU] for each hidden
+    width of ``dims`` (in, hidden…, out), then a bare Linear (an authors' head layout)."""
+    from npjem.nn.models import ProjectionHead  # noqa: PLC0415  (kept here: appended to a shared file)
+
+    blocks = [(a, b, True, "relu", bias) for a, b, bias in zip(dims[:-2], dims[1:-1], biases)]
+    return ProjectionHead(blocks + [(dims[-2], dims[-1], None, None, biases[-1])], generator=generator)
 
 
 def recipe_adam(twin_params, npjem_params, total_steps, lr=1e-3, weight_decay=1e-6):

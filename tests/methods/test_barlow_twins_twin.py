@@ -8,11 +8,11 @@ with two parameter groups (weights at 0.2, biases and BatchNorm parameters at 0.
 base lr B/256) under ``adjust_learning_rate`` (linear warm-up, cosine to 0.001 of the base),
 set before every step.
 
-Configurations: what ``npjem pretrain`` trains (its λ, Adam under the recipe's warm-up +
-cosine) and the authors' LARS recipe. The projector is laid out as npjem's (a bias on its last
-Linear, which the authors leave out), so that npjem's weights load by name; the authors' final
-BatchNorm keeps running statistics that nothing reads and that npjem does not keep, so they are
-not compared.
+Configurations: what ``npjem pretrain`` trains (its λ and projector, Adam under the recipe's
+warm-up + cosine), and the authors' recipe: main.py's projector (no bias on any Linear, built
+with ``projector=``; npjem's default head has a bias on its last Linear, lightly's layout),
+λ = 0.0051 and their LARS. The authors' final BatchNorm keeps running statistics that nothing
+reads and that npjem does not keep, so they are not compared.
 """
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ from _twins import (  # noqa: E402
     draw_views,
     load_from_npjem,
     method_key,
+    npjem_mlp,
     npjem_snapshot,
     off_diagonal,
     recipe,
@@ -56,9 +57,12 @@ def barlow_twins_loss(twin, bn, lambd):
 def run(config):
     views = draw_views(31, STEPS, batch=BATCH)
     lambd = recipe("barlow_twins")["lambd"] if config == "recipe-adam" else 0.0051  # main.py's --lambd
+    # npjem's projector (a bias on the last Linear), or main.py's (no bias on any Linear)
+    biases = (False, False, True) if config == "recipe-adam" else (False, False, False)
+    authors = npjem_mlp((FEAT, HIDDEN, HIDDEN, OUT), biases, generator=6) if config != "recipe-adam" else None
     method = BarlowTwins(ConvNet(widths=(4, 8), generator=5), hidden_dim=HIDDEN, out_dim=OUT, lambd=lambd,
-                         generator=6).double()
-    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT), method, key_map=method_key)
+                         projector=authors, generator=6).double()
+    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT, biases), method, key_map=method_key)
     if config == "recipe-adam":
         opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
     else:

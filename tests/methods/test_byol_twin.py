@@ -9,11 +9,12 @@ statistics); the loss is mean_b[ℓ(p₁, z'₂) + ℓ(p₂, z'₁)], ℓ(p, z) 
 optimizer steps the online network, and only then the target moves,
 ξ ← ξ + (1 − τ_k)(θ − ξ) with τ_k = 1 − (1 − τ_base)(cos(πk/K) + 1)/2 of the step k just taken.
 
-Configurations: what ``npjem pretrain`` trains (its τ_base, Adam under the recipe's warm-up +
-cosine), and BYOL's own LARS under its warm-up + cosine schedule (the 40-epoch preset: base lr
-0.45·B/256, weight decay 1e-6, η = 1e-3, biases and BatchNorm parameters excluded from both
-weight decay and adaptation). The heads are laid out as npjem's (bias on the last Linear rather
-than the first, as DeepMind's MLP), so that npjem's weights load by name.
+Configurations: what ``npjem pretrain`` trains (its τ_base, its heads laid out as lightly's: no
+bias before the BatchNorm, a bias on the last Linear; Adam under the recipe's warm-up + cosine),
+and BYOL's own recipe: DeepMind's MLPs (a bias on the first Linear, none on the last, built with
+``projector=`` and ``predictor=``) and their LARS under their warm-up + cosine schedule (the
+40-epoch preset, whose τ_base 0.97 the recipe uses: base lr 0.45·B/256, weight decay 1e-6,
+η = 1e-3, biases and BatchNorm parameters excluded from weight decay and adaptation).
 """
 import math
 
@@ -35,6 +36,7 @@ from _twins import (  # noqa: E402
     draw_views,
     load_from_npjem,
     method_key,
+    npjem_mlp,
     npjem_snapshot,
     recipe,
     recipe_adam,
@@ -46,23 +48,29 @@ from _twins import (  # noqa: E402
 STEPS, BATCH, FEAT, HIDDEN, OUT = 12, 8, 8, 16, 8
 
 
-def npjem_byol(momentum):
+def npjem_byol(momentum, deepmind_heads):
+    heads = {}
+    if deepmind_heads:  # DeepMind's MLP: a bias on the first Linear (before the BatchNorm), none on the last
+        heads = {"projector": npjem_mlp((FEAT, HIDDEN, OUT), (True, False), generator=4),
+                 "predictor": npjem_mlp((OUT, HIDDEN, OUT), (True, False), generator=5)}
     m = BYOL(ConvNet(widths=(4, 8), generator=3), hidden_dim=HIDDEN, out_dim=OUT, momentum=momentum,
-             generator=4)
+             generator=4, **heads)
     return m.double()
 
 
+def mlp(d_in, biases):
+    return TorchHead(nn.Linear(d_in, HIDDEN, bias=biases[0]), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                     nn.Linear(HIDDEN, OUT, bias=biases[1]))
+
+
 class Twin(nn.Module):
-    def __init__(self):
+    def __init__(self, biases):
         super().__init__()
         self.backbone = torch_convnet()
-        self.projector = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, OUT))
-        self.predictor = TorchHead(nn.Linear(OUT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                   nn.Linear(HIDDEN, OUT))
+        self.projector = mlp(FEAT, biases)
+        self.predictor = mlp(OUT, biases)
         self.backbone_target = torch_convnet()
-        self.projector_target = TorchHead(nn.Linear(FEAT, HIDDEN, bias=False), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
-                                          nn.Linear(HIDDEN, OUT))
+        self.projector_target = mlp(FEAT, biases)
 
     def online(self):
         return [*self.backbone.parameters(), *self.projector.parameters(), *self.predictor.parameters()]
@@ -112,8 +120,9 @@ def update_target(twin, base_tau, total_steps):
 def run(config):
     tau0 = recipe("byol")["momentum"]
     views = draw_views(23, STEPS, batch=BATCH)
-    method = npjem_byol(tau0)
-    twin = load_from_npjem(Twin(), method, key_map=method_key)
+    deepmind = config == "byol-lars"
+    method = npjem_byol(tau0, deepmind)
+    twin = load_from_npjem(Twin((True, False) if deepmind else (False, True)), method, key_map=method_key)
     for p in [*twin.backbone_target.parameters(), *twin.projector_target.parameters()]:
         p.requires_grad_(False)
     if config == "recipe-adam":

@@ -8,10 +8,10 @@ halved variance term; c = Σ_{i≠j} cov_ij² / D per branch, cov = xᵀx/(N −
 applied after the momentum, one parameter group) under ``adjust_learning_rate`` (base lr
 0.2·B/256, linear warm-up, cosine to 0.001 of the base), set before every step.
 
-Configurations: what ``npjem pretrain`` trains (its coefficients and the three-layer expander,
-Adam under the recipe's warm-up + cosine) and the authors' LARS recipe. The expander is laid
-out as npjem's (no bias before a BatchNorm, a bias on the last Linear; the authors have it the
-other way round), so that npjem's weights load by name.
+Configurations: what ``npjem pretrain`` trains (its coefficients and three-layer expander, laid
+out as lightly's: no bias before a BatchNorm, a bias on the last Linear; Adam under the recipe's
+warm-up + cosine), and the authors' recipe: main_vicreg.py's ``Projector`` (a bias on every
+Linear but the last, built with ``projector=``) and their LARS.
 """
 import numpy as np
 import pytest
@@ -31,6 +31,7 @@ from _twins import (  # noqa: E402
     draw_views,
     load_from_npjem,
     method_key,
+    npjem_mlp,
     npjem_snapshot,
     off_diagonal,
     recipe,
@@ -60,9 +61,13 @@ def run(config):
     views = draw_views(37, STEPS, batch=BATCH)
     r = recipe("vicreg")
     coeffs = (r["sim_coeff"], r["std_coeff"], r["cov_coeff"])  # the recipe's are the authors' 25, 25, 1
+    # npjem's expander (a bias on the last Linear only), or main_vicreg.py's Projector (biases before
+    # each BatchNorm, none on the last Linear)
+    biases = (False, False, True) if config == "recipe-adam" else (True, True, False)
+    authors = npjem_mlp((FEAT, HIDDEN, HIDDEN, OUT), biases, generator=8) if config != "recipe-adam" else None
     method = VICReg(ConvNet(widths=(4, 8), generator=7), hidden_dim=HIDDEN, out_dim=OUT, sim_coeff=coeffs[0],
-                    std_coeff=coeffs[1], cov_coeff=coeffs[2], generator=8).double()
-    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT), method, key_map=method_key)
+                    std_coeff=coeffs[1], cov_coeff=coeffs[2], projector=authors, generator=8).double()
+    twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT, biases), method, key_map=method_key)
     if config == "recipe-adam":
         opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
     else:
