@@ -216,6 +216,9 @@ class AuthorsLARS(torch.optim.Optimizer):
         μ ← m μ + g;   θ ← θ − lr · μ      (the lr multiplies the buffer, after the momentum)
     """
 
+    #: npjem's name of each piece of per-parameter state (see :func:`optimizer_state_torch`).
+    npjem_names = {"mu": "momentum_buffer"}
+
     def __init__(self, params, lr=0.0, weight_decay=0.0, momentum=0.9, eta=1e-3, exclude=lambda p: p.ndim == 1):
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
         self.exclude = exclude
@@ -333,20 +336,45 @@ def recipe_adam(twin_params, npjem_params, total_steps, lr=1e-3, weight_decay=1e
     return opt_t, opt_n, sched, lambda k: [authors_warmup_cosine(k, total_steps, warmup, lr)]
 
 
+def optimizer_state_npjem(method, optimizer, key_map=method_key):
+    """Every parameter's optimizer state (momentum buffers, Adam's moments and step count) as
+    ``optim.<twin's parameter name>.<state name>``."""
+    out = {}
+    for name, p in method.named_parameters():
+        for k, v in optimizer.state.get(p, {}).items():
+            v = backend.to_numpy(v) if backend.is_array(v) else v
+            out[f"optim.{key_map(name)}.{k}"] = np.array(v, dtype=np.float64)
+    return out
+
+
+def optimizer_state_torch(module, optimizer):
+    """The twin's side of :func:`optimizer_state_npjem`; an optimizer written for a twin names its
+    state as npjem does through its ``npjem_names`` map."""
+    names = getattr(optimizer, "npjem_names", {})
+    out = {}
+    for name, p in module.named_parameters():
+        for k, v in optimizer.state.get(p, {}).items():
+            v = v.detach().cpu().numpy() if torch.is_tensor(v) else v
+            out[f"optim.{name}.{names.get(k, k)}"] = np.array(v, dtype=np.float64)
+    return out
+
+
 def npjem_snapshot(optimizer, key_map=method_key, **state):
-    """A ``snapshot`` for :func:`run_npjem`: every parameter and buffer, the loss, each group's lr
-    after the step (the lr of the next one), and ``state`` (name → function of the method)."""
+    """A ``snapshot`` for :func:`run_npjem`: every parameter and buffer, the optimizer's state, the
+    loss, each group's lr after the step (the lr of the next one), and ``state`` (name → function
+    of the method)."""
     def snap(method, loss):
-        return {**snapshot_npjem(method, key_map=key_map), "loss": loss,
-                **{f"lr{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
+        return {**snapshot_npjem(method, key_map=key_map), **optimizer_state_npjem(method, optimizer, key_map),
+                "loss": loss, **{f"lr{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 **{k: f(method) for k, f in state.items()}}
     return snap
 
 
-def twin_snapshot(twin, loss, lrs, **state):
-    """The twin's side of :func:`npjem_snapshot`: its parameters and buffers, the loss, the lrs of
-    the next step and the named pieces of state."""
-    return {**snapshot_torch(twin), "loss": float(loss), **{f"lr{i}": lr for i, lr in enumerate(lrs)}, **state}
+def twin_snapshot(twin, optimizer, loss, lrs, **state):
+    """The twin's side of :func:`npjem_snapshot`: its parameters and buffers, its optimizer's
+    state, the loss, the lrs of the next step and the named pieces of state."""
+    return {**snapshot_torch(twin), **optimizer_state_torch(twin, optimizer), "loss": float(loss),
+            **{f"lr{i}": lr for i, lr in enumerate(lrs)}, **state}
 
 
 def run_twin(twin, views, optimizer, lr_at, loss_fn, after_step=None):
@@ -366,5 +394,5 @@ def run_twin(twin, views, optimizer, lr_at, loss_fn, after_step=None):
         loss.backward()
         optimizer.step()
         state = after_step(k) if after_step is not None else None
-        snaps.append(twin_snapshot(twin, loss.item(), lr_at(k + 1), **(state or {})))
+        snaps.append(twin_snapshot(twin, optimizer, loss.item(), lr_at(k + 1), **(state or {})))
     return snaps
