@@ -193,6 +193,7 @@ def torch_warmup_cosine(optimizer, total_steps, warmup_steps):
 # for each other (a BatchNorm call took 14 ms with the default thread count under load).
 torch.set_num_threads(1)
 
+
 class TorchHead(nn.Module):
     """An MLP whose layers sit in ``layers`` (the layout of npjem's projection heads), so that a
     head written layer by layer from the authors' code loads npjem's weights by name."""
