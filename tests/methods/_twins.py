@@ -365,8 +365,10 @@ def npjem_snapshot(optimizer, key_map=method_key, **state):
     loss, each group's lr after the step (the lr of the next one), and ``state`` (name → function
     of the method)."""
     def snap(method, loss):
-        return {**snapshot_npjem(method, key_map=key_map), **optimizer_state_npjem(method, optimizer, key_map),
-                "loss": loss, **{f"lr{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
+        # the loss first: a failure then names the loss before the weights it moved
+        return {"loss": loss, **snapshot_npjem(method, key_map=key_map),
+                **optimizer_state_npjem(method, optimizer, key_map),
+                **{f"lr{i}": g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 **{k: f(method) for k, f in state.items()}}
     return snap
 
