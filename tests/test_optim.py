@@ -153,6 +153,7 @@ ALL_OPTIMIZERS = [
     lambda ps: optim.Adam(ps, lr=1e-2, weight_decay=1e-3, amsgrad=True),
     lambda ps: optim.AdamW(ps, lr=1e-2),
     lambda ps: optim.LARS(ps, lr=0.5, weight_decay=1e-3),
+    lambda ps: optim.LARS(ps, lr=0.5, weight_decay=1e-3, lr_in_momentum=False),
 ]
 
 
