@@ -25,11 +25,12 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from npjem import optim  # noqa: E402
-from npjem.methods import BYOL  # noqa: E402
+from npjem.methods import BYOL, fit  # noqa: E402
 from npjem.nn.models import ConvNet  # noqa: E402
 
 from _twins import (  # noqa: E402
     AuthorsLARS,
+    ReplayViews,
     TorchHead,
     authors_warmup_cosine,
     check_twin,
@@ -117,7 +118,25 @@ def update_target(twin, base_tau, total_steps):
     return after_step
 
 
-def run(config):
+def run_npjem_resumed(method, views, optimizer, schedule, snapshot, cut):
+    """``npjem pretrain --resume`` in memory: a ``fit`` over the whole run stopped after ``cut``
+    steps, then a second ``fit`` over the rest with ``start_step=cut`` (same optimizer, schedule
+    and method)."""
+    method.views = ReplayViews(views)
+    x = np.zeros((BATCH,) + views[0][0].shape[1:])
+    snaps = []
+
+    def keep(record):
+        snaps.append(snapshot(record["method"], record["loss"]))
+
+    fit(method, [x] * len(views), optimizer, schedule=schedule, progress=False,
+        callback=lambda record: keep(record) or record["step"] == cut - 1)  # interrupted
+    fit(method, [x] * (len(views) - cut), optimizer, schedule=schedule, progress=False, callback=keep,
+        start_step=cut)
+    return snaps
+
+
+def run(config, resume_at=None):
     tau0 = recipe("byol")["momentum"]
     views = draw_views(23, STEPS, batch=BATCH)
     deepmind = config == "byol-lars"
@@ -138,21 +157,34 @@ def run(config):
         def lr_at(k):
             return [authors_warmup_cosine(k, STEPS, warmup, lr)]
     theirs = run_twin(twin, views, opt_t, lr_at, byol_loss(twin), update_target(twin, tau0, STEPS))
-    ours = run_npjem(method, views, opt_n, schedule=sched, snapshot=npjem_snapshot(opt_n, tau=lambda m: m.momentum_now))
-    return ours, theirs
+    snap = npjem_snapshot(opt_n, tau=lambda m: m.momentum_now)
+    if resume_at is None:
+        return run_npjem(method, views, opt_n, schedule=sched, snapshot=snap), theirs
+    return run_npjem_resumed(method, views, opt_n, sched, snap, resume_at), theirs
+
+
+def loose_shift(config):
+    """The quantities compared at 1e-7 (see below) in the recipe's configuration."""
+    # The projector's output bias shifts z by a constant, which the predictor's BatchNorm removes:
+    # its loss gradient is 0 up to round-off, and Adam divides that round-off by its own scale. The
+    # target's copy of it and the running mean of that BatchNorm (which records the shift) follow.
+    why = "a shift with zero loss gradient, moved by Adam's L2 decay and round-off"
+    return {q: (1e-7, why) for q in ("projector.layers.3.bias", "projector_target.layers.3.bias",
+                                     "predictor.layers.1.running_mean")} if config == "recipe-adam" else None
 
 
 @pytest.mark.parametrize("config", ["recipe-adam", "byol-lars"])
 def test_byol_steps_agree_with_the_authors_loop(config):
     ours, theirs = run(config)
-    # The projector's output bias shifts z by a constant, which the predictor's BatchNorm removes:
-    # its loss gradient is 0 up to round-off, and Adam divides that round-off by its own scale. The
-    # target's copy of it and the running mean of that BatchNorm (which records the shift) follow.
-    why = "a shift with zero loss gradient, moved by Adam's L2 decay and round-off"
-    loose = {q: (1e-7, why) for q in ("projector.layers.3.bias", "projector_target.layers.3.bias",
-                                      "predictor.layers.1.running_mean")}
-    check_twin(f"BYOL ({config})", ours, theirs, loose=loose if config == "recipe-adam" else None)
+    check_twin(f"BYOL ({config})", ours, theirs, loose=loose_shift(config))
     # the target really moved off its start and differs from the online network
     first = theirs[0]
     assert not np.allclose(ours[-1]["backbone_target.0.0.weight"], first["backbone_target.0.0.weight"], rtol=1e-9)
     assert not np.allclose(ours[-1]["backbone_target.0.0.weight"], ours[-1]["backbone.0.0.weight"], rtol=1e-9)
+
+
+def test_byol_resumed_midway_takes_the_authors_uninterrupted_steps():
+    """A run resumed after 5 of 12 steps (``fit(..., start_step=5)``, as ``npjem pretrain --resume``)
+    continues the target's momentum schedule: the same 12 steps as the authors' uninterrupted loop."""
+    ours, theirs = run("recipe-adam", resume_at=5)
+    check_twin("BYOL (recipe-adam, resumed at step 5)", ours, theirs, loose=loose_shift("recipe-adam"))
