@@ -262,13 +262,25 @@ def set_lrs(optimizer, lrs):
         group["lr"] = lr
 
 
+def _recipes():
+    try:
+        from npjem import recipes  # noqa: PLC0415  (after the command line's split)
+    except ImportError:
+        from npjem import cli as recipes  # noqa: PLC0415
+    return recipes
+
+
 def recipe(name):
     """``npjem pretrain``'s recipe entry for method ``name`` (``DEFAULTS[name]``), wherever it lives."""
-    try:
-        from npjem.recipes import DEFAULTS  # noqa: PLC0415  (after the command line's split)
-    except ImportError:
-        from npjem.cli import DEFAULTS  # noqa: PLC0415
-    return DEFAULTS[name]
+    return _recipes().DEFAULTS[name]
+
+
+def recipe_optimizer(name):
+    """``(optimizer, lr, weight_decay)`` that ``npjem pretrain`` trains method ``name`` with (its
+    ``optimizer_defaults`` and the recipe's peak lr)."""
+    r = _recipes()
+    opt, wd = r.optimizer_defaults(name)
+    return opt, r.OPTIMIZER["lr"], wd
 
 
 def check_twin(name, ours, theirs, rtol=RTOL, atol=ATOL, loose=None):
@@ -321,15 +333,17 @@ def npjem_mlp(dims, biases, generator):
     return ProjectionHead(blocks + [(dims[-2], dims[-1], None, None, biases[-1])], generator=generator)
 
 
-def recipe_adam(twin_params, npjem_params, total_steps, lr=1e-3, weight_decay=1e-6):
-    """``npjem pretrain``'s optimizer and schedule on both sides: Adam with L2 weight decay, linear
-    warm-up over a tenth of the run, then cosine to 0, per step.
+def recipe_adam(name, twin_params, npjem_params, total_steps):
+    """``npjem pretrain``'s optimizer and schedule for method ``name`` on both sides, which must be
+    Adam (L2 weight decay): linear warm-up over a tenth of the run, then cosine to 0, per step.
 
     Returns ``(twin optimizer, npjem optimizer, npjem schedule, lr_at)``; ``lr_at(k)`` lists the
     twin's group lrs for step k, which the twin's loop sets before the step.
     """
     from npjem import optim  # noqa: PLC0415  (kept here: this block is appended to a shared file)
 
+    kind, lr, weight_decay = recipe_optimizer(name)
+    assert kind == "adam", f"npjem pretrain trains {name} with {kind}, not Adam"
     warmup = recipe_warmup_steps(total_steps)
     opt_t = torch.optim.Adam(list(twin_params), lr=lr, weight_decay=weight_decay)
     opt_n = optim.Adam(list(npjem_params), lr=lr, weight_decay=weight_decay)

@@ -64,7 +64,7 @@ def run(config):
                          projector=authors, generator=6).double()
     twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT, biases), method, key_map=method_key)
     if config == "recipe-adam":
-        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
+        opt_t, opt_n, sched, lr_at = recipe_adam("barlow_twins", twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main.py: weights and 1-D tensors in two groups, base lr B/256 × 0.2 and × 0.0048, decay 1e-6
         base, wd, warmup, scale = BATCH / 256, 1e-6, 2, (0.2, 0.0048)

@@ -145,7 +145,7 @@ def run(config, resume_at=None):
     for p in [*twin.backbone_target.parameters(), *twin.projector_target.parameters()]:
         p.requires_grad_(False)
     if config == "recipe-adam":
-        opt_t, opt_n, sched, lr_at = recipe_adam(twin.online(), method.trainable_parameters(), STEPS)
+        opt_t, opt_n, sched, lr_at = recipe_adam("byol", twin.online(), method.trainable_parameters(), STEPS)
     else:
         # BYOL's 40-epoch preset (τ_base 0.97, as the recipe): LARS, base lr 0.45·B/256, decay 1e-6
         lr, wd, warmup = 0.45 * BATCH / 256, 1e-6, 2

@@ -75,7 +75,7 @@ def run(config):
                      generator=10).double()
     twin = load_from_npjem(Twin(), method, key_map=method_key)
     if config == "recipe-adam":
-        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
+        opt_t, opt_n, sched, lr_at = recipe_adam("simsiam", twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main_simsiam.py with --fix-pred-lr: SGD(momentum 0.9, decay 1e-4) at 0.05·B/256
         init_lr, wd = 0.05 * BATCH / 256, 1e-4

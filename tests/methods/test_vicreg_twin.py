@@ -69,7 +69,7 @@ def run(config):
                     std_coeff=coeffs[1], cov_coeff=coeffs[2], projector=authors, generator=8).double()
     twin = load_from_npjem(BackboneProjector(FEAT, HIDDEN, OUT, biases), method, key_map=method_key)
     if config == "recipe-adam":
-        opt_t, opt_n, sched, lr_at = recipe_adam(twin.parameters(), method.trainable_parameters(), STEPS)
+        opt_t, opt_n, sched, lr_at = recipe_adam("vicreg", twin.parameters(), method.trainable_parameters(), STEPS)
     else:
         # main_vicreg.py: LARS over model.parameters(), base lr 0.2·B/256, decay 1e-6
         base, wd, warmup = 0.2 * BATCH / 256, 1e-6, 2
