@@ -23,7 +23,7 @@ import math
 import numbers
 
 from . import backend
-from ._checks import check_int, check_real
+from ._checks import check_bool, check_int, check_real
 from .autograd import Tensor, enable_grad, no_grad
 
 __all__ = [
@@ -394,12 +394,21 @@ class LARS(Optimizer):
     ‖·‖ is the Frobenius norm of the whole tensor (one trust ratio per layer tensor), and
     ‖g‖ is taken *after* weight decay was added (SimCLR's TF LARS, BYOL, Barlow Twins).
 
-    **Variant.** The learning rate sits inside the momentum buffer, as in the LARS paper's
-    Algorithm 1 and SimCLR's TF optimizer. Barlow Twins' PyTorch LARS keeps γ outside
-    (b ← μ b + r g; θ ← θ − γ b); with a constant γ the two are identical, under a
-    warmup/cosine schedule they differ by how past steps are weighted. The Apex/Lightning
-    Bolts LARS (``trust_coefficient · ‖θ‖ / (‖g‖ + λ‖θ‖ + eps)`` on the raw gradient, with
-    optional clipping) is a different formula and is not this one.
+    **Variant** (``lr_in_momentum``). By default the learning rate sits inside the momentum
+    buffer, as in the LARS paper's Algorithm 1 and SimCLR's TF optimizer. The authors' own
+    LARS of Barlow Twins (facebookresearch/barlowtwins ``main.py``), VICReg
+    (``main_vicreg.py``) and BYOL (deepmind-research ``byol/utils/optimizers.py``: the momentum
+    transform, then ``optax.scale(-lr)``) keep γ outside; ``lr_in_momentum=False`` selects it::
+
+        b ← μ b + r g                                        (b starts at 0)
+        θ ← θ − γ b
+
+    With a constant γ the two are identical; under a warmup/cosine schedule they differ by how
+    past steps are weighted (γ_k Σ μ^{k−j} r_j g_j against Σ μ^{k−j} γ_j r_j g_j), so a
+    step-for-step twin of those authors' training needs ``lr_in_momentum=False``. The
+    ``momentum_buffer`` then holds b without γ. The Apex/Lightning Bolts LARS
+    (``trust_coefficient · ‖θ‖ / (‖g‖ + λ‖θ‖ + eps)`` on the raw gradient, with optional
+    clipping) is a different formula and is not this one.
 
     **Exclusion.** A parameter is excluded from weight decay *and* from the trust ratio
     (it takes plain momentum SGD at ``lr``) when its group has ``lars_exclude=True``, or,
@@ -411,14 +420,14 @@ class LARS(Optimizer):
     """
 
     def __init__(self, params, lr=required, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3,
-                 eta=None, exclude_bias_and_norm=True):
+                 eta=None, exclude_bias_and_norm=True, lr_in_momentum=True):
         if eta is not None:
             if trust_coefficient != 1e-3 and trust_coefficient != eta:
                 raise ValueError("give trust_coefficient or eta (its alias), not two different values")
             trust_coefficient = eta
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coefficient=trust_coefficient, exclude_bias_and_norm=exclude_bias_and_norm,
-                        lars_exclude=None)
+                        lars_exclude=None, lr_in_momentum=lr_in_momentum)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
@@ -427,6 +436,7 @@ class LARS(Optimizer):
         check_real(group["trust_coefficient"], "trust_coefficient", low=0.0)
         if group["lars_exclude"] not in (None, True, False):
             raise ValueError(f"lars_exclude must be None, True or False, got {group['lars_exclude']!r}")
+        check_bool(group["lr_in_momentum"], "lr_in_momentum")
 
     @staticmethod
     def is_excluded(p, group) -> bool:
@@ -438,9 +448,10 @@ class LARS(Optimizer):
     def _update(self, p, g, group, state):
         lr, mu = float(group["lr"]), float(group["momentum"])
         wd, eta = float(group["weight_decay"]), float(group["trust_coefficient"])
+        inside = bool(group["lr_in_momentum"])
         xp = p.xp
         if self.is_excluded(p, group):
-            scaled = lr * g
+            scaled = lr * g if inside else g
         else:
             if wd != 0:
                 g = g + wd * p.data
@@ -449,13 +460,16 @@ class LARS(Optimizer):
             g_norm = xp.linalg.norm(g)
             ok = (w_norm > 0) & (g_norm > 0)
             ratio = xp.where(ok, eta * w_norm / xp.where(ok, g_norm, 1), 1).astype(p.dtype)
-            scaled = (lr * ratio) * g
+            scaled = (lr * ratio) * g if inside else ratio * g
         buf = state.get("momentum_buffer")
         if buf is None:
             buf = state["momentum_buffer"] = xp.zeros_like(p.data)
         buf *= mu
         buf += scaled
-        p.data -= buf
+        if inside:
+            p.data -= buf
+        else:
+            p.data -= lr * buf
 
 
 # ============================================================================ schedules

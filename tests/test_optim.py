@@ -153,6 +153,7 @@ ALL_OPTIMIZERS = [
     lambda ps: optim.Adam(ps, lr=1e-2, weight_decay=1e-3, amsgrad=True),
     lambda ps: optim.AdamW(ps, lr=1e-2),
     lambda ps: optim.LARS(ps, lr=0.5, weight_decay=1e-3),
+    lambda ps: optim.LARS(ps, lr=0.5, weight_decay=1e-3, lr_in_momentum=False),
 ]
 
 
@@ -344,6 +345,50 @@ def test_lars_trust_ratio_two_steps_by_hand(xp):
     set_grad(w2, g1)
     opt2.step()
     np.testing.assert_allclose(host(w2), w0 - first, rtol=1e-14)
+
+
+def test_lars_with_the_lr_outside_the_momentum_under_a_changing_lr(xp):
+    """lr_in_momentum=False is Barlow Twins', VICReg's and BYOL's own LARS: b ← μb + r·g, θ ← θ − γ_k b."""
+    w0 = np.array([[3.0, 0.0], [0.0, 4.0]])
+    b0 = np.array([1.0, -2.0])
+    grads = [(np.array([[1.0, 2.0], [2.0, 0.0]]), np.array([0.5, 0.25])),
+             (np.array([[0.0, -1.0], [1.0, 1.0]]), np.array([-1.0, 2.0])),
+             (np.array([[2.0, 1.0], [0.0, -1.0]]), np.array([0.0, 1.0]))]
+    lrs, mu, wd, eta = (0.0, 0.5, 0.2), 0.9, 0.1, 0.02
+    w, b = param(w0, xp), param(b0, xp)
+    opt = optim.LARS([w, b], lr=lrs[0], momentum=mu, weight_decay=wd, trust_coefficient=eta, lr_in_momentum=False)
+    inside = optim.LARS([param(w0, xp), param(b0, xp)], lr=lrs[0], momentum=mu, weight_decay=wd,
+                        trust_coefficient=eta)
+    theta, beta, m_w, m_b = w0.copy(), b0.copy(), np.zeros_like(w0), np.zeros_like(b0)
+    for lr, (gw, gb) in zip(lrs, grads):
+        for o in (opt, inside):
+            o.param_groups[0]["lr"] = lr
+            set_grad(o.param_groups[0]["params"][0], gw)
+            set_grad(o.param_groups[0]["params"][1], gb)
+            o.step()
+        d = gw + wd * theta
+        m_w = mu * m_w + eta * np.linalg.norm(theta) / np.linalg.norm(d) * d
+        m_b = mu * m_b + gb  # the bias is excluded: no decay, no trust ratio
+        theta, beta = theta - lr * m_w, beta - lr * m_b
+    np.testing.assert_allclose(host(w), theta, rtol=1e-14)
+    np.testing.assert_allclose(host(b), beta, rtol=1e-14)
+    np.testing.assert_allclose(host(opt.state[w]["momentum_buffer"]), m_w, rtol=1e-14)
+    # the zero lr of the first step still fills the buffer here, and not in the default form
+    assert not np.allclose(host(inside.param_groups[0]["params"][0]), theta, rtol=1e-3)
+    with pytest.raises(TypeError, match="lr_in_momentum"):
+        optim.LARS([param(w0)], lr=0.1, lr_in_momentum="no")
+
+
+def test_lars_lr_placement_does_not_matter_at_a_constant_lr():
+    w0, gs = np.array([[3.0, 1.0]]), [np.array([[1.0, 2.0]]), np.array([[-1.0, 0.5]])]
+    ws = [param(w0), param(w0)]
+    opts = [optim.LARS([ws[0]], lr=0.3, weight_decay=0.1), optim.LARS([ws[1]], lr=0.3, weight_decay=0.1,
+                                                                      lr_in_momentum=False)]
+    for g in gs:
+        for w, o in zip(ws, opts):
+            set_grad(w, g)
+            o.step()
+    np.testing.assert_allclose(host(ws[1]), host(ws[0]), rtol=1e-14)
 
 
 def test_lars_excludes_biases_and_norm_weights_from_decay_and_adaptation(xp):

@@ -52,6 +52,23 @@ class BarlowTwins(Method):
 
     ``method(x1, x2)`` returns the scalar loss; ``method.diagnostics`` then holds the batch's
     ``embedding_std`` (std of the L2-normalised projections of the first view) and ``loss``.
+
+    **Step for step with the authors' code** (facebookresearch/barlowtwins ``main.py``; checked
+    by a float64 PyTorch twin in ``tests/methods/test_barlow_twins_twin.py``). Conventions to
+    set to train as the authors do:
+
+    - their LARS applies the lr after the momentum: ``optim.LARS(..., lr_in_momentum=False)``
+      (npjem's default puts it inside, as SimCLR's; the two differ under warm-up + cosine);
+      weights and 1-D tensors (biases, BatchNorm parameters) in two groups at 0.2 and 0.0048 of
+      B/256, the 1-D ones excluded from weight decay and adaptation (LARS's default), weight
+      decay 1e-6 (the paper: 1.5e-6), ``WarmupCosine(..., final_lr_scale=0.001)``;
+    - their projector has no bias on any Linear; the default head has one on its last Linear
+      (lightly's layout), which the batch standardisation cancels, so it gets no loss gradient
+      and only weight decay moves it. ``projector=`` takes their layout (a ``ProjectionHead``
+      whose blocks give ``bias=False``);
+    - λ = 0.0051 in their code, 5e-3 in the paper (the default);
+    - their final ``BatchNorm1d(affine=False)`` also keeps running statistics that nothing reads;
+      the loss here standardises with the batch statistics alone.
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, out_dim=2048, lambd=5e-3, views=None,

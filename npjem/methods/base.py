@@ -273,7 +273,7 @@ def _check_epochs(epochs):
 
 
 def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, progress=True,
-        log_every=10, callback=None, max_steps=None):
+        log_every=10, callback=None, max_steps=None, start_step=0):
     """Train ``method`` on ``loader`` for ``epochs`` epochs; returns a :class:`History`.
 
     One step, for every method::
@@ -308,6 +308,12 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
             ``{"step", "epoch", "loss", "lr", "time", "history", "method"}``; returning
             ``True`` stops training after that step.
         max_steps: stop after this many steps in all (None: ``epochs × len(loader)``).
+        start_step: the steps the run took before this call (a resumed run). ``after_step``
+            then gets the step of the whole run and its whole length, ``start_step + k`` of
+            ``start_step + total_steps``, so per-step schedules (BYOL's target momentum, DINO's
+            teacher, SwAV's frozen prototypes, data2vec's EMA) continue where they stopped
+            instead of starting again over the remaining steps. ``callback``'s ``"step"`` still
+            counts this call's steps.
 
     Raises ``FloatingPointError`` naming the step and epoch when the loss is NaN or infinite;
     the check comes before the backward pass, so the parameters are those of the last good
@@ -317,6 +323,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
     check_int(log_every, "log_every")
     if max_steps is not None:
         check_int(max_steps, "max_steps")
+    step0 = check_int(start_step, "start_step", minimum=0)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if schedule is not None and not callable(getattr(schedule, "step", None)):
@@ -378,7 +385,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
                 optimizer.step()
                 if schedule is not None:
                     schedule.step()
-                method.after_step(step, total_steps if total_steps is not None else step + 1)
+                method.after_step(step0 + step, step0 + (total_steps if total_steps is not None else step + 1))
                 elapsed = time.perf_counter() - start
                 history["loss"].append(value)
                 history["lr"].append(lr)

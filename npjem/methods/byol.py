@@ -56,6 +56,23 @@ class BYOL(Method):
         backbone, projector, predictor: the online network (trained).
         backbone_target, projector_target: the target network (``requires_grad=False``).
         momentum_now: τ of the last EMA update.
+
+    **Step for step with the authors' code** (deepmind-research ``byol/byol_experiment.py``;
+    checked by a float64 PyTorch twin in ``tests/methods/test_byol_twin.py``). As there, the
+    target is updated in :meth:`after_step`, after the optimizer step, from the new online
+    weights, with τ of the step just taken (k = 0, 1, …, per step, not per epoch); the target's
+    BatchNorm keeps its own statistics; the loss is the sum of the two directions. Conventions to
+    set to train as they do:
+
+    - their LARS applies the lr after the momentum: ``optim.LARS(..., lr_in_momentum=False)``
+      (npjem's default puts it inside, as SimCLR's; the two differ under warm-up + cosine), 1-D
+      tensors excluded from weight decay and adaptation (LARS's default), ``WarmupCosine`` with
+      a final lr of 0;
+    - their MLPs have a bias on the first Linear and none on the last; the default heads have the
+      opposite (lightly's layout). The projector's last bias then gets no loss gradient (the
+      predictor's BatchNorm cancels a shift of z), so only weight decay moves it, and the
+      target's copy adds that constant to every target z'. ``projector=`` and ``predictor=``
+      take their layout (``ProjectionHead`` blocks with ``bias=True`` first, ``False`` last).
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=4096, out_dim=256, predictor_hidden_dim=None,

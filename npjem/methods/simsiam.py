@@ -41,6 +41,15 @@ class SimSiam(Method):
         views: the view maker (default ``simclr_views(32)``).
         projector, predictor: Modules to use instead of the default heads.
         generator: seed for the heads' initial weights.
+
+    **Step for step with the authors' code** (facebookresearch/simsiam ``builder.py`` and
+    ``main_simsiam.py``; checked by a float64 PyTorch twin in ``tests/methods/test_simsiam_twin.py``).
+    Their projector keeps a frozen bias on its last Linear, which the affine-free BatchNorm
+    removes; the default head leaves it out: the same function and the same trained parameters.
+    Their optimizer is ``optim.SGD(momentum=0.9, weight_decay=1e-4)`` at 0.05·B/256 with a cosine
+    lr and no warm-up; ``--fix-pred-lr`` (the predictor's lr held constant) is two parameter
+    groups (encoder, predictor) under ``WarmupCosine(opt, total, 0, final_lr=[0.0, lr])``. They
+    set the lr once per epoch, ``WarmupCosine`` once per step.
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, out_dim=2048, predictor_hidden_dim=512,

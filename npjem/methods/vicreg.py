@@ -49,6 +49,19 @@ class VICReg(Method):
 
     ``method(x1, x2)`` returns the scalar loss; ``method.diagnostics`` holds ``loss``,
     ``invariance``, ``variance``, ``covariance`` and ``embedding_std`` of the last batch.
+
+    **Step for step with the authors' code** (facebookresearch/vicreg ``main_vicreg.py``; checked
+    by a float64 PyTorch twin in ``tests/methods/test_vicreg_twin.py``). The loss is theirs with
+    the defaults: the variance term halved, μ[v(Z) + v(Z')]/2 (the paper writes the sum), the
+    unbiased variance, covariance / (N − 1) and / D. Conventions to set to train as they do:
+
+    - their LARS applies the lr after the momentum: ``optim.LARS(..., lr_in_momentum=False)``,
+      one group at 0.2·B/256, 1-D tensors excluded from weight decay and adaptation (LARS's
+      default), weight decay 1e-6, ``WarmupCosine(..., final_lr_scale=0.001)``;
+    - their ``Projector`` has a bias on every Linear but the last; the default expander has the
+      opposite (lightly's layout: none before a BatchNorm, one on the last Linear, which the
+      loss cancels: the invariance term is a difference and the other two are centred).
+      ``projector=`` takes their layout.
     """
 
     def __init__(self, backbone, feature_dim=None, hidden_dim=2048, out_dim=2048, num_layers=3, sim_coeff=25.0,

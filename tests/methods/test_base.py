@@ -135,6 +135,20 @@ def test_fit_callback_can_stop_and_max_steps_caps(images):
     assert h.steps == 4
 
 
+def test_fit_resumed_with_start_step_continues_the_per_step_schedules(images):
+    """A run cut after 4 of 6 steps and resumed as ``npjem pretrain --resume`` calls ``fit``: the
+    method's after_step sees the whole run's steps (BYOL's τ_k of k of K), not a fresh schedule."""
+    m = make()
+    loader = DataLoader(images[:8], batch_size=4, generator=0)
+    opt = optim.SGD(m.trainable_parameters(), lr=0.01)
+    fit(m, loader, opt, epochs=3, progress=False, callback=lambda r: r["step"] == 3)
+    h = fit(m, loader, opt, epochs=3 - 4 // 2, progress=False, max_steps=6 - 4, start_step=4)
+    assert m.after == [(k, 6) for k in range(6)]
+    assert h.steps == 2
+    with pytest.raises(ValueError, match="start_step"):
+        fit(m, loader, opt, start_step=-1)
+
+
 def test_fit_progress_prints_log_lines_when_not_a_terminal(images, capsys):
     m = make()
     loader = DataLoader(images[:8], batch_size=4, generator=0)
