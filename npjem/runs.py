@@ -897,7 +897,7 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
             if total - start > 0:
                 fit(method, rl, opt, epochs=args.epochs - start // n_steps, schedule=sched, generator=aug_gen,
                     progress=not args.quiet, log_every=max(1, n_steps // 2), callback=callback,
-                    max_steps=total - start)
+                    max_steps=total - start, start_step=start)
     except KeyboardInterrupt:
         interrupted = True
     except FloatingPointError:

@@ -104,6 +104,26 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_same_run(tmp_path, mo
     np.testing.assert_allclose(cut["loss_per_epoch"], whole["loss_per_epoch"], rtol=1e-5)
 
 
+def test_a_resumed_byol_run_continues_its_momentum_schedule(tmp_path, monkeypatch):
+    # BYOL's target momentum follows the whole run's steps: a resumed run must not restart it at τ_base.
+    from npjem.methods import BYOL
+
+    two = {**TINY, "epochs": 2}
+    runs.pretrain("byol", out=str(tmp_path / "whole"), **two)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, BYOL, 5, "sigint")
+        with pytest.raises(runs.RunInterrupted):
+            runs.pretrain("byol", out=str(tmp_path / "cut"), **two)
+    runs.pretrain("byol", out=str(tmp_path / "cut"), resume=True, quiet=True)
+    whole = npjem.load(str(tmp_path / "whole" / "checkpoint.npz"))["method"]
+    cut = npjem.load(str(tmp_path / "cut" / "checkpoint.npz"))["method"]
+    targets = [k for k in whole if k.startswith(("backbone_target.", "projector_target.")) and "running" not in k
+               and "num_batches" not in k]
+    assert targets
+    for k in targets:  # Ctrl-C finishes the step: the resumed run is the whole run, bit for bit
+        np.testing.assert_array_equal(cut[k], whole[k], err_msg=k)
+
+
 def test_resume_refuses_a_differing_setting_and_a_finished_run(tmp_path, monkeypatch):
     with pytest.raises(runs.RunError, match="no checkpoint"):
         runs.pretrain("simclr", out=str(tmp_path / "empty"), resume=True, **TINY)

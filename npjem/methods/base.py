@@ -308,8 +308,8 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
             ``{"step", "epoch", "loss", "lr", "time", "history", "method"}``; returning
             ``True`` stops training after that step.
         max_steps: stop after this many steps in all (None: ``epochs × len(loader)``).
-        start_step: the steps the run took before this call (a resumed run). ``after_step``
-            then gets the step of the whole run and its whole length, ``start_step + k`` of
+        start_step: the steps the run took before this call (a resumed run). ``before_step``
+            and ``after_step`` then get the step of the whole run and its whole length, ``start_step + k`` of
             ``start_step + total_steps``, so per-step schedules (BYOL's target momentum, DINO's
             teacher, SwAV's frozen prototypes, data2vec's EMA) continue where they stopped
             instead of starting again over the remaining steps. ``callback``'s ``"step"`` still
@@ -381,7 +381,7 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
                 optimizer.zero_grad()
                 loss.backward()
                 if before_step is not None:
-                    before_step(step, total_steps if total_steps is not None else step + 1)
+                    before_step(step0 + step, step0 + (total_steps if total_steps is not None else step + 1))
                 optimizer.step()
                 if schedule is not None:
                     schedule.step()
