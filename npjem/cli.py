@@ -203,6 +203,17 @@ def _positive_float(s):
     return v
 
 
+def _probe_epochs_flag(s):
+    try:
+        values = [int(v) for v in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or comma-separated epochs such as 5,10,20, got {s!r}") \
+            from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"epochs count from 1, got {s!r}")
+    return values[0] if len(values) == 1 and "," not in s else values
+
+
 def _nonnegative_float(s):
     v = _number(s, float)
     if not (v >= 0 and math.isfinite(v)):
@@ -260,6 +271,10 @@ def _common(p):
     p.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
     p.add_argument("--probe-max-iter", type=_positive_int, default=300,
                    help="L-BFGS iterations of the linear probe (default 300)")
+    p.add_argument("--probe-every", type=_probe_epochs_flag, default=None, metavar="E | E1,E2,...",
+                   help="probe the frozen backbone during training, every E epochs or after the listed ones "
+                        "(a learning curve: results.json's probes and learning_curve.png); the trajectory "
+                        "is the same as without probes")
     p.add_argument("--force", action="store_true",
                    help="overwrite a run already in --out (without it, a folder that holds results or a "
                         "checkpoint is left alone and the command stops)")

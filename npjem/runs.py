@@ -161,10 +161,33 @@ def _validate_pretrain(a):
     if a.out is not None and not isinstance(a.out, (str, os.PathLike)):
         raise TypeError(f"out must be a folder (a str or a path), or '' to write nothing, got {a.out!r}")
     _check_device(a.device)
+    a.probe_every = _probe_epochs(a.probe_every, a.epochs)
     unknown = sorted(k for k in a.options if k not in OPTIONS.get(a.method, ()))
     if unknown:
         own = ", ".join(OPTIONS.get(a.method, ())) or "none"
         raise TypeError(f"pretrain({a.method!r}) takes no option(s) {', '.join(unknown)} (its own: {own})")
+
+
+def _probe_epochs(probe_every, epochs):
+    """``probe_every`` as a sorted tuple of epochs in 1..epochs (None: no probes during training)."""
+    from ._checks import check_int
+
+    if probe_every is None:
+        return None
+    if isinstance(probe_every, str):
+        try:
+            probe_every = [int(v) for v in probe_every.split(",")] if "," in probe_every else int(probe_every)
+        except ValueError:
+            raise ValueError(f"probe_every must be an int or epochs like '5,10,20', got {probe_every!r}") from None
+    if isinstance(probe_every, (list, tuple)):
+        if not probe_every:
+            raise ValueError("probe_every must name at least one epoch")
+        out = sorted({check_int(e, "probe_every epoch") for e in probe_every})
+        if out[-1] > epochs:
+            raise ValueError(f"probe_every names epoch {out[-1]} of a run of {epochs} epochs")
+        return tuple(out)
+    every = check_int(probe_every, "probe_every")
+    return tuple(range(every, epochs + 1, every))
 
 
 # ====================================================================== pretrain
@@ -174,7 +197,8 @@ def pretrain(method="simclr", *, data="shapes", out=None, epochs=OPTIMIZER["epoc
              bn_splits=None, head_bn=None, num_negatives=None, pirl_loss=None, jigsaw_grid=None, hidden_dim=None,
              out_dim=None, aug_strength=None, aug_scale=None, aug_hue=None, aug_grayscale=None, aug_rotation=None,
              aug_invert=None, aug_vflip=None, arch="convnet", width=32, n_train=None, n_test=None, data_seed=0,
-             seed=0, device=None, probe_max_iter=300, force=False, resume=False, quiet=False, **options):
+             seed=0, device=None, probe_max_iter=300, probe_every=None, force=False, resume=False, quiet=False,
+             **options):
     """Pretrain ``method`` with its recipe, evaluate its frozen backbone and return the results.
 
     Every setting left at None takes the method's recipe (``npjem.recipes.DEFAULTS``, ``OPTIMIZER``,
@@ -186,6 +210,12 @@ def pretrain(method="simclr", *, data="shapes", out=None, epochs=OPTIMIZER["epoc
     ``out`` is the run's folder (default ``runs/<method>``; ``""`` writes nothing). ``force``
     overwrites a run already there; ``resume`` continues its checkpoint with its saved settings.
     ``quiet`` silences the progress on stderr (the header and the table are printed anyway).
+
+    ``probe_every`` probes the frozen backbone during training (a learning curve): an int E probes
+    after every E-th epoch, a sequence of epochs after those (``(5, 10, 20, 40, 80)``); the last
+    epoch is always probed at the end. A probe runs in eval mode with its own seeded L-BFGS, so the
+    training trajectory is bit for bit the one of a run without probes. The results carry
+    ``probes``: one ``{"epoch", "linear_probe", "knn", ...}`` per probe.
 
     Returns the dict written to ``results.json``: ``config``, ``recipe``, ``metrics`` (linear
     probe, kNN, collapse diagnostics), ``per_epoch`` curves, timings. Raises :class:`RunError`
@@ -259,7 +289,7 @@ def _pretrain(args):
     print(f"npjem pretrain: {args.method} on {data_name} ({len(train)} train / {len(test)} test images, 32x32), "
           f"{arch}, {args.epochs} epochs x {len(loader)} steps of {args.batch_size}, "
           f"{args.optimizer} lr {lr}, device {args.device or 'default'}", flush=True)
-    progress, _, _, save = _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved)
+    progress, _, _, save = _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved, train=train)
     train_seconds = progress["train_seconds"]
 
     t_eval = time.perf_counter()
@@ -302,6 +332,9 @@ def _pretrain(args):
     results = {"command": "pretrain", "config": config, "recipe": recipe, "metrics": metrics,
                "loss_per_epoch": per_epoch, "per_epoch": {"loss": per_epoch, **per_epoch_monitor,
                                                           "monitor_images": min(MONITOR_IMAGES, len(test))},
+               "probes": progress["probes"] + ([{"epoch": args.epochs, "linear_probe": metrics["linear_probe"],
+                                                  "knn": metrics["knn"], "probe_l2": metrics["probe_l2"]}]
+                                                if args.probe_every else []),
                "steps": len(progress["loss"]), "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0 + before,
                "resumed_at_step": int(saved["progress"]["step"]) if saved is not None else None}
@@ -816,8 +849,22 @@ def _checkpoint(path, method, opt, sched, config, progress, aug_gen, loader):
                path)
 
 
-def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
-    """``fit`` with per-epoch diagnostics, a checkpoint each epoch and on Ctrl-C, and resume."""
+def _probe(args, method, train, test, epoch):
+    """The frozen backbone's linear probe and kNN after ``epoch`` (eval mode; touches no training
+    state and no training generator)."""
+    t = time.perf_counter()
+    h_train, h_test = method.embed(train.images).data, method.embed(test.images).data
+    if not (_finite(h_train) and _finite(h_test)):
+        return {"epoch": epoch, "linear_probe": None, "knn": None}
+    m = evaluate_features(h_train, train.labels, h_test, test.labels, probe_max_iter=args.probe_max_iter,
+                          seed=args.seed)
+    _status(args, f"probe after epoch {epoch}: linear {m['linear_probe']:.3f}, kNN {m['knn']:.3f} "
+                  f"({time.perf_counter() - t:.0f}s)")
+    return {"epoch": epoch, "linear_probe": m["linear_probe"], "knn": m["knn"], "probe_l2": m["probe_l2"]}
+
+
+def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved, train=None):
+    """``fit`` with per-epoch diagnostics (and probes), a checkpoint each epoch and on Ctrl-C, and resume."""
     from . import random as nrandom
     from .methods import fit
 
@@ -826,7 +873,7 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
     device = args.device
     aug_gen = nrandom.as_generator(args.seed, device)
     progress = {"step": 0, "epochs": args.epochs, "steps_per_epoch": n_steps, "complete": False,
-                "loss": [], "lr": [], "monitor": [], "train_seconds": 0.0}
+                "loss": [], "lr": [], "monitor": [], "probes": [], "train_seconds": 0.0}
     rl = _ResumableLoader(loader)
     if saved is not None:
         if saved["progress"]["steps_per_epoch"] != n_steps:
@@ -839,7 +886,8 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
         _load_extra_state(method, saved["extra"])
         p = saved["progress"]
         progress.update(step=int(p["step"]), loss=[float(v) for v in p["loss"]], lr=[float(v) for v in p["lr"]],
-                        monitor=[dict(m) for m in p["monitor"]], train_seconds=float(p["train_seconds"]))
+                        monitor=[dict(m) for m in p["monitor"]], probes=[dict(q) for q in p.get("probes", [])],
+                        train_seconds=float(p["train_seconds"]))
         states = (saved["generators"]["augment"] or None, saved["generators"]["loader"] or None)
         if None in states or aug_gen.xp is not np or loader.generator.xp is not np:
             # CuPy's generator states cannot be saved: the resumed run draws fresh, seeded streams
@@ -876,6 +924,8 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved):
             if m is None:  # a loss bounded like InfoNCE's can stay finite while the features overflow
                 raise _lower_lr("the embeddings of the test images are", step // n_steps, n_steps, n_steps, lr)
             progress["monitor"].append(m)
+            if args.probe_every and step // n_steps in args.probe_every:
+                progress["probes"].append(_probe(args, method, train, test, step // n_steps))
             if step < total:
                 save()
         return stop["requested"]
@@ -936,16 +986,25 @@ def _pictures(args, results, h_test, test, method):
     if std:
         panels["std of the L2-normalised embeddings"] = std
         panels["effective rank (RankMe)"] = rank
+
     data_name = _data_name(args.data)
     curves = plot.curves(panels, os.path.join(args.out, "curves.png"), x=epochs, xlabel="epoch",
                          title=f"{name} on {data_name}: training curves (std and rank on "
                                f"{pe['monitor_images']} test images)")
+    out = [curves]
+    probes = [q for q in results.get("probes", []) if q["linear_probe"] is not None]
+    if probes:  # the learning curve: the frozen backbone's probes against the epochs they were taken at
+        out.append(plot.line_chart({"linear probe": [q["linear_probe"] for q in probes],
+                                    "kNN (k=20)": [q["knn"] for q in probes]},
+                                   os.path.join(args.out, "learning_curve.png"), x=[q["epoch"] for q in probes],
+                                   title=f"{name} on {data_name}: probes of the frozen backbone",
+                                   xlabel="epoch", ylabel="test accuracy"))
     m = results["metrics"]
     points = plot.pca_2d(h_test)
     emb = plot.scatter(points, _host(test.labels), test.classes, os.path.join(args.out, "embeddings.png"),
                        title=f"{name}: {len(test)} test images, backbone features h by PCA "
                              f"(linear probe {m['linear_probe']:.3f}, kNN {m['knn']:.3f})")
-    return [curves, emb]
+    return out + [emb]
 
 
 def _host(a):

@@ -249,3 +249,32 @@ def test_the_notes_baselines_train_and_are_probed_like_the_others(method, option
     assert res["config"]["method"] == method and res["steps"] == 2
     with pytest.raises(TypeError, match="takes no option"):
         runs.pretrain(method, out="", epochs=1, n_train=64, n_test=40, lambd=0.1)
+
+
+def test_probing_during_training_leaves_the_trajectory_bit_identical(tmp_path):
+    three = {**TINY, "epochs": 3}
+    plain = runs.pretrain("simclr", out=str(tmp_path / "plain"), **three)
+    probed = runs.pretrain("simclr", out=str(tmp_path / "probed"), probe_every=1, **three)
+    assert probed["loss_per_epoch"] == plain["loss_per_epoch"]
+    a = npjem.load(str(tmp_path / "plain" / "checkpoint.npz"))
+    b = npjem.load(str(tmp_path / "probed" / "checkpoint.npz"))
+    for k in a["method"]:
+        np.testing.assert_array_equal(a["method"][k], b["method"][k], err_msg=k)
+    assert probed["metrics"]["linear_probe"] == plain["metrics"]["linear_probe"]
+    assert [q["epoch"] for q in probed["probes"]] == [1, 2, 3, 3]  # the last run's own probe closes the curve
+    assert probed["probes"][-1]["linear_probe"] == probed["metrics"]["linear_probe"]
+    assert probed["probes"][2] == {**probed["probes"][3], "epoch": 3}  # the probe at the end is the final one
+    assert (tmp_path / "probed" / "learning_curve.png").stat().st_size > 1000
+    assert plain["probes"] == [] and not (tmp_path / "plain" / "learning_curve.png").exists()
+
+
+def test_probe_epochs_are_listed_or_every_e_and_checked(tmp_path):
+    res = runs.pretrain("simclr", out="", probe_every=[2], **{**TINY, "epochs": 2})
+    assert [q["epoch"] for q in res["probes"]] == [2, 2]
+    with pytest.raises(ValueError, match="names epoch 5 of a run of 2"):
+        runs.pretrain("simclr", out="", probe_every=(1, 5), **{**TINY, "epochs": 2})
+    with pytest.raises(ValueError, match="probe_every"):
+        runs.pretrain("simclr", out="", probe_every=0, **TINY)
+    with pytest.raises(SystemExit) as e:  # one line and exit 2, as every flag error
+        cli.main(["pretrain", "--probe-every", "1,x", *TINY_FLAGS, "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
