@@ -167,40 +167,32 @@ def cmd_methods(args):
 
 # ====================================================================== parser
 
-def _number(s, kind):
-    try:
-        return kind(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {s!r}") from None
+def _typed(kind, ok, expected):
+    """An argparse type: ``kind(s)`` that satisfies ``ok``, else one line naming ``expected``."""
+    def parse(s):
+        try:
+            v = kind(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, got {s!r}") \
+                from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {s}")
+        return v
+    return parse
 
 
-def _positive_int(s):
-    v = _number(s, int)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
-    return v
+_positive_int = _typed(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+_batch_size = _typed(int, lambda v: v >= 2, "at least 2 (a one-sample batch has nothing to be contrasted with, "
+                                            "and BatchNorm needs two samples)")
+_positive_float = _typed(float, lambda v: v > 0 and math.isfinite(v), "a positive number")
+_nonnegative_float = _typed(float, lambda v: v >= 0 and math.isfinite(v), "a number >= 0")
 
 
-def _nonnegative_int(s):
-    v = _number(s, int)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {s}")
-    return v
-
-
-def _batch_size(s):
-    v = _number(s, int)
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (a one-sample batch has nothing to be contrasted "
-                                         f"with, and BatchNorm needs two samples), got {s}")
-    return v
-
-
-def _positive_float(s):
-    v = _number(s, float)
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {s}")
-    return v
+def _in_range(lo, hi, lo_open=False, hi_open=False):
+    """A float type for argparse in [lo, hi] (an open end excludes it)."""
+    return _typed(float, lambda v: math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi),
+                  f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}")
 
 
 def _probe_epochs_flag(s):
@@ -212,25 +204,6 @@ def _probe_epochs_flag(s):
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"epochs count from 1, got {s!r}")
     return values[0] if len(values) == 1 and "," not in s else values
-
-
-def _nonnegative_float(s):
-    v = _number(s, float)
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {s}")
-    return v
-
-
-def _in_range(lo, hi, lo_open=False, hi_open=False):
-    """A float type for argparse in [lo, hi] (an open end excludes it)."""
-    def parse(s):
-        v = _number(s, float)
-        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-        if not ok:
-            raise argparse.ArgumentTypeError(
-                f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {s}")
-        return v
-    return parse
 
 
 _probability = _in_range(0.0, 1.0)
@@ -271,10 +244,6 @@ def _common(p):
     p.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
     p.add_argument("--probe-max-iter", type=_positive_int, default=300,
                    help="L-BFGS iterations of the linear probe (default 300)")
-    p.add_argument("--probe-every", type=_probe_epochs_flag, default=None, metavar="E | E1,E2,...",
-                   help="probe the frozen backbone during training, every E epochs or after the listed ones "
-                        "(a learning curve: results.json's probes and learning_curve.png); the trajectory "
-                        "is the same as without probes")
     p.add_argument("--force", action="store_true",
                    help="overwrite a run already in --out (without it, a folder that holds results or a "
                         "checkpoint is left alone and the command stops)")
@@ -290,6 +259,36 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
+# Each method's own flags: (flag, argparse keywords, the method whose default the help quotes, help).
+_METHOD_FLAGS = [
+    ("--queue-size", dict(type=_positive_int), "moco", "MoCo's K"),
+    ("--symmetric", dict(action=argparse.BooleanOptionalAction), "moco", "MoCo: symmetrised loss, both views as queries"),
+    ("--bn-splits", dict(type=_positive_int), "moco", "MoCo's shuffling BN over this many groups of the batch, 1 = off"),
+    ("--head-bn", dict(action=argparse.BooleanOptionalAction), "moco",
+     "MoCo and DINO: BatchNorm after the head's hidden layers (on for both; --no-head-bn is MoCo v2's head and "
+     "the original DINO's use_bn_in_head=False)"),
+    ("--num-negatives", dict(type=_positive_int), "pirl", "PIRL's negatives per step"),
+    ("--pirl-loss", dict(choices=("nce", "infonce")), "pirl", "PIRL's loss"),
+    ("--jigsaw-grid", dict(type=_positive_int), "pirl", "PIRL's and the jigsaw task's tiles per side"),
+    ("--corruption", dict(choices=("gaussian", "masking", "salt_and_pepper")), "dae", "the DAE's corruption"),
+    ("--noise", dict(type=_nonnegative_float), "dae", "the DAE's noise: σ for gaussian, the fraction for masking"),
+    ("--n-permutations", dict(type=_positive_int), "jigsaw", "the jigsaw task's permutations"),
+    ("--tile-size", dict(type=_positive_int), "jigsaw", "the jigsaw task's tile side in pixels"),
+    ("--lambd", dict(type=_nonnegative_float), "barlow_twins", "Barlow Twins' off-diagonal weight"),
+    ("--sim-coeff", dict(type=_nonnegative_float), "vicreg", "VICReg's invariance coefficient"),
+    ("--std-coeff", dict(type=_nonnegative_float), "vicreg", "VICReg's variance coefficient"),
+    ("--cov-coeff", dict(type=_nonnegative_float), "vicreg", "VICReg's covariance coefficient"),
+    ("--num-prototypes", dict(type=_positive_int), "swav",
+     f"SwAV's prototypes / DINO's output width K (dino {DEFAULTS['dino']['num_prototypes']})"),
+    ("--epsilon", dict(type=_positive_float), "swav", "SwAV's Sinkhorn entropy weight"),
+    ("--n-local", dict(type=int), "swav", "SwAV / DINO: 16 px local crops besides the two global ones"),
+    ("--teacher-temp", dict(type=_positive_float), "dino", "DINO's teacher temperature; --temperature is the student's"),
+    ("--mask-ratio", dict(type=float), "data2vec", "data2vec's masked share of patches"),
+    ("--top-k", dict(type=_positive_int), "data2vec", "data2vec's teacher blocks averaged into the target"),
+]
+_DEFAULT_KEY = {"--jigsaw-grid": "grid", "--pirl-loss": "loss", "--head-bn": "head_bn"}
 
 
 def build_parser():
@@ -324,52 +323,12 @@ def build_parser():
     p.add_argument("--temperature", type=_positive_float, default=None,
                    help="tau of the methods that have one (default: " + ", ".join(
                        f"{k} {v['temperature']}" for k, v in DEFAULTS.items() if v.get("temperature")) + ")")
-    p.add_argument("--queue-size", type=_positive_int, default=None,
-                   help=f"MoCo's K (default {DEFAULTS['moco']['queue_size']})")
     p.add_argument("--momentum", type=_in_range(0.0, 1.0, hi_open=True), default=None,
                    help="the EMA momentum of the key encoder or teacher (default: " + ", ".join(
                        f"{k} {v['momentum']}" for k, v in DEFAULTS.items() if "momentum" in v) + ")")
-    p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
-                   help="MoCo: symmetrised loss (both views as queries; default on)")
-    p.add_argument("--bn-splits", type=_positive_int, default=None,
-                   help=f"MoCo's shuffling BN over this many groups of the batch, 1 = off "
-                        f"(default {DEFAULTS['moco']['bn_splits']})")
-    p.add_argument("--head-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="MoCo and DINO: BatchNorm after the head's hidden layers (default on for both; "
-                        "--no-head-bn is MoCo v2's head and the original DINO's use_bn_in_head=False)")
-    p.add_argument("--num-negatives", type=_positive_int, default=None,
-                   help=f"PIRL's negatives per step (default {DEFAULTS['pirl']['num_negatives']})")
-    p.add_argument("--pirl-loss", choices=("nce", "infonce"), default=None,
-                   help=f"PIRL's loss (default {DEFAULTS['pirl']['loss']})")
-    p.add_argument("--jigsaw-grid", type=_positive_int, default=None,
-                   help=f"PIRL's and the jigsaw task's tiles per side (default {DEFAULTS['pirl']['grid']})")
-    p.add_argument("--corruption", choices=("gaussian", "masking", "salt_and_pepper"), default=None,
-                   help=f"the DAE's corruption (default {DEFAULTS['dae']['corruption']})")
-    p.add_argument("--noise", type=_nonnegative_float, default=None,
-                   help=f"the DAE's noise: σ for gaussian, the fraction for masking (default {DEFAULTS['dae']['noise']})")
-    p.add_argument("--n-permutations", type=_positive_int, default=None,
-                   help=f"the jigsaw task's permutations (default {DEFAULTS['jigsaw']['n_permutations']})")
-    p.add_argument("--tile-size", type=_positive_int, default=None,
-                   help=f"the jigsaw task's tile side in pixels (default {DEFAULTS['jigsaw']['tile_size']})")
-    p.add_argument("--lambd", type=_nonnegative_float, default=None,
-                   help=f"Barlow Twins' off-diagonal weight (default {DEFAULTS['barlow_twins']['lambd']})")
-    for c in ("sim", "std", "cov"):
-        p.add_argument(f"--{c}-coeff", type=_nonnegative_float, default=None,
-                       help=f"VICReg's {c} coefficient (default {DEFAULTS['vicreg'][c + '_coeff']})")
-    p.add_argument("--num-prototypes", type=_positive_int, default=None,
-                   help=f"SwAV's prototypes / DINO's output width K (default swav "
-                        f"{DEFAULTS['swav']['num_prototypes']}, dino {DEFAULTS['dino']['num_prototypes']})")
-    p.add_argument("--epsilon", type=_positive_float, default=None,
-                   help=f"SwAV's Sinkhorn entropy weight (default {DEFAULTS['swav']['epsilon']})")
-    p.add_argument("--n-local", type=int, default=None,
-                   help=f"SwAV / DINO: 16 px local crops besides the two global ones (default {DEFAULTS['swav']['n_local']})")
-    p.add_argument("--teacher-temp", type=_positive_float, default=None,
-                   help=f"DINO's teacher temperature (default {DEFAULTS['dino']['teacher_temp']}; "
-                        f"--temperature is the student's)")
-    p.add_argument("--mask-ratio", type=float, default=None,
-                   help=f"data2vec's masked share of patches (default {DEFAULTS['data2vec']['mask_ratio']})")
-    p.add_argument("--top-k", type=_positive_int, default=None,
-                   help=f"data2vec's teacher blocks averaged into the target (default {DEFAULTS['data2vec']['top_k']})")
+    for flag, kw, method, text in _METHOD_FLAGS:
+        key = _DEFAULT_KEY.get(flag, flag[2:].replace("-", "_"))
+        p.add_argument(flag, default=None, help=f"{text} (default {DEFAULTS[method].get(key, 'on')})", **kw)
     p.add_argument("--hidden-dim", type=_positive_int, default=None, help="projector hidden width (default 2x features; barlow_twins 512)")
     p.add_argument("--out-dim", type=_positive_int, default=None,
                    help="embedding width (default 128; barlow_twins 512)")
@@ -388,6 +347,10 @@ def build_parser():
                        if "invert" in v.get("augmentation", {})) + ")")
     p.add_argument("--aug-vflip", type=_probability, default=None,
                    help=f"probability of a vertical flip (default {AUGMENTATION['vflip']})")
+    p.add_argument("--probe-every", type=_probe_epochs_flag, default=None, metavar="E | E1,E2,...",
+                   help="probe the frozen backbone during training, every E epochs or after the listed ones "
+                        "(a learning curve: results.json's probes and learning_curve.png); the trajectory "
+                        "is the same as without probes")
     p.add_argument("--out", default=None, help="folder for results.json, checkpoint.npz, curves.png and "
                                                 "embeddings.png (default runs/<method>; '' writes nothing)")
     p.add_argument("--resume", action="store_true",
