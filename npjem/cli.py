@@ -223,16 +223,19 @@ def _device(s):
 
 
 def _data(s):
-    if s in DATA_SETS or os.path.isdir(s):
+    if s in DATA_SETS or runs.shapes_variant(s) is not None or os.path.isdir(s):
         return s
     what = "no such folder" if not os.path.exists(s) else "not a folder"
-    raise argparse.ArgumentTypeError(f"expected {' or '.join(DATA_SETS)} or a folder of images; {s!r}: {what}")
+    raise argparse.ArgumentTypeError(f"expected {' or '.join(DATA_SETS)}, a shapes variant (shapes-noclutter, "
+                                     f"-nocolour, -nonoise, combined) or a folder of images; {s!r}: {what}")
 
 
 def _common(p):
     p.add_argument("--data", type=_data, default="shapes",
-                   help="shapes (built in, default), digits (scikit-learn's, the [datasets] extra) or a folder "
-                        "with train/<class>/<image> and test/<class>/<image>")
+                   help="shapes (built in, default), a shapes variant with one nuisance switched off "
+                        "(shapes-noclutter, shapes-nocolour, shapes-nonoise, or combined: shapes-noclutter-nonoise), "
+                        "digits (scikit-learn's, the [datasets] extra) or a folder with train/<class>/<image> "
+                        "and test/<class>/<image>")
     p.add_argument("--arch", choices=ARCHS, default="convnet", help="backbone (default convnet)")
     p.add_argument("--width", type=_positive_int, default=32, help="backbone base width (default 32)")
     p.add_argument("--n-train", type=_positive_int, default=None,

@@ -56,7 +56,7 @@ from .recipes import (
 )
 
 __all__ = ["pretrain", "baselines", "ebm", "RunError", "RunInterrupted", "evaluate_features", "format_table",
-           "DATA_SETS", "RUN_FILES", "TABLE_COLUMNS"]
+           "DATA_SETS", "RUN_FILES", "TABLE_COLUMNS", "shapes_variant"]
 
 # An argument named in a message: [[lr]], [[lr=0.01]] (with its value) or [[force!]] (a switch).
 _ARG = re.compile(r"\[\[(\w+)(!|=(.*?))?\]\]")
@@ -553,6 +553,21 @@ def _subset(ds, n, name, split):
     return Dataset(ds.images[:n], ds.labels[:n], ds.classes, name=ds.name)
 
 
+def shapes_variant(data):
+    """The nuisances a ``data`` name switches off: ``"shapes"`` → ``()``, ``"shapes-noclutter"`` →
+    ``("clutter",)``, ``"shapes-noclutter-nonoise"`` → both (``shapes(without=...)``); None for
+    any other name."""
+    from .data.datasets import SHAPES_NUISANCES
+
+    if not isinstance(data, str) or not (data == "shapes" or data.startswith("shapes-no")):
+        return None
+    parts = data.split("-")[1:]
+    without = tuple(p[2:] for p in parts)
+    if any(not p.startswith("no") or p[2:] not in SHAPES_NUISANCES for p in parts) or len(set(without)) != len(parts):
+        return None
+    return without
+
+
 def _load_data(args):
     """The (train, test) Datasets that ``data`` names, cut to ``n_train`` / ``n_test``.
 
@@ -564,13 +579,14 @@ def _load_data(args):
 
     data = args.data
     t = time.perf_counter()
-    if data == "shapes":
+    without = shapes_variant(data)
+    if without is not None:
         n_train = 10000 if args.n_train is None else args.n_train
         n_test = 2000 if args.n_test is None else args.n_test
-        _status(args, f"shapes: {n_train} train / {n_test} test images (drawn once, then cached in "
+        _status(args, f"{data}: {n_train} train / {n_test} test images (drawn once, then cached in "
                       f"{datasets.default_cache_dir()}) ...", end=" ")
-        train = datasets.shapes("train", n=n_train, seed=args.data_seed)
-        test = datasets.shapes("test", n=n_test, seed=args.data_seed)
+        train = datasets.shapes("train", n=n_train, seed=args.data_seed, without=without)
+        test = datasets.shapes("test", n=n_test, seed=args.data_seed, without=without)
     elif data == "digits":
         _status(args, "digits: scikit-learn's 8x8 digits at 32x32 ...", end=" ")
         try:
@@ -582,7 +598,8 @@ def _load_data(args):
     else:
         if not os.path.isdir(data):
             what = "no such folder" if not os.path.exists(data) else "not a folder"
-            raise RunError(f"[[data={data}]]: expected {' or '.join(DATA_SETS)} or a folder of images ({what})")
+            raise RunError(f"[[data={data}]]: expected {' or '.join(DATA_SETS)}, a shapes variant such as "
+                           f"shapes-noclutter, or a folder of images ({what})")
         parts = {split: os.path.join(data, split) for split in ("train", "test")}
         missing = [sp for sp, d in parts.items() if not os.path.isdir(d)]
         if missing:
@@ -967,7 +984,7 @@ def _train(args, method, loader, opt, sched, test, lr, ckpt_path, saved, train=N
 
 
 def _data_name(data):
-    return data if data in DATA_SETS else os.path.basename(os.path.normpath(data))
+    return data if data in DATA_SETS or shapes_variant(data) is not None else os.path.basename(os.path.normpath(data))
 
 
 def _pictures(args, results, h_test, test, method):

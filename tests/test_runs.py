@@ -278,3 +278,20 @@ def test_probe_epochs_are_listed_or_every_e_and_checked(tmp_path):
     with pytest.raises(SystemExit) as e:  # one line and exit 2, as every flag error
         cli.main(["pretrain", "--probe-every", "1,x", *TINY_FLAGS, "--out", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_a_shapes_variant_is_a_data_name(tmp_path):
+    assert runs.shapes_variant("shapes") == () and runs.shapes_variant("digits") is None
+    assert runs.shapes_variant("shapes-noclutter-nonoise") == ("clutter", "noise")
+    for bad in ("shapes-noblur", "shapes-clutter", "shapes-nonoise-nonoise", 3):
+        assert runs.shapes_variant(bad) is None
+    res = runs.pretrain("simclr", data="shapes-nocolour", out=str(tmp_path / "v"), **TINY)
+    assert res["config"]["data"] == "shapes-nocolour"
+    base = runs.baselines(data="shapes-noclutter", out="", only="raw", n_train=100, n_test=20, probe_max_iter=5,
+                          raw_probe_max_iter=5, quiet=True)
+    assert "raw" in json.dumps(base)
+    with pytest.raises(runs.RunError, match="shapes variant"):
+        runs.pretrain("simclr", data="shapes-noblur", out="", **TINY)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["pretrain", "--data", "shapes-noblur", *TINY_FLAGS, "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
