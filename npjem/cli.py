@@ -247,6 +247,9 @@ def _common(p):
     p.add_argument("--device", type=_device, default=None, help="cpu or cuda (default: NPJEM_DEVICE, else cpu)")
     p.add_argument("--probe-max-iter", type=_positive_int, default=300,
                    help="L-BFGS iterations of the linear probe (default 300)")
+    p.add_argument("--probe-every", type=_probe_epochs_flag, default=None, metavar="E | E1,E2,...",
+                   help="probe the (frozen) backbone during training, every E epochs or after the listed ones: "
+                        "a learning curve, in the results' probes; the training is the same as without probes")
     p.add_argument("--force", action="store_true",
                    help="overwrite a run already in --out (without it, a folder that holds results or a "
                         "checkpoint is left alone and the command stops)")
@@ -350,10 +353,6 @@ def build_parser():
                        if "invert" in v.get("augmentation", {})) + ")")
     p.add_argument("--aug-vflip", type=_probability, default=None,
                    help=f"probability of a vertical flip (default {AUGMENTATION['vflip']})")
-    p.add_argument("--probe-every", type=_probe_epochs_flag, default=None, metavar="E | E1,E2,...",
-                   help="probe the frozen backbone during training, every E epochs or after the listed ones "
-                        "(a learning curve: results.json's probes and learning_curve.png); the trajectory "
-                        "is the same as without probes")
     p.add_argument("--out", default=None, help="folder for results.json, checkpoint.npz, curves.png and "
                                                 "embeddings.png (default runs/<method>; '' writes nothing)")
     p.add_argument("--resume", action="store_true",

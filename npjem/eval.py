@@ -577,7 +577,7 @@ def _predict(model, images, batch_size, device, dtype):
 
 def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *, epochs=10, lr=1e-3,
               batch_size=256, optimizer="adam", weight_decay=0.0, momentum=0.9, warmup_epochs=0,
-              augment=None, train_backbone=True, feature_dim=None, generator=0, progress=False):
+              augment=None, train_backbone=True, feature_dim=None, generator=0, progress=False, epoch_callback=None):
     """Train ``backbone`` + a new linear head on labelled images by cross-entropy; test accuracy.
 
     The notes' "finetuning" evaluation (NYU Deep Learning notes, ch. 15-1, "Step2: Evaluation": a downstream-task head on the
@@ -608,6 +608,9 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
         generator: seed (or ``npjem.random.Generator``) for the head's initial weights, the
             shuffling and the augmentations.
         progress: print one line per epoch (mean loss) to stderr.
+        epoch_callback: called as ``epoch_callback(epoch, backbone)`` after each epoch (1-based),
+            for probes during training; it must leave the backbone's training state alone (the
+            next epoch sets train mode again).
 
     Returns a :class:`FineTuneResult`; raises ``FloatingPointError`` if the loss becomes NaN or
     infinite (naming the step).
@@ -645,6 +648,8 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
         raise ValueError(f"warmup_epochs must be a non-negative integer, got {warmup_epochs!r}")
     if augment is not None and not callable(augment):
         raise TypeError(f"augment must be callable as augment(x, generator=g), got {type(augment).__name__}")
+    if epoch_callback is not None and not callable(epoch_callback):
+        raise TypeError(f"epoch_callback must be callable or None, got {type(epoch_callback).__name__}")
     opt_name = str(optimizer).lower()
     if opt_name not in ("adam", "adamw", "sgd"):
         raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {optimizer!r}")
@@ -715,6 +720,8 @@ def fine_tune(backbone, train_images, train_labels, test_images, test_labels, *,
                 per = len(loader)
                 print(f"fine_tune epoch {epoch + 1}/{epochs}: loss {sum(losses[-per:]) / per:.4f}",
                       file=sys.stderr, flush=True)
+            if epoch_callback is not None:
+                epoch_callback(epoch + 1, backbone)
         model.eval()
         pred_te = classes[_predict(model, xte, 512, device, dtype)]
         pred_tr = classes[_predict(model, xtr, 512, device, dtype)]

@@ -80,8 +80,12 @@ def _panels(panels, x):
             raise ValueError(f"panel {title!r} must be a non-empty dict {{series name: values}}")
         rows = []
         for name, values in series.items():
+            own_x = None
+            if isinstance(values, tuple) and len(values) == 2:  # (xs, ys): a series with its own x
+                own_x, values = _host_1d(values[0], f"series {name!r}'s x"), values[1]
             ys = _host_1d(values, f"series {name!r}")
-            xs = np.arange(1, ys.size + 1, dtype=np.float64) if shared_x is None else shared_x  # host
+            xs = own_x if own_x is not None else (
+                np.arange(1, ys.size + 1, dtype=np.float64) if shared_x is None else shared_x)  # host
             if xs.size != ys.size:
                 raise ValueError(f"series {name!r} has {ys.size} values but x has {xs.size}")
             rows.append((str(name), xs, ys))
@@ -112,31 +116,37 @@ def pca_2d(points):
 
 # ====================================================================== public API
 
-def line_chart(series, path, *, x=None, title=None, xlabel=None, ylabel=None, size=(640, 420), backend="auto"):
-    """One panel of lines: ``series`` is ``{name: y values}`` sharing ``x`` (default 1..n).
+def line_chart(series, path, *, x=None, title=None, xlabel=None, ylabel=None, size=(640, 420), backend="auto",
+               dashed=()):
+    """One panel of lines: ``series`` is ``{name: y values}`` sharing ``x`` (default 1..n), or
+    ``{name: (xs, ys)}`` for series with x values of their own; ``dashed`` names the series
+    drawn dashed (baselines).
 
     Writes a PNG of ``size`` (width, height) pixels at ``path`` and returns ``path``.
     """
     return curves({title or "": series}, path, x=x, xlabel=xlabel, ylabels=None if ylabel is None else [ylabel],
-                  size=size, backend=backend)
+                  size=size, backend=backend, dashed=dashed)
 
 
-def curves(panels, path, *, x=None, title=None, xlabel=None, ylabels=None, size=None, backend="auto"):
-    """Panels side by side, each a set of lines: ``panels`` is ``{panel title: {name: ys}}``.
+def curves(panels, path, *, x=None, title=None, xlabel=None, ylabels=None, size=None, backend="auto", dashed=()):
+    """Panels side by side, each a set of lines: ``panels`` is ``{panel title: {name: ys}}``
+    (or ``{name: (xs, ys)}``).
 
     ``x`` is shared by every series (default 1..n); ``ylabels`` optionally names each panel's
-    y axis. ``size`` defaults to 400 x 380 pixels per panel. Returns ``path``.
+    y axis; the series named in ``dashed`` are drawn dashed. ``size`` defaults to 400 x 380
+    pixels per panel. Returns ``path``.
     """
     rows = _panels(panels, x)
+    dashed = frozenset(dashed)
     if ylabels is not None and len(ylabels) != len(rows):
         raise ValueError(f"ylabels must name each of the {len(rows)} panels, got {len(ylabels)}")
     size = _check_size(size if size is not None else (400 * len(rows), 380))
     which = _resolve_backend(backend)
     path = os.fspath(path)
     if which == "matplotlib":
-        _mpl_curves(rows, path, title, xlabel, ylabels, size)
+        _mpl_curves(rows, path, title, xlabel, ylabels, size, dashed)
     else:
-        _pil_curves(rows, path, title, xlabel, ylabels, size)
+        _pil_curves(rows, path, title, xlabel, ylabels, size, dashed)
     return path
 
 
@@ -195,13 +205,13 @@ def _fix_size(path, size):
     fixed.save(path, format="PNG")
 
 
-def _mpl_curves(rows, path, title, xlabel, ylabels, size):
+def _mpl_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
     fig, dpi = _mpl_figure(size)
     axes = fig.subplots(1, len(rows), squeeze=False)[0]
     for i, (ax, (ptitle, series)) in enumerate(zip(axes, rows)):
         for j, (name, xs, ys) in enumerate(series):
             ax.plot(xs, ys, color=PALETTE[j % len(PALETTE)], marker="o" if xs.size <= 30 else None,
-                    markersize=3, linewidth=1.5, label=name)
+                    markersize=3, linewidth=1.5, label=name, linestyle="--" if name in dashed else "-")
         ax.set_title(ptitle, fontsize=10)
         if xlabel:
             ax.set_xlabel(xlabel)
@@ -393,7 +403,27 @@ def _legend(draw, entries, x, y, font, marker="line", frame=False):
     return y
 
 
-def _pil_curves(rows, path, title, xlabel, ylabels, size):
+def _dashes(run, on=7.0, off=5.0):
+    """The pieces of a polyline to draw for a dashed line: ``on`` pixels drawn, ``off`` skipped."""
+    pieces, cur, drawn, left = [], [run[0]], True, on
+    for (x0, y0), (x1, y1) in zip(run[:-1], run[1:]):
+        seg = math.hypot(x1 - x0, y1 - y0)
+        t = 0.0
+        while seg - t > left:
+            t += left
+            p = (x0 + (x1 - x0) * t / seg, y0 + (y1 - y0) * t / seg)
+            if drawn:
+                pieces.append(cur + [p])
+            cur, drawn = [p], not drawn
+            left = on if drawn else off
+        left -= seg - t
+        cur.append((x1, y1))
+    if drawn and len(cur) > 1:
+        pieces.append(cur)
+    return pieces
+
+
+def _pil_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
     from PIL import Image, ImageDraw  # noqa: PLC0415
 
     width, height = size
@@ -424,7 +454,8 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size):
             for q in pts + [None]:
                 if q is None:
                     if len(run) > 1:
-                        draw.line(run, fill=colour, width=2, joint="curve")
+                        for piece in (_dashes(run) if name in dashed else [run]):
+                            draw.line(piece, fill=colour, width=2, joint="curve")
                     run = []
                 else:
                     run.append(q)

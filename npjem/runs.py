@@ -56,7 +56,7 @@ from .recipes import (
 )
 
 __all__ = ["pretrain", "baselines", "ebm", "RunError", "RunInterrupted", "evaluate_features", "format_table",
-           "DATA_SETS", "RUN_FILES", "TABLE_COLUMNS", "shapes_variant"]
+           "DATA_SETS", "RUN_FILES", "TABLE_COLUMNS", "shapes_variant", "learning_curves"]
 
 # An argument named in a message: [[lr]], [[lr=0.01]] (with its value) or [[force!]] (a switch).
 _ARG = re.compile(r"\[\[(\w+)(!|=(.*?))?\]\]")
@@ -355,11 +355,14 @@ def baselines(*, data="shapes", out="runs/baselines", epochs=SUPERVISED["epochs"
               batch_size=SUPERVISED["batch_size"], optimizer=SUPERVISED["optimizer"], lr=SUPERVISED["lr"],
               weight_decay=SUPERVISED["weight_decay"], raw_probe_max_iter=SUPERVISED["raw_probe_max_iter"],
               only=("raw", "random", "supervised"), arch="convnet", width=32, n_train=None, n_test=None,
-              data_seed=0, seed=0, device=None, probe_max_iter=300, force=False, quiet=False):
+              data_seed=0, seed=0, device=None, probe_max_iter=300, probe_every=None, force=False, quiet=False):
     """The floor and the ceiling for ``pretrain``'s numbers, evaluated the same way: a linear probe
     and kNN on raw pixels (``"raw"``), on a randomly initialised backbone (``"random"``) and on the
     same backbone trained with labels (``"supervised"``: ``recipes.SUPERVISED``, cross-entropy, then
     probed like the others). ``only`` picks a subset (a sequence, or a comma-separated string).
+
+    ``probe_every`` (as ``pretrain``'s) probes the supervised backbone during its training: the
+    supervised row then carries ``probes``, the ceiling's learning curve.
 
     Writes ``baselines.json`` to ``out`` (``""`` writes nothing; a folder that holds a run is not
     overwritten without ``force``) and returns it: ``config``, ``rows`` (one dict per baseline).
@@ -381,11 +384,12 @@ def baselines(*, data="shapes", out="runs/baselines", epochs=SUPERVISED["epochs"
     check_positive(weight_decay, "weight_decay", allow_zero=True)
     check_choice(optimizer, "optimizer", ("sgd", "adam", "adamw"))
     _check_device(device)
+    probe_every = _probe_epochs(probe_every, epochs)
     args = _Settings(command="baselines", epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                      weight_decay=weight_decay, raw_probe_max_iter=raw_probe_max_iter,
                      only=only if isinstance(only, str) else ",".join(which), out=out, data=data, arch=arch,
                      width=width, n_train=n_train, n_test=n_test, data_seed=data_seed, seed=seed, device=device,
-                     probe_max_iter=probe_max_iter, force=force, quiet=quiet)
+                     probe_max_iter=probe_max_iter, probe_every=probe_every, force=force, quiet=quiet)
     return _baselines(args, which)
 
 
@@ -400,9 +404,9 @@ def _baselines(args, which):
                        "([[n_train]])")
     rows = []
 
-    def embed(bb, images):
-        from .methods.base import Method
+    from .methods.base import Method
 
+    def embed(bb, images):
         return Method(bb, views=lambda x, generator=None: (x,)).embed(images).data
 
     def add(name, htr, hte, probe_max_iter, t, **extra):
@@ -423,13 +427,22 @@ def _baselines(args, which):
     if "supervised" in which:
         t = time.perf_counter()
         bb = build_backbone(args.arch, args.width, seed=args.seed, device=args.device)
+        probes = []
+        every = args.probe_every
+
+        def probe(epoch, backbone):  # the supervised learning curve, like pretrain's probe_every
+            if every and epoch in every:
+                probes.append(_probe(args, Method(backbone, views=lambda x, generator=None: (x,)), train, test,
+                                     epoch))
+
         ft = ev.fine_tune(bb, train.images, train.labels, test.images, test.labels, epochs=args.epochs,
                           lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
                           weight_decay=args.weight_decay, augment=supervised_augmentation(32),
-                          warmup_epochs=max(1, args.epochs // 10), generator=args.seed, progress=not args.quiet)
+                          warmup_epochs=max(1, args.epochs // 10), generator=args.seed, progress=not args.quiet,
+                          epoch_callback=probe)
         add(f"supervised ({args.arch}-{args.width}, {args.epochs} ep)", embed(bb, train.images),
             embed(bb, test.images), args.probe_max_iter, t, fine_tune_accuracy=ft.accuracy,
-            fine_tune_train_accuracy=ft.train_accuracy)
+            fine_tune_train_accuracy=ft.train_accuracy, **({"probes": probes} if every else {}))
         print(f"supervised end-to-end test accuracy (its own head): {ft.accuracy:.3f}")
 
     print()
@@ -1029,3 +1042,65 @@ def _host(a):
 
     return backend.to_numpy(a)
 
+
+
+# ====================================================================== learning curves across runs
+
+def learning_curves(folders, path=None, *, title="Linear probe of the frozen backbone against training epochs"):
+    """One learning curve per run folder, from the ``probes`` their runs recorded (``probe_every``).
+
+    ``folders`` are ``pretrain`` folders (``results.json``) and ``baselines`` folders
+    (``baselines.json``: the supervised row's probes, and the random-init probe as a flat line).
+    The DAE, the jigsaw task and the baselines are drawn dashed. Writes a PNG to ``path`` when
+    given and returns the rows ``{"name", "epochs", "linear_probe", "best", "best_epoch",
+    "dashed"}``, one per curve, in the order the folders were given.
+    """
+    from . import plot
+    from .recipes import BASELINE_METHODS
+
+    rows = []
+    for folder in folders:
+        res_path, base_path = (os.path.join(folder, f) for f in ("results.json", "baselines.json"))
+        if os.path.exists(res_path):
+            with open(res_path, encoding="utf-8") as f:
+                res = json.load(f)
+            probes = [q for q in res.get("probes", []) if q.get("linear_probe") is not None]
+            name = res["config"]["method"] + ("" if res["config"].get("data") == "shapes"
+                                              else f" ({res['config'].get('data')})")
+            curves = [(name, probes, res["config"]["method"] in BASELINE_METHODS)]
+        elif os.path.exists(base_path):
+            with open(base_path, encoding="utf-8") as f:
+                rows_b = json.load(f)["rows"]
+            curves = []
+            for r in rows_b:
+                if r.get("probes"):
+                    curves.append(("supervised", [q for q in r["probes"] if q.get("linear_probe") is not None], True))
+                elif r["name"].startswith("random init"):
+                    curves.append(("random init", [{"epoch": 0, "linear_probe": r["linear_probe"]}], True))
+        else:
+            raise RunError(f"{folder}: no results.json or baselines.json (a pretrain or baselines run's folder)")
+        for name, probes, dashed in curves:
+            probes = sorted(probes, key=lambda q: q["epoch"])
+            if not probes:
+                raise RunError(f"{folder}: the run recorded no probes; run it with [[probe_every]]")
+            # A run's last epoch appears twice (the probe at the end and the run's own): keep one.
+            epochs, acc = [], []
+            for q in probes:
+                if epochs and epochs[-1] == q["epoch"]:
+                    continue
+                epochs.append(q["epoch"])
+                acc.append(q["linear_probe"])
+            best = int(np.argmax(acc))
+            rows.append({"name": name, "epochs": epochs, "linear_probe": acc, "best": acc[best],
+                         "best_epoch": epochs[best], "dashed": dashed})
+    if path is not None and rows:
+        last = max(e for r in rows for e in r["epochs"])
+        series = {}
+        for r in rows:
+            xs, ys = r["epochs"], r["linear_probe"]
+            if len(xs) == 1:  # a flat baseline (random init) spans the whole axis
+                xs, ys = [max(xs[0], 1), last], [ys[0], ys[0]]
+            series[r["name"]] = (xs, ys)
+        plot.line_chart(series, path, title=title, xlabel="epoch", ylabel="linear probe accuracy", size=(900, 560),
+                        dashed=[r["name"] for r in rows if r["dashed"]])
+    return rows

@@ -295,3 +295,45 @@ def test_a_shapes_variant_is_a_data_name(tmp_path):
     with pytest.raises(SystemExit) as e:
         cli.main(["pretrain", "--data", "shapes-noblur", *TINY_FLAGS, "--out", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_the_supervised_ceiling_has_a_learning_curve_too():
+    res = runs.baselines(out="", only="supervised", epochs=2, n_train=100, n_test=20, width=4, batch_size=32,
+                         probe_max_iter=5, probe_every=1, quiet=True)
+    (row,) = res["rows"]
+    assert [q["epoch"] for q in row["probes"]] == [1, 2]
+    assert row["probes"][-1]["linear_probe"] == row["linear_probe"]  # the last probe is the row's own
+    plain = runs.baselines(out="", only="supervised", epochs=2, n_train=100, n_test=20, width=4, batch_size=32,
+                           probe_max_iter=5, quiet=True)
+    assert plain["rows"][0]["fine_tune_accuracy"] == row["fine_tune_accuracy"]  # probing changed nothing
+    assert "probes" not in plain["rows"][0]
+
+
+def test_learning_curves_gather_the_probes_of_every_run(tmp_path):
+    import importlib.util
+
+    two = {**TINY, "epochs": 2}
+    runs.pretrain("simclr", out=str(tmp_path / "simclr"), probe_every=1, **two)
+    runs.pretrain("dae", out=str(tmp_path / "dae"), probe_every=[2], **{**two, "hidden_dim": None, "out_dim": None})
+    runs.baselines(out=str(tmp_path / "base"), only="random,supervised", epochs=2, n_train=100, n_test=24, width=4,
+                   batch_size=32, probe_max_iter=5, probe_every=1, quiet=True)
+    png = tmp_path / "curves.png"
+    rows = runs.learning_curves([str(tmp_path / d) for d in ("simclr", "dae", "base")], str(png))
+    by = {r["name"]: r for r in rows}
+    assert list(by) == ["simclr", "dae", "random init", "supervised"]
+    assert by["simclr"]["epochs"] == [1, 2] and not by["simclr"]["dashed"]  # the end's probe counted once
+    assert by["dae"]["dashed"] and by["supervised"]["dashed"] and by["random init"]["epochs"] == [0]
+    r = by["simclr"]
+    assert r["best"] == max(r["linear_probe"]) and r["best_epoch"] in r["epochs"]
+    assert png.stat().st_size > 2000
+    with pytest.raises(runs.RunError, match="no probes"):
+        runs.pretrain("simclr", out=str(tmp_path / "plain"), **TINY)
+        runs.learning_curves([str(tmp_path / "plain")])
+    with pytest.raises(runs.RunError, match="no results.json"):
+        runs.learning_curves([str(tmp_path)])
+    spec = importlib.util.spec_from_file_location("lc", os.path.join(os.path.dirname(__file__), "..", "examples",
+                                                                     "learning_curves.py"))
+    lc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lc)
+    text = lc.table(rows)
+    assert text.splitlines()[0] == "| method | ep 0 | ep 1 | ep 2 | best (epoch) |" and "| simclr |" in text
