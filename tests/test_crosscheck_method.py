@@ -25,12 +25,19 @@ from npjem.nn.models import ConvNet  # noqa: E402
 _EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "check_my_pytorch_byol.py"
 
 
-@pytest.fixture(scope="module")
-def byol_example():
+def _load_example():
     spec = importlib.util.spec_from_file_location("check_my_pytorch_byol", _EXAMPLE)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+_EX = _load_example()
+
+
+@pytest.fixture(scope="module")
+def byol_example():
+    return _EX
 
 
 def test_a_faithful_byol_step_agrees_for_ten_steps(byol_example):
@@ -95,20 +102,6 @@ def test_weight_decay_on_biases_and_norms_is_named(byol_example):
 WIDTHS, HIDDEN, BOTTLENECK, K = (4, 8), 16, 8, 12
 
 
-class _Backbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        layers, c = [], 3
-        for i, w in enumerate(WIDTHS):
-            layers += [nn.Conv2d(c, w, 3, stride=1 if i == 0 else 2, padding=1, bias=False), nn.BatchNorm2d(w),
-                       nn.ReLU()]
-            c = w
-        self.features = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.features(x).mean(dim=(2, 3))
-
-
 class _WeightNormLinear(nn.Module):
     def __init__(self, i, o):
         super().__init__()
@@ -133,7 +126,7 @@ class _Head(nn.Module):
 class _DINO(nn.Module):
     def __init__(self):
         super().__init__()
-        self.backbone, self.projector = _Backbone(), _Head()
+        self.backbone, self.projector = _EX.Encoder(WIDTHS), _Head()
         self.backbone_teacher, self.projector_teacher = copy.deepcopy(self.backbone), copy.deepcopy(self.projector)
         for p in list(self.backbone_teacher.parameters()) + list(self.projector_teacher.parameters()):
             p.requires_grad = False
