@@ -847,6 +847,29 @@ def _stat_array(t, name, c):
     return arr
 
 
+def _channels_last(a):
+    """``a`` (N, C, …) seen with the channel axis last, (M, C) without a copy when the channels
+    are the fastest axis in memory (a convolution's output, a Linear's (N, C)); otherwise the
+    moved-axis view (N, …, C). Either way an elementwise result keeps ``a``'s memory layout."""
+    xp = backend.get_array_module(a)
+    v = xp.moveaxis(a, 1, -1)
+    return v.reshape(-1, a.shape[1]) if v.flags.c_contiguous else v
+
+
+def _from_channels_last(r, shape):
+    """Undo ``_channels_last`` for an array ``r`` of the same layout: a view of shape ``shape``."""
+    xp = backend.get_array_module(r)
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return xp.moveaxis(r.reshape(moved), -1, 1)
+
+
+def _channel_dot(a, b):
+    """Σ over everything but the last axis of a·b, per channel, without the a·b temporary."""
+    xp = backend.get_array_module(a)
+    sub = "abcdefghijklmnopqrstuvwxy"[:a.ndim - 1] + "z"
+    return xp.einsum(f"{sub},{sub}->z", a, b)
+
+
 class _BatchNormTrain(Function):
     """y = (x − μ_B)·γ/√(σ²_B + ε) + β with the batch statistics over ``axes`` (training mode).
 
@@ -859,6 +882,13 @@ class _BatchNormTrain(Function):
     Under ``create_graph`` the backward is written with Tensor operations and μ, σ² are
     recomputed from x, so the gradient is itself differentiable in x, γ and gy (second-order
     methods need that); otherwise it runs on arrays in fewer passes (``_backward_arrays``).
+
+    The array passes run on x seen channels-last, (M, C) (``_channels_last``: no copy for a
+    convolution's output), and the two sums of products, Σ(x − μ)² and Σ gy·(x − μ), are
+    ``einsum`` contractions that make no full-size temporary: BatchNorm's forward and backward
+    took 21 % of the SimCLR step before, 2 full-size passes fewer each now. The contraction
+    sums in a different order from ``(d * d).mean`` (the float32 result differs in the last
+    bits; the formula is the same).
     """
 
     def __init__(self, axes, shape, eps, has_weight, has_bias):
@@ -867,16 +897,18 @@ class _BatchNormTrain(Function):
 
     def forward(self, x, *wb):
         xp = backend.get_array_module(x)
-        mean = x.mean(axis=self.axes, keepdims=True)
-        d = x - mean
-        var = (d * d).mean(axis=self.axes, keepdims=True)
+        r = _channels_last(x)
+        n = x.size // x.shape[1]
+        mean = r.mean(axis=tuple(range(r.ndim - 1)))
+        d = r - mean
+        var = _channel_dot(d, d) / n
         invstd = 1.0 / xp.sqrt(var + self.eps)
         self.mean, self.var, self.invstd = mean, var, invstd
-        scale = invstd * wb[0].reshape(self.shape) if self.has_weight else invstd
+        scale = invstd * wb[0] if self.has_weight else invstd
         d *= scale
         if self.has_bias:
-            d += wb[-1].reshape(self.shape)
-        return d
+            d += wb[-1]
+        return _from_channels_last(d, x.shape)
 
     def backward(self, gy):
         x = self.inputs[0]
@@ -907,19 +939,24 @@ class _BatchNormTrain(Function):
         """The same gradients on arrays, when no graph is built, in fewer full-size passes:
         ∂x = s·gy + a·(x − μ) + b with per-channel s = γ/√(σ² + ε), a = −s·∂γ/(n√(σ² + ε)),
         b = −s·∂β/n. (x − μ is formed rather than expanded: Σ gy·x − μ Σ gy would cancel
-        catastrophically in float32 when |μ| ≫ σ.)"""
+        catastrophically in float32 when |μ| ≫ σ.) gy is read in x's layout (a convolution's
+        output gradient arrives channels-last, like x); otherwise the one copy is made here."""
         xp = backend.get_array_module(gy)
         invstd = self.invstd
-        d = x - self.mean
-        gb = gy.sum(axis=self.axes, keepdims=True)
-        gw = xp.sum(gy * d, axis=self.axes, keepdims=True) * invstd
+        r = _channels_last(x)
+        g = xp.moveaxis(gy, 1, -1)
+        if r.ndim == 2:
+            g = g.reshape(r.shape)  # a view when gy is laid out like x, else the one copy
+        d = r - self.mean
+        gb = g.sum(axis=tuple(range(g.ndim - 1)))
+        gw = _channel_dot(g, d) * invstd
         out = []
         if need[0]:
-            s = invstd * w.reshape(self.shape) if w is not None else invstd
+            s = invstd * w if w is not None else invstd
             d *= -s * invstd * gw * (1.0 / n)
-            d += gy * s
+            d += g * s
             d -= s * gb * (1.0 / n)
-            out.append(Tensor(d))
+            out.append(Tensor(_from_channels_last(d, x.shape)))
         else:
             out.append(None)
         if self.has_weight:
