@@ -28,8 +28,8 @@ adds each kernel offset's slab straight into the input gradient with one strided
 per offset, only the taps that fall inside the input (no padded buffer) — never ``add.at``.
 The output is a channels-last array seen through an NCHW view; elementwise layers keep that
 layout, the next convolution reads it without a transpose, and so does the backward: the
-output gradient's rows (N·Ho·Wo, O) are a view of a channels-last gradient, which both
-backward GEMMs read transposed.
+output gradient's rows (N·Ho·Wo, O) are a view of a channels-last gradient, which the two
+backward GEMMs read as they are (input gradient) and transposed (weight gradient).
 
 Only the gradients something needs are computed (``needs_input_grad``): a batch of images
 that does not require a gradient costs no input-gradient GEMM. The weight gradient rebuilds
@@ -213,9 +213,10 @@ def _gy_rows(gy):
     """gy (N, O, Ho, Wo) → (N·Ho·Wo, O): the rows of the output gradient, channels-last.
 
     A view, without a copy, when gy is channels-last in memory (what the forward returns and
-    elementwise layers and BatchNorm keep); a copy otherwise. Both GEMMs read it through
-    transposed views, which OpenBLAS runs as fast as a contiguous (O, N·Ho·Wo) copy, and the
-    transposing copy it replaces cost 10 % of the SimCLR step (benchmarks/profile_step.py).
+    elementwise layers and BatchNorm keep); a copy otherwise. The input-gradient GEMM reads
+    these rows as they are, the weight-gradient GEMM their transposed view, which OpenBLAS runs
+    as fast as a contiguous (O, N·Ho·Wo) copy; that transposing copy cost 13–17 % of the SimCLR step's CPU time
+    (benchmarks/profile_step.py, docs/performance.md).
     """
     xp = backend.get_array_module(gy)
     n, o, ho, wo = gy.shape
