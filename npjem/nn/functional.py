@@ -215,8 +215,8 @@ def _gy_rows(gy):
     A view, without a copy, when gy is channels-last in memory (what the forward returns and
     elementwise layers and BatchNorm keep); a copy otherwise. The input-gradient GEMM reads
     these rows as they are, the weight-gradient GEMM their transposed view, which OpenBLAS runs
-    as fast as a contiguous (O, N·Ho·Wo) copy; that transposing copy cost 13–17 % of the SimCLR step's CPU time
-    (benchmarks/profile_step.py, docs/performance.md).
+    as fast as a contiguous (O, N·Ho·Wo) copy; that transposing copy cost 13–17 % of the
+    SimCLR step's CPU time (benchmarks/profile_step.py, docs/performance.md).
     """
     xp = backend.get_array_module(gy)
     n, o, ho, wo = gy.shape
