@@ -449,6 +449,9 @@ def _check_grad_output(out: Tensor, g, what: str) -> Tensor:
 
 
 def _reduce_to_input(gx: Tensor, x: Tensor, fn: Function) -> Tensor:
+    g, a = gx.data, x.data
+    if g.dtype == a.dtype and g.shape == a.shape:  # the common case, once per gradient
+        return gx
     from . import ops
 
     if gx.dtype != x.dtype:
