@@ -137,9 +137,9 @@ def gemm_shapes(batch, step):
         for n0 in range(0, n, blk):
             m = (min(n0 + blk, n) - n0) * rows_per_image
             calls.append(((m, k), False, (k, o), True))     # forward: cols @ Wᵀ
-            if c != 3:                                      # input gradient (not for the images)
-                calls.append(((m, o), True, (o, k), False))
-            calls.append(((o, m), False, (m, k), False))    # weight gradient: gyᵀ @ cols
+            if c != 3:                                      # input gradient: gy rows @ W
+                calls.append(((m, o), False, (o, k), False))
+            calls.append(((o, m), True, (m, k), False))     # weight gradient: (gy rows)ᵀ @ cols
         h, w, c = ho, wo, o
     return calls
 
