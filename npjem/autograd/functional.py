@@ -11,10 +11,10 @@ from .. import backend
 from .._checks import check_choice
 from . import ops
 from .ops import exp, log, sqrt, where
-from .tensor import Function, Tensor, as_tensor
+from .tensor import Function, Tensor, as_tensor, is_grad_enabled
 
 __all__ = [
-    "relu", "leaky_relu", "gelu", "softplus", "sigmoid", "tanh", "logsumexp", "softmax",
+    "relu", "leaky_relu", "gelu", "silu", "softplus", "sigmoid", "tanh", "logsumexp", "softmax",
     "log_softmax", "norm", "normalize", "cosine_similarity", "cross_entropy", "nll_loss",
     "mse_loss", "smooth_l1_loss", "layer_norm", "linear", "dropout", "one_hot",
     "binary_cross_entropy_with_logits",
@@ -59,6 +59,45 @@ class _ReLU(Function):
 def relu(x):
     """max(x, 0); the gradient at 0 is 0, as in PyTorch."""
     return _ReLU()(as_tensor(x))
+
+
+class _SiLU(Function):
+    """y = x·σ(x); ∂y/∂x = σ(x)·(1 + x·(1 − σ(x))), as ``torch.nn.functional.silu``'s backward.
+
+    One primitive rather than ``x * sigmoid(x)``: the composite records two ops forward and
+    five backward, each with its temporaries and its Python, and the swish MLP of a Langevin
+    sampler is made of little else (``benchmarks/langevin.py``). σ is computed as
+    ``ops.sigmoid`` computes it (tanh form), in place, and kept for the backward, so the
+    forward values are the composite's bit for bit; the backward groups the same terms
+    differently (last-bit float differences). Under ``create_graph`` the backward is
+    written with Tensor operations and σ recomputed from x, so it is differentiable again.
+    """
+
+    def forward(self, x):
+        xp = backend.get_array_module(x)
+        s = xp.tanh(x * 0.5)
+        s *= 0.5
+        s += 0.5
+        self._s = s
+        return x * s
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        if is_grad_enabled():
+            s = ops.sigmoid(x)
+            return gy * (s * ((1.0 - s) * x + 1.0))
+        s = self._s
+        g = 1.0 - s
+        g *= x.data
+        g += 1.0
+        g *= s
+        g *= gy.data
+        return Tensor(backend.get_array_module(g).asarray(g))  # a 0-d input makes NumPy scalars
+
+
+def silu(x):
+    """x·σ(x) (swish), ``torch.nn.functional.silu``; differentiable to any order."""
+    return _SiLU()(as_tensor(x))
 
 
 def leaky_relu(x, negative_slope=0.01):

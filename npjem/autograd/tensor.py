@@ -275,11 +275,6 @@ class Tensor:
         backward([self], None if gradient is None else [gradient], retain_graph=retain_graph,
                  create_graph=create_graph)
 
-    def _set_creator(self, fn):
-        self.creator = fn
-        self.generation = fn.generation + 1
-
-
 def tensor(data, dtype=None, device=None, requires_grad=False) -> Tensor:
     """A new leaf tensor, as ``torch.tensor``: always a copy; host data (lists, scalars, NumPy
     arrays) goes to ``device``, the default device when None, and a device array stays on its
@@ -345,23 +340,38 @@ class Function:
     _freed = False
 
     def __call__(self, *inputs):
-        like = next((x for x in inputs if isinstance(x, Tensor)), None)
-        inputs = tuple(as_tensor(x, like) for x in inputs)
+        # Written as plain loops with a fast path for all-Tensor inputs: this runs once per op,
+        # and for small arrays (a Langevin step on an MLP: 27 ops) its Python cost is a large
+        # share of the op's time.
+        like = None
+        for x in inputs:
+            if isinstance(x, Tensor):
+                like = x
+                break
+        if not all(isinstance(x, Tensor) for x in inputs):
+            inputs = tuple(as_tensor(x, like) for x in inputs)
+        record = self.differentiable and _Mode.enabled
         if len(inputs) > 1:
             kind = type(inputs[0].data)
-            if any(type(x.data) is not kind for x in inputs[1:]):
-                _check_one_device(self, inputs)
-        ys = self.forward(*(x.data for x in inputs))
+            for x in inputs[1:]:
+                if type(x.data) is not kind:
+                    _check_one_device(self, inputs)
+                    break
+        ys = self.forward(*[x.data for x in inputs])
         single = not isinstance(ys, tuple)
         if single:
             ys = (ys,)
         # NumPy returns scalars (np.float64), not 0-d arrays, from full reductions and scalar
         # indexing; .data is always an array (writable, with __dlpack__, keeps its dtype when
         # wrapped again).
-        ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)  # host
-        record = (
-            self.differentiable and _Mode.enabled and any(x.requires_grad for x in inputs)
-        )
+        if not all(type(y) is np.ndarray for y in ys):
+            ys = tuple(y if backend.is_array(y) else np.asarray(y) for y in ys)  # host
+        if record:
+            record = False
+            for x in inputs:
+                if x.requires_grad:
+                    record = True
+                    break
         outputs = []
         for y in ys:
             t = Tensor.__new__(Tensor)
@@ -370,13 +380,15 @@ class Function:
             outputs.append(t)
         if record:
             self._seq = next(_sequence)
-            self.generation = max(x.generation for x in inputs)
+            self.generation = max([x.generation for x in inputs])
             self.inputs = inputs
-            self.needs_input_grad = tuple(x.requires_grad for x in inputs)
+            self.needs_input_grad = tuple([x.requires_grad for x in inputs])
+            generation = self.generation + 1
             for t in outputs:
-                t.requires_grad = t.data.dtype.kind in "fc"
-                t._set_creator(self)
-            self.outputs = tuple(weakref.ref(t) for t in outputs)
+                if t.data.dtype.kind in "fc":
+                    t.requires_grad = True
+                t.creator, t.generation = self, generation
+            self.outputs = tuple([weakref.ref(t) for t in outputs])
         return outputs[0] if single else tuple(outputs)
 
     def output(self, i=0) -> Tensor:
@@ -437,6 +449,9 @@ def _check_grad_output(out: Tensor, g, what: str) -> Tensor:
 
 
 def _reduce_to_input(gx: Tensor, x: Tensor, fn: Function) -> Tensor:
+    g, a = gx.data, x.data
+    if g.dtype == a.dtype and g.shape == a.shape:  # the common case, once per gradient
+        return gx
     from . import ops
 
     if gx.dtype != x.dtype:

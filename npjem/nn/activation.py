@@ -65,7 +65,7 @@ class SiLU(Module):
         self.inplace = bool(inplace)
 
     def forward(self, input):  # noqa: A002
-        return input * ops.sigmoid(input)
+        return F.silu(input)
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""

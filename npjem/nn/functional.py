@@ -24,9 +24,12 @@ match once per call. Channels-last windows copy runs of C contiguous numbers, wh
 3× faster than NCHW windows. Working a few images at a time (``backend.block_bytes``) keeps
 the columns in cache between the copy and the GEMM, and the input gradient's column matrix
 in cache between its GEMM and col2im (3-4× faster than whole-batch passes on the CPU). col2im
-adds each kernel offset's slab into the padded gradient with one strided slice-add per
-offset — never ``add.at``. The output is a channels-last array seen through an NCHW view;
-elementwise layers keep that layout and the next convolution reads it without a transpose.
+adds each kernel offset's slab straight into the input gradient with one strided slice-add
+per offset, only the taps that fall inside the input (no padded buffer) — never ``add.at``.
+The output is a channels-last array seen through an NCHW view; elementwise layers keep that
+layout, the next convolution reads it without a transpose, and so does the backward: the
+output gradient's rows (N·Ho·Wo, O) are a view of a channels-last gradient, which the two
+backward GEMMs read as they are (input gradient) and transposed (weight gradient).
 
 Only the gradients something needs are computed (``needs_input_grad``): a batch of images
 that does not require a gradient costs no input-gradient GEMM. The weight gradient rebuilds
@@ -207,10 +210,48 @@ def _weight_from_matrix(m, shape):
 
 
 def _gy_rows(gy):
-    """gy (N, O, Ho, Wo) → (O, N·Ho·Wo), contiguous: the layout the weight GEMM runs fastest on."""
+    """gy (N, O, Ho, Wo) → (N·Ho·Wo, O): the rows of the output gradient, channels-last.
+
+    A view, without a copy, when gy is channels-last in memory (what the forward returns and
+    elementwise layers and BatchNorm keep); a copy otherwise. The input-gradient GEMM reads
+    these rows as they are, the weight-gradient GEMM their transposed view, which OpenBLAS runs
+    as fast as a contiguous (O, N·Ho·Wo) copy; that transposing copy cost 13–17 % of the
+    SimCLR step's CPU time (benchmarks/profile_step.py, docs/performance.md).
+    """
     xp = backend.get_array_module(gy)
     n, o, ho, wo = gy.shape
-    return xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
+    return xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(n * ho * wo, o)
+
+
+def _kept_range(offset, out_len, in_len, stride, pad):
+    """Output positions p whose tap p·stride + offset − pad lands inside the unpadded input:
+    (slice of p, slice of input positions). Taps on the padding are dropped, never added."""
+    lo = max(0, -((offset - pad) // stride))
+    hi = min(out_len, (in_len - 1 + pad - offset) // stride + 1)
+    if hi <= lo:
+        return None
+    first = lo * stride + offset - pad
+    return slice(lo, hi), slice(first, first + (hi - lo - 1) * stride + 1, stride)
+
+
+def _col2im(d, out, g):
+    """Adds each kernel offset's slab of the column gradient ``d`` (n, Ho, Wo, G, kh, kw, C/G)
+    into ``out`` (n, H, W, G, C/G, zeroed): one strided slice-add per offset, the offsets in
+    row-major order. Only taps inside the input are added, so no padded buffer and no copy
+    out of it; each element receives the same additions in the same order as before."""
+    _, ho, wo = d.shape[:3]
+    _, h, w = out.shape[:3]
+    (pt, _), (pl, _) = g.pads
+    for i in range(g.kh):
+        rows = _kept_range(i * g.dh, ho, h, g.sh, pt)
+        if rows is None:
+            continue
+        for j in range(g.kw):
+            cols = _kept_range(j * g.dw, wo, w, g.sw, pl)
+            if cols is None:
+                continue
+            out[:, rows[1], cols[1]] += d[:, rows[0], cols[0], :, i, j, :]
+    return out
 
 
 def _conv_forward(x, w, b, g, keep_cols):
@@ -247,42 +288,35 @@ def _conv_input_grad(gy, w, g, in_hw, gt=None):
     groups = g.groups
     og, c = o // groups, cg * groups
     h, wd = in_hw
-    hp, wp = g.padded_hw(h, wd)
-    (pt, _), (pl, _) = g.pads
     gt = _gy_rows(gy) if gt is None else gt
-    gt3 = gt.reshape(groups, og, n * ho * wo)
+    gt3 = gt.reshape(n * ho * wo, groups, og).transpose(1, 0, 2)
     wm = _weight_matrix(w, groups)
-    gx = xp.empty((n, h, wd, groups, cg), dtype=gy.dtype)
-    ranges, block = _blocks(n, ho * wo * c * kh * kw * gy.itemsize, xp)
-    gpad = xp.empty((block, hp, wp, groups, cg), dtype=gy.dtype)
+    gx = xp.zeros((n, h, wd, groups, cg), dtype=gy.dtype)
+    ranges, _ = _blocks(n, ho * wo * c * kh * kw * gy.itemsize, xp)
     hw = ho * wo
     for n0, n1 in ranges:
         cc = n1 - n0
         r0, r1 = n0 * hw, n1 * hw
         if groups == 1:
-            d = (gt[:, r0:r1].T @ wm[0]).reshape(cc, ho, wo, 1, kh, kw, cg)
+            d = (gt[r0:r1] @ wm[0]).reshape(cc, ho, wo, 1, kh, kw, cg)
         else:
-            d = xp.matmul(gt3[:, :, r0:r1].transpose(0, 2, 1), wm)
+            d = xp.matmul(gt3[:, r0:r1], wm)
             d = d.reshape(groups, cc, ho, wo, kh, kw, cg).transpose(1, 2, 3, 0, 4, 5, 6)
-        gp = gpad[:cc]
-        gp.fill(0)
-        for i, j, hs, ws in g.offsets(ho, wo):
-            gp[:, hs, ws] += d[:, :, :, :, i, j, :]
-        gx[n0:n1] = gp[:, pt:pt + h, pl:pl + wd]
+        _col2im(d, gx[n0:n1], g)
     return gx.reshape(n, h, wd, c).transpose(0, 3, 1, 2)
 
 
 def _conv_weight_grad(x, gy, g, w_shape, cols=None, gt=None):
-    """gW = gy_rows @ cols(x), reshaped to (O, C/G, kh, kw); recomputes columns when not kept."""
+    """gW = gy_rowsᵀ @ cols(x), reshaped to (O, C/G, kh, kw); recomputes columns when not kept."""
     xp = backend.get_array_module(x)
     o = w_shape[0]
     groups = g.groups
     og = o // groups
     gt = _gy_rows(gy) if gt is None else gt
-    gt3 = gt.reshape(groups, og, gt.shape[1])
+    gt3 = gt.reshape(gt.shape[0], groups, og).transpose(1, 2, 0)  # (G, O/G, rows), a view
     if cols is not None:
         if groups == 1:
-            gm = (gt @ cols[:, 0, :])[None]
+            gm = (gt.T @ cols[:, 0, :])[None]
         else:
             gm = xp.matmul(gt3, cols.transpose(1, 0, 2))
         return _weight_from_matrix(gm, w_shape)
@@ -293,7 +327,7 @@ def _conv_weight_grad(x, gy, g, w_shape, cols=None, gt=None):
         r0, r1 = im.rows(n0, n1)
         c = im.cols(n0, n1, scratch[:r1 - r0])
         if groups == 1:
-            gm[0] += gt[:, r0:r1] @ c[:, 0, :]
+            gm[0] += gt[r0:r1].T @ c[:, 0, :]
         else:
             gm += xp.matmul(gt3[:, :, r0:r1], c.transpose(1, 0, 2))
     return _weight_from_matrix(gm, w_shape)
@@ -814,6 +848,29 @@ def _stat_array(t, name, c):
     return arr
 
 
+def _channels_last(a):
+    """``a`` (N, C, …) seen with the channel axis last, (M, C) without a copy when the channels
+    are the fastest axis in memory (a convolution's output, a Linear's (N, C)); otherwise the
+    moved-axis view (N, …, C). Either way an elementwise result keeps ``a``'s memory layout."""
+    xp = backend.get_array_module(a)
+    v = xp.moveaxis(a, 1, -1)
+    return v.reshape(-1, a.shape[1]) if v.flags.c_contiguous else v
+
+
+def _from_channels_last(r, shape):
+    """Undo ``_channels_last`` for an array ``r`` of the same layout: a view of shape ``shape``."""
+    xp = backend.get_array_module(r)
+    moved = (shape[0],) + tuple(shape[2:]) + (shape[1],)
+    return xp.moveaxis(r.reshape(moved), -1, 1)
+
+
+def _channel_dot(a, b):
+    """Σ over everything but the last axis of a·b, per channel, without the a·b temporary."""
+    xp = backend.get_array_module(a)
+    sub = "abcdefghijklmnopqrstuvwxy"[:a.ndim - 1] + "z"
+    return xp.einsum(f"{sub},{sub}->z", a, b)
+
+
 class _BatchNormTrain(Function):
     """y = (x − μ_B)·γ/√(σ²_B + ε) + β with the batch statistics over ``axes`` (training mode).
 
@@ -826,6 +883,13 @@ class _BatchNormTrain(Function):
     Under ``create_graph`` the backward is written with Tensor operations and μ, σ² are
     recomputed from x, so the gradient is itself differentiable in x, γ and gy (second-order
     methods need that); otherwise it runs on arrays in fewer passes (``_backward_arrays``).
+
+    The array passes run on x seen channels-last, (M, C) (``_channels_last``: no copy for a
+    convolution's output), and the two sums of products, Σ(x − μ)² and Σ gy·(x − μ), are
+    ``einsum`` contractions that make no full-size temporary: BatchNorm's forward and backward
+    took 21 % of the SimCLR step before, 2 full-size passes fewer each now. The contraction
+    sums in a different order from ``(d * d).mean`` (the float32 result differs in the last
+    bits; the formula is the same).
     """
 
     def __init__(self, axes, shape, eps, has_weight, has_bias):
@@ -834,16 +898,18 @@ class _BatchNormTrain(Function):
 
     def forward(self, x, *wb):
         xp = backend.get_array_module(x)
-        mean = x.mean(axis=self.axes, keepdims=True)
-        d = x - mean
-        var = (d * d).mean(axis=self.axes, keepdims=True)
+        r = _channels_last(x)
+        n = x.size // x.shape[1]
+        mean = r.mean(axis=tuple(range(r.ndim - 1)))
+        d = r - mean
+        var = _channel_dot(d, d) / n
         invstd = 1.0 / xp.sqrt(var + self.eps)
         self.mean, self.var, self.invstd = mean, var, invstd
-        scale = invstd * wb[0].reshape(self.shape) if self.has_weight else invstd
+        scale = invstd * wb[0] if self.has_weight else invstd
         d *= scale
         if self.has_bias:
-            d += wb[-1].reshape(self.shape)
-        return d
+            d += wb[-1]
+        return _from_channels_last(d, x.shape)
 
     def backward(self, gy):
         x = self.inputs[0]
@@ -874,19 +940,24 @@ class _BatchNormTrain(Function):
         """The same gradients on arrays, when no graph is built, in fewer full-size passes:
         ∂x = s·gy + a·(x − μ) + b with per-channel s = γ/√(σ² + ε), a = −s·∂γ/(n√(σ² + ε)),
         b = −s·∂β/n. (x − μ is formed rather than expanded: Σ gy·x − μ Σ gy would cancel
-        catastrophically in float32 when |μ| ≫ σ.)"""
+        catastrophically in float32 when |μ| ≫ σ.) gy is read in x's layout (a convolution's
+        output gradient arrives channels-last, like x); otherwise the one copy is made here."""
         xp = backend.get_array_module(gy)
         invstd = self.invstd
-        d = x - self.mean
-        gb = gy.sum(axis=self.axes, keepdims=True)
-        gw = xp.sum(gy * d, axis=self.axes, keepdims=True) * invstd
+        r = _channels_last(x)
+        g = xp.moveaxis(gy, 1, -1)
+        if r.ndim == 2:
+            g = g.reshape(r.shape)  # a view when gy is laid out like x, else the one copy
+        d = r - self.mean
+        gb = g.sum(axis=tuple(range(g.ndim - 1)))
+        gw = _channel_dot(g, d) * invstd
         out = []
         if need[0]:
-            s = invstd * w.reshape(self.shape) if w is not None else invstd
+            s = invstd * w if w is not None else invstd
             d *= -s * invstd * gw * (1.0 / n)
-            d += gy * s
+            d += g * s
             d -= s * gb * (1.0 / n)
-            out.append(Tensor(d))
+            out.append(Tensor(_from_channels_last(d, x.shape)))
         else:
             out.append(None)
         if self.has_weight:

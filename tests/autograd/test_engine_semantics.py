@@ -205,7 +205,7 @@ FLOAT32_FORMS = {
     "exp": npjem.exp, "log": lambda x: npjem.log(abs(x) + 1), "erf": npjem.erf,
     "sigmoid": npjem.sigmoid, "tanh": npjem.tanh, "sqrt": lambda x: npjem.sqrt(abs(x) + 1),
     "softmax": F.softmax, "log_softmax": F.log_softmax, "logsumexp": F.logsumexp,
-    "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "softplus": F.softplus,
+    "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "softplus": F.softplus, "silu": F.silu,
     "softplus_beta": lambda x: F.softplus(x, beta=2.0), "relu": F.relu, "leaky": F.leaky_relu,
     "normalize": F.normalize, "layer_norm": lambda x: F.layer_norm(x, (4,)),
     "cross_entropy": lambda x: F.cross_entropy(x, np.array([0, 3, 1])),

@@ -70,6 +70,24 @@ def test_softplus(data, shape, beta):
     assert np.allclose(F.softplus(T(x), beta=beta).numpy(), np.logaddexp(0, beta * x) / beta, rtol=1e-12)
 
 
+@given(data=st.data(), shape=SHAPES)
+def test_silu(data, shape):
+    x = data.draw(nt.arrays(shape, min_value=-30, max_value=30), label="x")
+    check(F.silu, x)
+    # The fused forward computes σ exactly as npjem.sigmoid does: the composite's values bit for bit.
+    assert np.array_equal(F.silu(T(x)).numpy(), (T(x) * npjem.sigmoid(T(x))).numpy())
+    # (σ's tanh form loses relative precision for x ≪ 0, hence the absolute tolerance.)
+    assert np.allclose(F.silu(T(x)).numpy(), x * special.expit(x), rtol=1e-12, atol=1e-13)
+    # First-order backward on arrays and the create_graph one (Tensor ops) agree.
+    gy = np.random.default_rng(len(x.shape)).standard_normal(x.shape)
+    xt = T(x)
+    (g1,) = npjem.grad(F.silu(xt), [xt], grad_outputs=T(gy, requires_grad=False))
+    (g2,) = npjem.grad(F.silu(xt), [xt], grad_outputs=T(gy, requires_grad=False), create_graph=True)
+    want = gy * special.expit(x) * (1 + x * (1 - special.expit(x)))
+    assert np.allclose(g1.numpy(), want, rtol=1e-12, atol=1e-13)
+    assert np.allclose(g2.numpy(), want, rtol=1e-12, atol=1e-13)
+
+
 def test_softplus_does_not_overflow():
     y = F.softplus(T([-1000.0, 1000.0]))
     assert np.allclose(y.numpy(), [0.0, 1000.0])

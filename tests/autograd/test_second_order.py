@@ -41,6 +41,7 @@ UNARY = {
     "gelu": (F.gelu, nt.arrays),
     "gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"), nt.arrays),
     "softplus": (F.softplus, nt.arrays),
+    "silu": (F.silu, nt.arrays),
     "abs_times_x": (lambda t: abs(t) * t, lambda s: nt.arrays(s, elements=nt.values_away_from([0.0], 0.1))),
 }
 

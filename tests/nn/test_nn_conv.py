@@ -359,3 +359,20 @@ def test_cached_columns_give_the_same_gradients_and_are_released(groups):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(grads[0][1] / 2, host(F.conv2d(T(x), T(w), None, (2, 1), 1, 1, groups).creator
                                                      .backward(T(gy, False))[1]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(3, 3, 2), (2, (0, 3), 1), (1, 2, (2, 1))])
+def test_input_gradient_where_whole_kernel_offsets_fall_in_the_padding(stride, padding, dilation):
+    # col2im adds only the taps that land inside the input; with padding this wide some kernel
+    # offsets see nothing but padding for whole rows or columns of the output.
+    torch = pytest.importorskip("torch")
+    r = rng(7)
+    x, w = r.standard_normal((2, 3, 4, 5)), r.standard_normal((4, 3, 2, 3))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, stride=stride, padding=padding, dilation=dilation)
+    gy = r.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(gy))
+    xs, ws = T(x), T(w)
+    F.conv2d(xs, ws, stride=stride, padding=padding, dilation=dilation).backward(T(gy, requires_grad=False))
+    np.testing.assert_allclose(host(xs.grad), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(host(ws.grad), wt.grad.numpy(), rtol=1e-12, atol=1e-12)

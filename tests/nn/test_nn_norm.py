@@ -130,3 +130,45 @@ def test_batchnorm_repr_and_errors():
     bn.running_mean.data[...] = 5.0
     bn.reset_running_stats()
     assert host(bn.running_mean).max() == 0.0
+
+
+@given(st.sampled_from([(3, 2, 2, 3), (2, 2, 3), (4, 2)]), st.sampled_from(["channels_last", "strided"]),
+       st.booleans(), st.integers(0, 1000))
+def test_batch_norm_training_in_any_memory_layout(shape, layout, gy_like_x, seed):
+    # The training pass runs on x seen channels-last: with no copy when the channels are the
+    # fastest axis (a convolution's output), on a moved-axis view otherwise; gy may arrive in
+    # x's layout or not. Values, gradients and second derivatives must not depend on it.
+    r = rng(seed)
+    base = r.standard_normal(shape) * 2.0 + 1.5
+    w, b = r.uniform(0.5, 1.5, 2), r.standard_normal(2)
+    gy = backend.to_device(r.standard_normal(shape), DEVICE)
+    xp = backend.get_array_module(gy)
+
+    def laid_out(leaf):
+        """x = leaf in the layout under test, as a differentiable view of the leaf."""
+        if layout == "channels_last":
+            return npjem.ops.permute(leaf, (0, leaf.ndim - 1) + tuple(range(1, leaf.ndim - 1)))
+        return leaf[::2]  # every other row of a twice-as-long batch: strided over N
+
+    if layout == "channels_last":
+        leaf = T(np.moveaxis(base, 1, -1))
+    else:
+        leaf = T(np.repeat(base, 2, axis=0))
+    x = laid_out(leaf)
+    assert x.shape == base.shape and (x.ndim == 2 and layout == "channels_last") != (not x.data.flags.c_contiguous)
+    g = xp.moveaxis(xp.ascontiguousarray(xp.moveaxis(gy, 1, -1)), -1, 1) if gy_like_x else gy
+    ref, wr, br = T(base), T(w), T(b)
+    F.batch_norm(ref, None, None, wr, br, training=True).backward(npjem.Tensor(gy))
+    wt, bt = T(w), T(b)
+    y = F.batch_norm(x, None, None, wt, bt, training=True)
+    y.backward(npjem.Tensor(g))
+    gx = host(laid_out(leaf.grad).data) if layout == "channels_last" else host(leaf.grad.data)[::2]
+    np.testing.assert_allclose(host(y.data), _hand_bn(base, w, b), rtol=1e-10, atol=1e-10)
+    for got, want in ((gx, ref.grad), (wt.grad, wr.grad), (bt.grad, br.grad)):
+        np.testing.assert_allclose(host(got), host(want), rtol=1e-10, atol=1e-12)
+
+    def f(leaf, w, b):
+        return F.batch_norm(laid_out(leaf), None, None, w, b, training=True)
+
+    assert npjem.gradcheck(f, [leaf.detach().requires_grad_(), T(w), T(b)])
+    assert npjem.gradgradcheck(f, [leaf.detach().requires_grad_(), T(w), T(b)], mode="fast", n_directions=4)
