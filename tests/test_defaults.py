@@ -16,8 +16,10 @@ public losses and methods has a row, so a new default cannot arrive without a so
 import inspect
 import numbers
 
+import numpy as np
 import pytest
 
+from npjem import Tensor, backend
 from npjem import losses
 from npjem import methods
 
@@ -283,3 +285,130 @@ def test_every_numeric_default_has_a_row():
             if (fn, p.name) not in rows:
                 missing.append(f"{_name(fn)}.{p.name}={d!r}")
     assert not missing, "defaults without a source in TABLE: " + ", ".join(missing)
+
+
+# ---------------------------------------------------------------- the defaults in use
+#
+# The rows above read the signatures. A default can also be lost on its way into the
+# computation (a wrapper that forwards its own default, a mutated copy of the function), so
+# every loss is also called with its defaults and with the table's values spelt out: the two
+# must agree to the last bit. Each input is chosen so that every one of those values changes
+# the result (checked below by moving each value): a call that ignored one would be seen.
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _pairs(n=6, d=4, scale=1.0, seed=0):
+    rng = _rng(seed)
+    return rng.standard_normal((n, d)) * scale, rng.standard_normal((n, d)) * scale
+
+
+def _nce_args():
+    rng = _rng(1)
+    v = rng.standard_normal((4, 3))
+    mem = rng.standard_normal((4, 3))
+    mem /= np.linalg.norm(mem, axis=1, keepdims=True)
+    neg = rng.standard_normal((5, 3))
+    neg /= np.linalg.norm(neg, axis=1, keepdims=True)
+    return v, mem, neg
+
+
+def _tiny_rows(n=4, d=3, seed=2):
+    """Rows of norm ~1, the first of norm 1e-9: below every norm clamp (1e-8, 1e-6)."""
+    a, b = _pairs(n, d, seed=seed)
+    a[0] *= 1e-9 / np.linalg.norm(a[0])
+    return a, b
+
+
+def _call(fn, args, kwargs):
+    out = fn(*args, **kwargs)
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        out = out[0]
+    return np.asarray(backend.to_numpy(out.data if isinstance(out, Tensor) else out), dtype=np.float64)
+
+
+_nce_v, _nce_mem, _nce_neg = _nce_args()
+_t1, _t2 = _tiny_rows()
+_s = [np.random.default_rng(3).uniform(-1, 1, (5, 4)) for _ in range(3)]
+_layers = [np.random.default_rng(10 + i).standard_normal((2, 5, 3)) * (1 + i) for i in range(10)]
+_pred, _target = (np.random.default_rng(4 + i).standard_normal((2, 5, 3)) * 3 for i in range(2))
+_mask = np.array([[True, False, True, True, False], [False, True, True, False, True]])
+_e = np.random.default_rng(5).uniform(0.0, 2.0, (6, 4))
+_lab = np.array([0, 1, 2, 3, 0, 1])
+_pm = np.array([True, False, True, False, False, True])
+
+# (loss, positional inputs, the source's values spelt out, {argument: another value}): every
+# argument whose value is moved must change the result on these inputs.
+IN_USE = [
+    (L.pair_margin_loss, (*_pairs(scale=0.3), _pm),
+     dict(margin=1.0, eps=0.0, distance="euclidean", reduction="mean"), dict(margin=1.5, eps=0.1)),
+    (L.info_nce, _pairs(), dict(temperature=0.1, directions="sum", intra_view_negatives=True,
+                                include_self=False, normalize=True, reduction="mean"),
+     dict(temperature=0.2)),
+    (L.nt_xent, _pairs(), dict(temperature=0.1), dict(temperature=0.2)),
+    (L.moco_loss, (*_pairs(4, 3), _nce_neg), dict(temperature=0.2, normalize=True, reduction="mean"),
+     dict(temperature=0.07)),
+    (L.nce_memory_loss, (_nce_v, _nce_mem, _nce_neg),
+     dict(dataset_size=50, temperature=0.07, normalizer=1.0, eps=0.0, normalize=True, reduction="mean"),
+     dict(temperature=0.1, normalizer=2.0, eps=0.1)),
+    (L.nce_loss, (_nce_v, _nce_v[::-1].copy(), _nce_mem, _nce_neg),
+     dict(dataset_size=50, temperature=0.07, lam=0.5, normalizer=1.0, eps=0.0, normalize=True,
+          reduction="mean"),
+     dict(temperature=0.1, lam=0.3, normalizer=2.0, eps=0.1)),
+    (L.nce_normalizer, (_nce_v, _nce_mem, _nce_neg), dict(dataset_size=50, temperature=0.07),
+     dict(temperature=0.1)),
+    (L.barlow_twins, _pairs(), dict(lambd=5e-3, eps=1e-5, scale=1.0),
+     dict(lambd=0.01, eps=0.5, scale=2.0)),
+    (L.vicreg, _pairs(scale=0.3), dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0,
+                                       eps=1e-4, halve_variance=True),
+     dict(sim_coeff=1.0, std_coeff=1.0, cov_coeff=0.0, gamma=2.0, eps=0.01, halve_variance=False)),
+    (L.sinkhorn_knopp, (_s[0],), dict(epsilon=0.05, n_iters=3, log_domain=False, tol=None),
+     dict(epsilon=0.1, n_iters=4)),
+    (L.swav, ([_s[0], _s[1]], [L.sinkhorn_knopp(_s[2])]), dict(temperature=0.1),
+     dict(temperature=0.2)),
+    (L.negative_cosine, _tiny_rows(), dict(eps=1e-8), dict(eps=1e-7)),
+    (L.simsiam_loss, (_t1, _t2, _t2, _t1), dict(eps=1e-8), dict(eps=1e-7)),
+    (L.byol_loss, ((_t1, _t2), (_t2, _t1)), dict(directions="sum", eps=1e-6),
+     dict(directions="mean", eps=1e-5)),
+    (L.dino, ([_s[0], _s[1], _s[2]], [_s[1], _s[0]], np.zeros(4)),
+     dict(student_temp=0.1, teacher_temp=0.04), dict(student_temp=0.2, teacher_temp=0.07)),
+    (L.dino_center_update, (np.ones(4), [_s[0], _s[1]]), dict(momentum=0.9), dict(momentum=0.8)),
+    (L.data2vec_targets, (_layers,),
+     dict(top_k=8, instance_norm=True, layer_norm=False, instance_norm_targets=False,
+          layer_norm_targets=False, eps=1e-5),
+     dict(top_k=9, instance_norm=False, layer_norm=True, instance_norm_targets=True,
+          layer_norm_targets=True, eps=0.5)),
+    (L.data2vec_loss, (_pred, _target, _mask),
+     dict(loss="smooth_l1", beta=2.0, scale=1 / np.sqrt(3), reduction="mean"),
+     dict(loss="mse", beta=1.0, scale=1.0, reduction="sum")),
+    (L.hinge, (_e[:, 0], _e[:, 1]), dict(margin=1.0, reduction="mean"),
+     dict(margin=0.5, reduction="sum")),
+    (L.lvq2, (_e[:, 0] * 3, _e[:, 1]), dict(saturation=1.0, delta=None, reduction="mean"),
+     dict(saturation=2.0, delta=0.5)),
+    (L.square_square, (_e[:, 0], _e[:, 1]), dict(margin=1.0, reduction="mean"),
+     dict(margin=1.5)),
+    (L.square_exponential, (_e[:, 0], _e[:, 1]), dict(gamma=1.0, reduction="mean"),
+     dict(gamma=2.0)),
+    (L.nll_mmi, (_e, _lab), dict(beta=1.0, reduction="mean"), dict(beta=2.0)),
+    (L.mee, (_e, _lab), dict(beta=1.0, reduction="mean"), dict(beta=2.0)),
+    (L.perceptron, (_e, _lab), dict(reduction="mean"), dict(reduction="sum")),
+    (L.energy_loss, (_e[:, 0],), dict(reduction="mean"), dict(reduction="sum")),
+    (L.log_loss, (_e[:, 0], _e[:, 1]), dict(reduction="mean"), dict(reduction="sum")),
+    (L.mce, (_e[:, 0], _e[:, 1]), dict(reduction="mean"), dict(reduction="sum")),
+    (L.most_offending, (_e, _lab), dict(distances=np.tile([0.5, 2.0, 0.5, 2.0], (6, 1)), epsilon=0.0),
+     dict(epsilon=1.0)),
+]
+
+
+@pytest.mark.parametrize("fn, args, explicit, moved", IN_USE, ids=[_name(r[0]) for r in IN_USE])
+def test_default_call_is_the_sources_call(fn, args, explicit, moved):
+    # most_offending's distances have no default: they are part of the inputs here.
+    base = {k: v for k, v in explicit.items() if k in ("dataset_size", "distances")}
+    default = _call(fn, args, base)
+    np.testing.assert_array_equal(default, _call(fn, args, explicit))
+    for arg, value in moved.items():
+        other = _call(fn, args, {**explicit, arg: value})
+        assert other.shape != default.shape or not np.allclose(other, default, rtol=1e-12, atol=0), (
+            f"{_name(fn)}: moving {arg} to {value!r} leaves the result unchanged on these inputs, "
+            f"so they cannot show that its default is used")
