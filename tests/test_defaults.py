@@ -376,7 +376,7 @@ IN_USE = [
      dict(epsilon=0.05, n_steps=30, generator=0), dict(epsilon=1.05, n_steps=31)),
     (L.negative_cosine, _tiny_rows(), dict(eps=1e-8), dict(eps=1e-7)),
     (L.simsiam_loss, (_t1, _t2, _t2, _t1), dict(eps=1e-8), dict(eps=1e-7)),
-    (L.byol_loss, ((_t1, _t2), (_t2, _t1)), dict(directions="sum", eps=1e-6),
+    (L.byol_loss, ((_t1, _t2), (_t1, _t2)), dict(directions="sum", eps=1e-6),
      dict(directions="mean", eps=1e-5)),
     (L.dino, ([_s[0], _s[1], _s[2]], [_s[1], _s[0]], np.zeros(4)),
      dict(student_temp=0.1, teacher_temp=0.04), dict(student_temp=0.2, teacher_temp=0.07)),
