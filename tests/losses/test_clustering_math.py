@@ -220,3 +220,19 @@ def test_sinkhorn_clusters_keeps_the_dtype_of_the_points():
     res = sinkhorn_clusters(pts.astype(np.float32), 3, generator=0)
     assert res.centroids.dtype == np.float32 and res.codes.dtype == np.float32
     np.testing.assert_allclose(np.sort(res.centroids[:, 0]), np.sort(centres[:, 0]), atol=1e-6)
+
+
+def test_one_clustering_step_is_one_sinkhorn_assignment_to_the_drawn_points():
+    # K = N: the K starting centroids are the points themselves, in the generator's order, so
+    # one step's codes are Sinkhorn's assignment (ε, one iteration, then on to tol 1e-6) of the
+    # scores −‖x_n − x_σ(k)‖² / max, for one of the orders σ
+    import itertools
+    pts = np.array([[0.0, 0.0], [1.0, 0.2], [0.3, 0.9]])
+    # ε = 200: the first iteration already meets tol, so it is the only one
+    got = host(sinkhorn_clusters(pts, 3, epsilon=200.0, n_steps=1, generator=4).codes)
+    matches = []
+    for order in itertools.permutations(range(3)):
+        d2 = ((pts[:, None, :] - pts[list(order)][None]) ** 2).sum(axis=2)
+        want = sinkhorn_knopp(-d2 / d2.max(), 200.0, 1, log_domain=True, tol=1e-6, max_iters=500)
+        matches.append(np.allclose(got, want, rtol=1e-13, atol=0))
+    assert sum(matches) == 1
