@@ -28,7 +28,8 @@ def test_byol_normalises_with_the_clamp_in_both_directions():
     # ℓ = ‖p/max(‖p‖, eps) − z/max(‖z‖, eps)‖², summed over the two directions, batch mean
     rng = np.random.default_rng(1)
     p1, p2, z1, z2 = (rng.standard_normal((3, 4)) for _ in range(4))
-    p2[2] *= 1e-8 / np.linalg.norm(p2[2])
+    p2[2] *= 1e-8 / np.linalg.norm(p2[2])   # a prediction and a target shorter than eps
+    z2[1] *= 3e-7 / np.linalg.norm(z2[1])
     eps = 1e-6
 
     def unit(a):
