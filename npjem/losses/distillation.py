@@ -90,7 +90,10 @@ def simsiam_loss(p1, p2, z1, z2, eps=1e-8):
 def _byol_direction(p, z, eps):
     u_p = F.normalize(p, axis=1, eps=eps)
     u_z = F.normalize(z, axis=1, eps=eps)
-    return 2.0 - 2.0 * (u_p * u_z).sum(axis=1)
+    # The squared distance, as the original's regression_loss: 2 − 2 u_p·u_z is the same only
+    # for unit vectors, and a vector shorter than eps is not scaled up to one.
+    d = u_p - u_z
+    return (d * d).sum(axis=1)
 
 
 def byol_loss(p, z, *, directions="sum", eps=1e-6):
