@@ -141,6 +141,7 @@ TABLE = [
     (M.PIRL, "out_dim", 128, None, "vissl PIRL heads: Linear -> 128"),
     (M.PIRL, "tile_dim", 128, None, "vissl PIRL jigsaw head: 128 per tile"),
     (M.PIRL, "grid", 3, None, "PIRL: 9 jigsaw tiles (3 x 3)"),
+    (M.PIRL, "nce_eps", 0.0, None, "PIRL's h has no epsilon (vissl nce_loss.py adds float32 eps 1.19e-7)"),
     (M.BarlowTwins, "lambd", 0.005, None,
      "Zbontar et al. 2021, the paper's lambda = 5e-3 (main.py now 0.0051)"),
     (M.BarlowTwins, "hidden_dim", 2048, 8192,
@@ -200,6 +201,9 @@ TABLE = [
      "facebookresearch/dino vision_transformer.py DINOHead bottleneck_dim 256"),
     (M.DINO, "num_layers", 3, None, "facebookresearch/dino vision_transformer.py DINOHead nlayers 3"),
     (M.DINO, "n_global", 2, None, "facebookresearch/dino main_dino.py: 2 global crops"),
+    (M.DINO, "freeze_last_layer_steps", 0, 1,
+     "facebookresearch/dino main_dino.py --freeze_last_layer 1 (epoch); npjem counts steps and leaves the "
+     "last layer free by default, since an epoch's length is the loader's, not the method's"),
     (M.Data2Vec, "mask_ratio", 0.6, None,
      "Baevski et al. 2022 (data2vec), §4.1 computer vision: 60 % of the patches masked"),
     (M.Data2Vec, "top_k", 6, None,
