@@ -4,6 +4,7 @@ dtype the chains see, the replay buffer's restarts on the seed's numbers, the lo
 progress bar, and the defaults against the table of their sources."""
 import io
 import math
+import re
 import sys
 
 import numpy as np
@@ -281,6 +282,13 @@ def test_log_lines_come_at_the_first_every_log_every_and_the_last_step(capsys):
     assert "E_data-E_samples" in lines[0] and "epoch 24" in lines[1]
 
 
+def test_log_lines_of_unnamed_negatives_name_the_energy_only(capsys):
+    def negatives(energy, x_pos, sampler, k, gen):
+        return np.zeros((2, 2)), {}
+    train_ebm(Linear([0.1, 0.2]), np.ones((4, 2)), still(), negatives=negatives, steps=1, batch_size=2)
+    assert capsys.readouterr().err.startswith("Linear  step 1/1 epoch 0: loss ")
+
+
 def test_quiet_runs_print_nothing(capsys):
     train_ebm(Linear([0.1, 0.2]), np.ones((4, 2)), still(), negatives=Fixed(np.zeros((2, 2))), steps=3,
               batch_size=2, progress=False)
@@ -301,4 +309,4 @@ def test_on_a_terminal_the_bar_counts_the_steps(monkeypatch):
               log_every=1)
     text = term.getvalue()
     assert "Linear fixed" in text and "3/3" in text and "step" in text and "4/3" not in text
-    assert "loss=" in text and "gap=" in text and "grad=0.5" in text
+    assert re.search(r"loss=0\.\d{4}\b", text) and re.search(r"gap=0\.\d{3}\b", text) and "grad=0.5" in text
