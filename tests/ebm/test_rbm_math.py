@@ -49,15 +49,16 @@ def test_fpcd_particles_run_on_the_fast_weights():
 
 def test_fpcd_negative_statistics_use_the_fast_visible_biases_and_the_slow_weights():
     # Fast visible biases of +30 put every negative visible unit on: with data of zeros, the slow
-    # visible bias moves by lr · (0 − 1) exactly, and the hidden statistics are the slow model's
-    # σ(c + W v) = ½ (W = 0, c = 0), whatever the fast weights say.
+    # visible bias moves by lr · (0 − 1) exactly. The hidden statistics are the slow model's
+    # σ(c + W v) = σ(c) (W = 0) on both phases, whatever the fast hidden biases say: c stays put.
     rbm = quiet_fpcd(learning_rate=0.1)
+    c = np.array([1.0, -0.5, 2.0, 0.0, -1.5])
+    rbm.intercept_hidden_ = c
     rbm.fast_visible_bias.data[...] = 30.0
-    rbm.fast_hidden_bias.data[...] = 30.0
+    rbm.fast_hidden_bias.data[...] = -30.0
     rbm.partial_fit(np.zeros((60, 6)), generator=3)
     np.testing.assert_allclose(rbm.intercept_visible_, -0.1, rtol=1e-12)
-    # positive p(h|v=0) = ½, negative p(h|v=1) under the slow W = 0, c = 0 is ½ too: dc = 0
-    np.testing.assert_allclose(rbm.intercept_hidden_, 0.0, atol=1e-12)
+    np.testing.assert_allclose(rbm.intercept_hidden_, c, atol=1e-12)
 
 
 def test_fast_parameters_decay_and_take_the_slow_gradient_step():
