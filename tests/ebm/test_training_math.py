@@ -169,6 +169,17 @@ def test_the_default_box_is_the_datas_range_widened_by_a_tenth():
     assert neg.box == pytest.approx((lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)))
     _, neg, _, _ = run("replay", k=1)
     assert neg.box == pytest.approx((lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)))
+    # a narrow data set (range 0.3) gets a narrow box: the pad is a tenth of the range, not of 1
+    records = []
+    narrow = np.linspace(0.0, 0.3, 8).reshape(4, 2)
+    train_ebm(Linear([0.1, 0.1]), narrow, still(), "pcd", k=1, steps=1, batch_size=2, progress=False,
+              callback=records.append)
+    assert records[0]["negatives"].box == pytest.approx((-0.03, 0.33))
+
+
+def test_train_ebm_hands_its_replay_settings_to_the_buffer():
+    _, neg, _, _ = run("replay", k=1, buffer_size=77, reinit_fraction=0.4)
+    assert (neg.size, neg.reinit_fraction) == (77, 0.4)
 
 
 @pytest.mark.parametrize("method, explicit", [
@@ -220,12 +231,13 @@ def test_default_batch_size_and_k():
 
 # ------------------------------------------------------------------------------ PCD and the replay buffer
 
-def test_uniform_particles_fill_the_box_in_the_datas_dtype():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uniform_particles_fill_the_box_in_the_datas_dtype(dtype):
     neg = PersistentNegatives(4000, box=(-3.0, 5.0))
     sampler, _ = recorder()
-    neg(None, np.zeros((4000, 2), dtype=np.float32), sampler, 1, nrandom.default_rng(0))
+    neg(None, np.zeros((4000, 2), dtype=dtype), sampler, 1, nrandom.default_rng(0))
     p = neg.particles
-    assert p.dtype == np.float32 and p.shape == (4000, 2)
+    assert p.dtype == dtype and p.shape == (4000, 2)
     assert -3.0 <= p.min() < -2.95 and 4.95 < p.max() <= 5.0
     assert abs(p.mean() - 1.0) < 0.15
 
@@ -242,6 +254,13 @@ def test_boxes_without_width_raise():
     for make in (lambda b: PersistentNegatives(3, box=b), lambda b: ReplayBuffer(10, box=b)):
         with pytest.raises(ValueError, match="low < high"):
             make((1.0, 1.0))
+
+
+def test_negatives_say_what_they_are():
+    assert repr(CDNegatives()) == "CDNegatives()"
+    assert repr(PersistentNegatives(3, box=(0.0, 1.0), init="data")) == \
+        "PersistentNegatives(n_particles=3, box=(0.0, 1.0), init='data')"
+    assert repr(ReplayBuffer(5, 0.1, box=(-1.0, 1.0))) == "ReplayBuffer(size=5, reinit_fraction=0.1, box=(-1.0, 1.0))"
 
 
 def test_replay_buffer_defaults_follow_jem():
@@ -309,4 +328,16 @@ def test_on_a_terminal_the_bar_counts_the_steps(monkeypatch):
               log_every=1)
     text = term.getvalue()
     assert "Linear fixed" in text and "3/3" in text and "step" in text and "4/3" not in text
+    assert re.search(r", [\d.?]+(step/s|s/step)\]", text)
     assert re.search(r"loss=0\.\d{4}\b", text) and re.search(r"gap=0\.\d{3}\b", text) and "grad=0.5" in text
+
+
+def test_on_a_terminal_unnamed_negatives_leave_the_energys_name_alone(monkeypatch):
+    pytest.importorskip("tqdm")
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+
+    def negatives(energy, x_pos, sampler, k, gen):
+        return np.zeros((2, 2)), {}
+    train_ebm(Linear([0.1, 0.2]), np.ones((4, 2)), still(), negatives=negatives, steps=2, batch_size=2)
+    assert "Linear: " in term.getvalue()
