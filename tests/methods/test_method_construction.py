@@ -68,3 +68,9 @@ def test_the_seed_fixes_every_initial_weight(name):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # Another seed changes the heads (the backbone is built with its own fixed seed here).
     assert any(not np.array_equal(a[k], c[k]) for k in a if not k.startswith("backbone"))
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam", "barlow_twins", "vicreg", "swav", "dino", "data2vec"])
+def test_diagnostics_are_an_empty_dict_before_the_first_forward(name):
+    m = BUILDERS[name](VIEWS.get(name, _two_views)(), 0)
+    assert m.diagnostics == {}
