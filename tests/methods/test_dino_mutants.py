@@ -86,3 +86,19 @@ def test_a_head_without_last_layer_trains_while_the_last_layer_would_be_frozen(i
     before = m.projector.weight.numpy().copy()
     h = fit(m, [images], optim.SGD(m.trainable_parameters(), lr=0.1), progress=False, generator=0)
     assert h.steps == 1 and not np.array_equal(m.projector.weight.numpy(), before)
+
+
+def test_num_layers_sets_the_head_depth_and_a_given_head_sets_out_dim(images):
+    shapes = lambda m: [tuple(p.shape) for _, p in m.projector.mlp.named_parameters() if p.ndim == 2]  # noqa: E731
+    assert shapes(method(num_layers=2)) == [(5, 6), (3, 5)]
+    assert shapes(method()) == [(5, 6), (5, 5), (3, 5)]
+    head = DINO(tiny_backbone(), hidden_dim=5, bottleneck_dim=3, out_dim=4, views=views()).projector  # 4 outputs
+    m = DINO(tiny_backbone(), projector=head, views=views(), generator=0)  # out_dim left at 65536
+    assert m.out_dim == 4 and m.center.shape == (1, 4)
+    assert math.isfinite(m(*m.make_views(images, generator=0)).item())
+
+
+def test_diagnostics_report_the_initial_momentum_before_any_step(images):
+    m = method(momentum=0.9)
+    m(*m.make_views(images, generator=0))
+    assert m.diagnostics["momentum"] == 0.9

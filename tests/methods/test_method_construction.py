@@ -74,3 +74,28 @@ def test_the_seed_fixes_every_initial_weight(name):
 def test_diagnostics_are_an_empty_dict_before_the_first_forward(name):
     m = BUILDERS[name](VIEWS.get(name, _two_views)(), 0)
     assert m.diagnostics == {}
+
+
+@pytest.mark.parametrize("name", sorted(set(BUILDERS) - {"data2vec"}))
+def test_feature_dim_sizes_the_heads_of_a_backbone_without_num_features(name):
+    from npjem.nn import Sequential
+
+    backbone = Sequential(tiny_backbone())  # 6 features, and no num_features to read them from
+    assert not hasattr(backbone, "num_features")
+    cls = {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "simsiam": SimSiam, "barlow_twins": BarlowTwins,
+           "vicreg": VICReg, "swav": SwAV, "dino": DINO, "pirl": PIRL}[name]
+    kw = {"pirl": {"dataset_size": 20}}.get(name, {})
+    with pytest.raises(ValueError, match="feature_dim must be given"):
+        cls(backbone, **kw)
+    if name != "pirl":  # PIRL's heads have no hidden layer
+        kw["hidden_dim"] = 5
+    m = cls(backbone, feature_dim=6, generator=0, **kw)
+    first = next(p for _, p in m.head.named_parameters() if p.ndim == 2)
+    assert first.shape[1] == 6
+
+
+@pytest.mark.parametrize("name", ["swav", "dino", "data2vec"])
+def test_step_counters_are_integers(name):
+    # An integer counter stays exact in a checkpoint however long the run.
+    m = BUILDERS[name](VIEWS.get(name, _two_views)(), 0)
+    assert m.num_steps.dtype == np.int64 and m.num_steps.numpy().tolist() == [0]
