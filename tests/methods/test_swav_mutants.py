@@ -79,3 +79,39 @@ def test_loss_uses_the_temperature_given_and_diagnostics_describe_the_first_crop
     assert d["embedding_std"] != pytest.approx(embedding_std(z[1]), rel=1e-3)
     assert d["prototypes_used"] == len(set(scores[0].argmax(axis=1).tolist()))
     assert d["queue_used"] is False
+
+
+def test_a_given_projector_sets_the_prototype_width():
+    from npjem.nn import Linear, Sequential
+
+    m = SwAV(tiny_backbone(), projector=Linear(6, 5, generator=0), num_prototypes=4, generator=0)
+    assert m.out_dim == 5 and tuple(m.prototypes.weight.shape) == (4, 5)
+    m = SwAV(tiny_backbone(), projector=Sequential(Linear(6, 3, generator=0)), out_dim=3, num_prototypes=4,
+             generator=0)  # no out_features: out_dim is the width
+    assert m.out_dim == 3 and tuple(m.prototypes.weight.shape) == (4, 3)
+
+
+def test_multi_crop_views_default_to_two_global_crops_drawn_from_the_seed():
+    crop = Compose([RandomResizedCrop(8, scale=(0.2, 1.0))])
+    local = Compose([RandomResizedCrop(4, scale=(0.2, 0.5))])
+    views = MultiCropViews(crop)
+    x = batch(0)
+    assert [v.shape for v in views(x, generator=0)] == [(4, 3, 8, 8)] * 2
+    views = MultiCropViews(crop, local, n_local=2)
+    a, b, c = views(x, generator=5), views(x, generator=5), views(x, generator=6)
+    assert [v.shape for v in a] == [(4, 3, 8, 8)] * 2 + [(4, 3, 4, 4)] * 2
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)  # the seed fixes every crop, local ones too
+    assert not np.array_equal(a[0], a[1]) and not np.array_equal(a[2], a[3])  # each crop drawn anew
+    assert all(not np.array_equal(u, v) for u, v in zip(a, c))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MultiCropViews(Compose([RandomResizedCrop(8)]), Compose([RandomResizedCrop(4)]), n_local=-1),
+    lambda: method(queue_start_step=-1),
+    lambda: method(freeze_prototypes_steps=-1),
+    lambda: method(queue_length=-1),
+])
+def test_negative_counts_are_refused(make):
+    with pytest.raises(ValueError):
+        make()
