@@ -102,3 +102,9 @@ def test_diagnostics_report_the_initial_momentum_before_any_step(images):
     m = method(momentum=0.9)
     m(*m.make_views(images, generator=0))
     assert m.diagnostics["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("name", ["freeze_last_layer_steps", "warmup_teacher_temp_steps"])
+def test_negative_step_counts_are_refused(name):
+    with pytest.raises(ValueError, match=name):
+        method(**{name: -1})
