@@ -67,3 +67,12 @@ def test_a_steps_keys_are_enqueued_once():
     m.after_step(1, 10)  # no forward in between: nothing new to enqueue
     np.testing.assert_array_equal(m.queue.data, queue)
     assert m.queue.ptr == ptr
+
+
+def test_after_step_before_any_forward_moves_only_the_key_encoder():
+    m = method()
+    m.after_step(0, 10)  # e.g. a hook run before the first batch: no keys yet
+    assert m.queue is None
+    m(*m.make_views(batch(4), generator=4))
+    m.after_step(1, 10)
+    assert m.queue.ptr == 4
