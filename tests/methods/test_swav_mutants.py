@@ -20,7 +20,8 @@ from conftest import tiny_backbone
 
 def method(**kw):
     views = MultiCropViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0))]), n_global=2)
-    return SwAV(tiny_backbone(), hidden_dim=5, out_dim=3, num_prototypes=4, views=views, generator=0, **kw)
+    kw.setdefault("num_prototypes", 4)
+    return SwAV(tiny_backbone(), hidden_dim=5, out_dim=3, views=views, generator=0, **kw)
 
 
 def batch(seed, n=4):
@@ -115,3 +116,21 @@ def test_multi_crop_views_default_to_two_global_crops_drawn_from_the_seed():
 def test_negative_counts_are_refused(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_prototypes_used_counts_the_first_crops_arg_max_prototypes():
+    m = method(num_prototypes=6)
+    m.eval()
+    first = batch(2, n=6)
+    crops = (first, np.repeat(first[:1], 6, axis=0))  # the second crop: one image six times
+    z0 = embeddings(m, crops)[0]
+    m.prototypes.weight.data[...] = z0  # each row of the first crop nearest to its own prototype
+    m(*crops)
+    assert m.diagnostics["prototypes_used"] == 6  # the second crop alone would use one
+
+
+def test_after_step_before_any_forward_leaves_the_queue_empty():
+    m = method(queue_length=8)
+    m.after_step(0, 10)
+    assert int(m.queue_count.numpy()[0]) == 0 and int(m.num_steps.numpy()[0]) == 1
+    assert m.queue_count.dtype == np.int64
