@@ -3,13 +3,16 @@
 - a queue made in float32 follows the method to float64 (``method.double()`` mid-run) with its
   keys and pointer kept;
 - shuffling BN with two groups normalises the keys over each half (not over the whole batch);
-- a step's keys are enqueued once: a second ``after_step`` without a forward leaves the queue.
+- a step's keys are enqueued once: a second ``after_step`` without a forward leaves the queue;
+- two groups normalise the queries over each half too; the symmetric loss uses τ in both directions.
 """
 import numpy as np
+import pytest
 
 from npjem.autograd import Tensor
 from npjem.autograd import functional as F
 from npjem.autograd import no_grad
+from npjem.losses.contrastive import moco_loss
 from npjem.methods import MoCo
 
 from conftest import tiny_backbone, tiny_views
@@ -76,3 +79,34 @@ def test_after_step_before_any_forward_moves_only_the_key_encoder():
     m(*m.make_views(batch(4), generator=4))
     m.after_step(1, 10)
     assert m.queue.ptr == 4
+
+
+def test_two_bn_splits_normalise_the_queries_over_each_half_and_the_loss_uses_them():
+    m, fresh = method(bn_splits=2, temperature=0.5), method(bn_splits=2, temperature=0.5)
+    xq, xk = m.make_views(batch(5, n=8), generator=5)
+    loss = m(xq, xk)
+    negatives = m.queue.data.copy()  # the queue the loss saw
+    m.after_step(0, 10)
+    keys = m.queue.data[:8]
+    with no_grad():  # queries: BatchNorm over images 0-3, then over 4-7
+        q = np.concatenate([fresh.projector(fresh.backbone(xq[:4])).numpy(),
+                            fresh.projector(fresh.backbone(xq[4:])).numpy()], axis=0)
+        whole = fresh.projector(fresh.backbone(xq)).numpy()
+    assert not np.allclose(q, whole, atol=1e-4)
+    expected = moco_loss(Tensor(q), Tensor(keys), Tensor(negatives), 0.5).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_symmetric_loss_uses_the_temperature_given_in_both_directions():
+    m = method(symmetric=True, temperature=0.5, directions="sum")
+    xq, xk = m.make_views(batch(6), generator=6)
+    loss = m(xq, xk)
+    negatives = m.queue.data.copy()
+    m.after_step(0, 10)
+    k1, k2 = m.queue.data[:4], m.queue.data[4:8]  # enqueued as [keys of x_q, keys of x_k]
+    fresh = method(symmetric=True)
+    with no_grad():
+        q = fresh._queries_both(xq, xk).numpy()
+    expected = sum(moco_loss(Tensor(qv), Tensor(kv), Tensor(negatives), 0.5).item()
+                   for qv, kv in ((q[:4], k2), (q[4:], k1)))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)

@@ -13,7 +13,7 @@ import pytest
 
 from npjem.autograd import Tensor, no_grad
 from npjem.autograd import functional as F
-from npjem.losses.contrastive import nce_loss
+from npjem.losses.contrastive import nce_loss, nce_normalizer
 from npjem.methods import PIRL, pirl_views
 
 from conftest import tiny_backbone
@@ -123,3 +123,19 @@ def test_indices_as_a_tensor_and_shape_checks():
         m(img, tiles[:, :3], indices=np.arange(6))  # 3 tiles for a 2 × 2 grid
     with pytest.raises(ValueError, match="tiles must have shape"):
         m(img[:5], tiles, indices=np.arange(6))
+
+
+def test_the_papers_nce_and_its_estimated_z_use_the_temperature_given():
+    m = method(temperature=0.2, lam=0.3, num_negatives=4)
+    idx = np.arange(0, 12, 2)
+    img, tiles = views(m, seed=2)
+    loss = m(img, tiles, indices=idx).item()
+    with no_grad():
+        g = m.head_g(m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4))).reshape(6, 4, 6))
+        f = m.head_f(m.backbone(img))
+    pos, neg = Tensor(m.memory.data[idx]), Tensor(m.memory.data[m.negative_indices])
+    z = nce_normalizer(g, pos, neg, dataset_size=12, temperature=0.2)  # vissl's Z from the first batch
+    assert m.nce_z == pytest.approx(float(z), rel=1e-5)
+    assert m.nce_z != pytest.approx(float(nce_normalizer(g, pos, neg, dataset_size=12, temperature=0.07)), rel=1e-3)
+    expected = nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.2, lam=0.3, normalizer=m.nce_z).item()
+    assert loss == pytest.approx(expected, rel=1e-5)
