@@ -61,3 +61,4 @@ def test_a_given_projector_sets_the_predictor_width():
     assert shapes == [(7, 4), (4, 7)]
     x = np.random.default_rng(0).random((4, 3, 8, 8)).astype(np.float32)
     assert np.isfinite(m(x, x[:, :, ::-1].copy()).item())
+

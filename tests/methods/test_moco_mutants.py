@@ -110,3 +110,15 @@ def test_the_symmetric_loss_uses_the_temperature_given_in_both_directions():
     expected = sum(moco_loss(Tensor(qv), Tensor(kv), Tensor(negatives), 0.5).item()
                    for qv, kv in ((q[:4], k2), (q[4:], k1)))
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_queue_follows_the_method_back_to_float32():
+    m = method().double()
+    x = [Tensor(v.data.astype(np.float64)) for v in m.make_views(batch(7), generator=7)]
+    m(*x)
+    assert m.queue.data.dtype == np.float64
+    before = m.queue.data.copy()
+    m.float()
+    m(*m.make_views(batch(8), generator=8))
+    assert m.queue.data.dtype == np.float32 and m.queue.dtype == np.float32
+    np.testing.assert_array_equal(m.queue.data, before.astype(np.float32))

@@ -139,3 +139,14 @@ def test_the_papers_nce_and_its_estimated_z_use_the_temperature_given():
     assert m.nce_z != pytest.approx(float(nce_normalizer(g, pos, neg, dataset_size=12, temperature=0.07)), rel=1e-3)
     expected = nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.2, lam=0.3, normalizer=m.nce_z).item()
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_bank_follows_the_method_back_to_float32():
+    m = method().double()
+    img, tiles = views(m)
+    m(Tensor(img.data.astype(np.float64)), Tensor(tiles.data.astype(np.float64)), indices=np.arange(6))
+    before = m.memory.data.copy()
+    m.float()
+    m(*views(m, seed=1), indices=np.arange(6))
+    assert m.memory.data.dtype == np.float32 and m.memory.dtype == np.float32
+    np.testing.assert_array_equal(m.memory.data, before.astype(np.float32))
