@@ -18,7 +18,8 @@ from npjem.nn.models import VisionTransformer
 
 
 def method(**kw):
-    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=4, depth=2, num_heads=1, generator=0)
+    # 4 patches of width 6: a statistic over the wrong axis gives another number
+    vit = VisionTransformer(img_size=8, patch_size=4, embed_dim=6, depth=2, num_heads=1, generator=0)
     return Data2Vec(vit, top_k=2, views=Compose([RandomResizedCrop(8)]), generator=0, **kw)
 
 
@@ -64,7 +65,7 @@ def test_targets_follow_layer_norm_and_diagnostics_are_the_batch_statistics():
     with no_grad():
         pred = twin.final_proj(twin.backbone.tokens(Tensor(x), twin._mask(Tensor(x)))).numpy()
     d = m.diagnostics
-    assert d["target_std"] == pytest.approx(float(y.reshape(-1, 4).std(axis=0).mean()), rel=1e-5)
-    assert d["prediction_std"] == pytest.approx(float(pred.reshape(-1, 4).std(axis=0).mean()), rel=1e-5)
+    assert d["target_std"] == pytest.approx(float(y.reshape(-1, 6).std(axis=0).mean()), rel=1e-5)
+    assert d["prediction_std"] == pytest.approx(float(pred.reshape(-1, 6).std(axis=0).mean()), rel=1e-5)
     assert d["embedding_std"] == pytest.approx(embedding_std(pred.mean(axis=1)), rel=1e-5)
     assert d["momentum"] == 0.9 and np.isfinite(d["loss"])
