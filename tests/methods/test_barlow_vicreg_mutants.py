@@ -47,3 +47,10 @@ def test_barlow_twins_diagnostics():
         z1 = m.projector(m.backbone(x1))
     assert m.diagnostics["loss"] == pytest.approx(loss.item())
     assert m.diagnostics["embedding_std"] == pytest.approx(embedding_std(z1), rel=1e-5)
+
+
+def test_vicreg_expander_takes_two_layers_or_more():
+    m = VICReg(tiny_backbone(), hidden_dim=5, out_dim=3, num_layers=2, generator=0)
+    assert [tuple(p.shape) for _, p in m.projector.named_parameters() if p.ndim == 2] == [(5, 6), (3, 5)]
+    with pytest.raises(ValueError, match="num_layers"):
+        VICReg(tiny_backbone(), hidden_dim=5, out_dim=3, num_layers=1)
