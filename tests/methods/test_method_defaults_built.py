@@ -155,3 +155,8 @@ def test_data2vec_defaults():
     assert weight_shapes(m.final_proj) == [(4, 4)]
     x = np.random.default_rng(0).random((2, 3, 12, 12)).astype(np.float32)
     assert m.make_views(x, generator=0)[0].shape == (2, 3, 8, 8)  # simclr_views(img_size)'s first transform
+
+
+def test_simclr_num_layers_sets_the_projector_depth():
+    m = SimCLR(tiny_backbone(), hidden_dim=5, out_dim=3, num_layers=3, generator=0)
+    assert weight_shapes(m.projector) == [(5, FEATURES), (5, 5), (3, 5)]
