@@ -30,6 +30,17 @@ def views(m, seed=0, n=6):
     return m.make_views(x, generator=seed)
 
 
+def step_and_encodings(m, seed):
+    """One forward on the even rows; f, g and the bank rows it used, computed apart."""
+    idx = np.arange(0, 12, 2)
+    img, tiles = views(m, seed=seed)
+    loss = m(img, tiles, indices=idx).item()
+    with no_grad():
+        g = m.head_g(m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4))).reshape(6, 4, 6))
+        f = m.head_f(m.backbone(img))
+    return loss, f, g, Tensor(m.memory.data[idx]), Tensor(m.memory.data[m.negative_indices])
+
+
 def run(generator, double_at=None, steps=3):
     """Bank rows and negatives drawn over a few forwards (no optimizer: only the draws move)."""
     m = method(generator=generator)
@@ -98,13 +109,7 @@ def test_k_is_capped_at_the_rows_outside_the_batch():
 
 def test_the_notes_h_uses_the_temperature_given():
     m = method(h="notes", temperature=0.2, lam=0.3, num_negatives=4)
-    idx = np.arange(0, 12, 2)
-    img, tiles = views(m, seed=1)
-    loss = m(img, tiles, indices=idx).item()
-    with no_grad():
-        g = m.head_g(m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4))).reshape(6, 4, 6))
-        f = m.head_f(m.backbone(img))
-    pos, neg = Tensor(m.memory.data[idx]), Tensor(m.memory.data[m.negative_indices])
+    loss, f, g, pos, neg = step_and_encodings(m, seed=1)
     expected = nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.2, lam=0.3, h="notes").item()
     assert loss == pytest.approx(expected, rel=1e-5)
     assert loss != pytest.approx(nce_loss(f, g, pos, neg, dataset_size=12, temperature=0.07, lam=0.3,
@@ -127,13 +132,7 @@ def test_indices_as_a_tensor_and_shape_checks():
 
 def test_the_papers_nce_and_its_estimated_z_use_the_temperature_given():
     m = method(temperature=0.2, lam=0.3, num_negatives=4)
-    idx = np.arange(0, 12, 2)
-    img, tiles = views(m, seed=2)
-    loss = m(img, tiles, indices=idx).item()
-    with no_grad():
-        g = m.head_g(m.backbone(Tensor(tiles.data.reshape(24, 3, 4, 4))).reshape(6, 4, 6))
-        f = m.head_f(m.backbone(img))
-    pos, neg = Tensor(m.memory.data[idx]), Tensor(m.memory.data[m.negative_indices])
+    loss, f, g, pos, neg = step_and_encodings(m, seed=2)
     z = nce_normalizer(g, pos, neg, dataset_size=12, temperature=0.2)  # vissl's Z from the first batch
     assert m.nce_z == pytest.approx(float(z), rel=1e-5)
     assert m.nce_z != pytest.approx(float(nce_normalizer(g, pos, neg, dataset_size=12, temperature=0.07)), rel=1e-3)
