@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from npjem import backend
+
 from npjem.data.augment import (
     Compose,
     RandomHorizontalFlip,
@@ -33,3 +35,9 @@ def make_views():
 @pytest.fixture
 def images():
     return np.random.default_rng(0).random((12, 3, 8, 8)).astype(np.float32)
+
+
+#: For tests that check values on host arrays built by hand (the fake-GPU run of tests/methods
+#: skips them); the device paths run in each method's fit-based tests.
+cpu_only = pytest.mark.skipif(backend.default_device() != "cpu",
+                              reason="values checked on host arrays; the device path runs in the fit-based tests")

@@ -14,6 +14,10 @@ from npjem.methods._monitor import embedding_std
 
 from conftest import tiny_backbone, tiny_views
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def batch():
     return np.random.default_rng(0).random((6, 3, 8, 8)).astype(np.float32)

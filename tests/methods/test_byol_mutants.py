@@ -14,6 +14,10 @@ from npjem.nn import Linear, Sequential
 
 from conftest import tiny_backbone, tiny_views
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def params(*modules):
     return {f"{i}.{k}": v.numpy().copy() for i, m in enumerate(modules) for k, v in m.named_parameters()}

@@ -11,6 +11,8 @@ from npjem.methods.dae import DAE, DAEViews, ImageDecoder
 from npjem.nn import Linear, Module
 from npjem.nn.models import ConvNet
 
+from conftest import cpu_only
+
 
 class FlatLinear(Module):
     """x (N, C, H, W) → W x_flat + b: a linear encoder of full width."""
@@ -47,6 +49,7 @@ def test_the_reconstruction_loss_falls_on_a_few_batches():
     assert m.embed(x).shape == (16, 16)  # the probe reads the backbone's pooled features
 
 
+@cpu_only
 def test_without_corruption_a_full_width_linear_dae_reaches_the_identity():
     shape = (3, 2, 2)
     m = DAE(FlatLinear(12), decoder=Unflatten(shape), corruption="gaussian", noise=0.0)
@@ -58,6 +61,7 @@ def test_without_corruption_a_full_width_linear_dae_reaches_the_identity():
     np.testing.assert_allclose(m.reconstruct(Tensor(fresh)).numpy(), fresh, atol=1e-2)
 
 
+@cpu_only
 def test_image_and_vector_paths_give_the_same_energy():
     shape = (3, 2, 2)
     x = np.random.default_rng(0).standard_normal((5,) + shape)
@@ -84,6 +88,7 @@ def test_image_and_vector_paths_give_the_same_energy():
     assert loss.item() == pytest.approx(e_img.mean(), rel=1e-12)
 
 
+@cpu_only
 def test_masking_noise_zeroes_a_fixed_fraction_of_each_image():
     x = _images(n=6, shape=(3, 4, 4), dtype="float64") + 1.0
     out = masking_noise(x, 0.25, generator=npjem.random.Generator(0))
@@ -104,6 +109,7 @@ def test_views_are_the_clean_batch_and_its_corruption():
     assert seen == [1]
 
 
+@cpu_only
 def test_the_decoder_doubles_the_size_per_width():
     dec = ImageDecoder(16, image_shape=(3, 16, 8), widths=(8, 4, 2), generator=0)
     out = dec(Tensor(np.zeros((2, 16), dtype="float32")))
@@ -123,6 +129,7 @@ def test_bad_arguments_name_themselves(make, err, words):
         make()
 
 
+@cpu_only
 def test_a_decoder_of_the_wrong_size_is_named():
     m = DAE(ConvNet(widths=(4, 8), generator=0), image_shape=(3, 16, 16), decoder_widths=(8, 4))
     x = _images(n=2)

@@ -16,6 +16,10 @@ from npjem.data.augment import Compose, RandomResizedCrop
 from npjem.methods import Data2Vec
 from npjem.nn.models import VisionTransformer
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def method(**kw):
     # 4 patches of width 6: a statistic over the wrong axis gives another number

@@ -21,6 +21,10 @@ from npjem.nn import Linear
 
 from conftest import tiny_backbone
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def views(n_global=2, n_local=1):
     return MultiCropViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0))]), Compose([RandomResizedCrop(4)]),

@@ -12,6 +12,8 @@ from npjem.methods import fit
 from npjem.methods.jigsaw import JigsawClassifier, JigsawPretext
 from npjem.nn.models import ConvNet
 
+from conftest import cpu_only
+
 
 def _min_hamming(perms):
     d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
@@ -44,6 +46,7 @@ def test_each_permutation_is_the_farthest_from_those_chosen_before_it():
         assert dist(perms[k]) == max(dist(p) for p in pool if not any((p == q).all() for q in perms[:k]))
 
 
+@cpu_only
 def test_views_keep_the_permutation_index():
     m = _method(n_permutations=10, tile_size=(3, 3))
     x = np.random.default_rng(0).random((4, 3, 12, 12)).astype("float32")
@@ -54,6 +57,7 @@ def test_views_keep_the_permutation_index():
     assert m.embed(x).shape == (4, 16)  # the probe: the backbone on whole images
 
 
+@cpu_only
 def test_the_classifier_memorises_a_tiny_set():
     m = _method(n_permutations=4, tile_dim=16, hidden_dim=32)
     x = np.random.default_rng(0).random((16, 3, 12, 12)).astype("float32")

@@ -14,6 +14,10 @@ from npjem.nn.models import VisionTransformer
 
 from conftest import tiny_backbone
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def _two_views():
     return TwoViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0))]))

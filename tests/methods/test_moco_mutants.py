@@ -17,6 +17,10 @@ from npjem.methods import MoCo
 
 from conftest import tiny_backbone, tiny_views
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def method(**kw):
     kw.setdefault("bn_splits", 1)

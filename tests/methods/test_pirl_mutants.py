@@ -18,6 +18,10 @@ from npjem.methods import PIRL, pirl_views
 
 from conftest import tiny_backbone
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def method(n=12, generator=0, **kw):
     kw.setdefault("num_negatives", 5)

@@ -9,6 +9,10 @@ from npjem.nn import Linear, Sequential
 
 from conftest import tiny_backbone, tiny_views
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def test_a_given_projector_sets_the_predictor_width():
     m = SimSiam(tiny_backbone(), predictor_hidden_dim=7, projector=Linear(6, 5, generator=0), generator=0)

@@ -17,6 +17,10 @@ from npjem.methods._monitor import embedding_std
 
 from conftest import tiny_backbone
 
+from conftest import cpu_only  # noqa: E402
+
+pytestmark = cpu_only
+
 
 def method(**kw):
     views = MultiCropViews(Compose([RandomResizedCrop(8, scale=(0.5, 1.0))]), n_global=2)
