@@ -225,8 +225,8 @@ def compare_method(their_step: Callable, method: str, *, their_model, npjem_meth
         method: which method this is, one of :data:`METHODS` (it selects the conventions tested).
         their_model: your ``torch.nn.Module`` holding everything the step trains or updates
             (online and target networks, heads, BatchNorm buffers); it is cast to float64.
-        npjem_method: the npjem :class:`~npjem.methods.Method` configured like yours, in float64;
-            your weights are loaded into it.
+        npjem_method: the npjem :class:`~npjem.methods.Method` configured like yours, in float64
+            on the CPU (the oracle runs beside PyTorch's CPU step); your weights are loaded into it.
         optimizer: npjem's optimizer for ``npjem_method``: an instance over its
             ``trainable_parameters()``, or a function ``params -> optimizer`` (built after your
             weights are loaded).
@@ -310,12 +310,12 @@ def compare_method(their_step: Callable, method: str, *, their_model, npjem_meth
         return d
 
     init = snap_ours(npjem_method, np.nan)
-    init_state = {k: np.array(v) for k, v in npjem_method.state_dict().items()}
+    init_state = {k: np.array(v) for k, v in npjem_method.state_dict().items()}  # host
 
     # 2. your steps
     theirs = []
     for k, vs in enumerate(views):
-        loss = their_step(tuple(torch.from_numpy(np.array(v)) for v in vs), k, steps)
+        loss = their_step(tuple(torch.from_numpy(np.array(v)) for v in vs), k, steps)  # host
         loss = float(loss.detach().cpu().item()) if hasattr(loss, "detach") else float(loss)
         theirs.append(snap_theirs(loss))
 
@@ -494,10 +494,10 @@ def _center_before_loss(method, init_state, views):
         return None
     from .losses.distillation import dino_center_update  # noqa: PLC0415
 
-    current = {k: np.array(v) for k, v in method.state_dict().items()}
+    current = {k: np.array(v) for k, v in method.state_dict().items()}  # host
     try:
         method.load_state_dict(init_state)
-        vs = tuple(Tensor(np.array(v)) for v in views)
+        vs = tuple(Tensor(np.array(v)) for v in views)  # host
         with no_grad():
             method(*vs)
             pending = getattr(method, "_pending", None)

@@ -27,7 +27,7 @@ a PyTorch twin written from it (``tests/methods/test_dino_twin.py``):
 
 - the student's backbone runs on the crops grouped by resolution, its head once on the
   features of *all* crops (``MultiCropWrapper``), so a BatchNorm in the head sees every crop;
-- τ_t follows the original's ``np.linspace(warmup_teacher_temp, teacher_temp, W)``: it reaches
+- τ_t follows the original's ``numpy.linspace(warmup_teacher_temp, teacher_temp, W)``: it reaches
   ``teacher_temp`` at step W − 1 (W = ``warmup_teacher_temp_steps``), indexed by step here
   where the original indexes it by epoch;
 - the centre is updated with the mean of the teacher's logits of both global crops after the
@@ -140,9 +140,9 @@ class DINO(Method):
         w = self.warmup_teacher_temp_steps
         if k >= w:
             return self.teacher_temp
-        if w == 1:  # np.linspace(a, b, 1) == [a]
+        if w == 1:  # numpy.linspace(a, b, 1) == [a]
             return self.warmup_teacher_temp
-        # np.linspace's endpoint: τ_t reaches teacher_temp at the last warm-up step, W − 1.
+        # numpy.linspace's endpoint: τ_t reaches teacher_temp at the last warm-up step, W − 1.
         return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * k / (w - 1)
 
     def _student(self, x):
