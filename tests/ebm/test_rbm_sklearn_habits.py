@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from npjem import backend
-from npjem.data import digits
+from npjem.data import digits, shapes
 from npjem.ebm.rbm import BernoulliRBM
 
 
 def digits_100():
-    return digits("train").images.reshape(-1, 64)[:100].astype(np.float64)  # in [0, 1]
+    # 100 grey 8x8 pictures in [0, 1] (the built-in shapes, so that scikit-learn is not needed;
+    # sklearn's own tests use its digits, of the same size)
+    return shapes("train", n=100, size=8, cache_dir=False).images.mean(axis=1).reshape(100, 64).astype(np.float64)
 
 
 def rbm(**kwargs):
@@ -26,9 +28,11 @@ def host(a):
 
 @pytest.mark.parametrize("method", ["pcd", "cd"])
 def test_convergence_dtype_consistency(method, xp):
-    # sklearn's test_convergence_dtype_consistency, with its tolerances: the random numbers are
-    # drawn in float64 for both, so the two fits follow the same chains.
-    X = digits_100()
+    # sklearn's test_convergence_dtype_consistency, on its data (the digits) and with its
+    # tolerances: the random numbers are drawn in float64 for both, so the two fits follow the
+    # same chains.
+    pytest.importorskip("sklearn")
+    X = digits("train").images.reshape(-1, 64)[:100].astype(np.float64)
     fits = {}
     for dt in (np.float64, np.float32):
         model = rbm(method=method).fit(xp.asarray(X.astype(dt)))
