@@ -24,12 +24,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from npjem import backend  # noqa: E402
-
-# The twin runs PyTorch on the host and replays host views: under NPJEM_DEVICE=cuda (the fake-GPU
-# slice) the method would live on the device; the device paths are the method tests' business.
-pytestmark = pytest.mark.skipif(backend.default_device() != "cpu", reason="a twin compares on the CPU")
-
 from npjem import optim  # noqa: E402
 from npjem.autograd import Tensor  # noqa: E402
 from npjem.methods import PIRL  # noqa: E402
