@@ -34,6 +34,7 @@ BLAS thread is then several times faster than two.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import os
@@ -174,12 +175,25 @@ def profile_npjem(step, x1, x2, steps, top=25):
 
 
 def _blas_limiter():
-    """``threadpoolctl.threadpool_limits`` (to set NumPy's BLAS threads in-process), or None."""
+    """A context factory ``limit(limits=k, user_api="blas")`` that sets NumPy's BLAS threads
+    (threadpoolctl, in-process) and npjem's own CPU threads (``npjem.set_num_threads``) to k,
+    as ``torch.set_num_threads`` sets PyTorch's; None without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return None
-    return threadpool_limits
+
+    @contextlib.contextmanager
+    def limit(limits, user_api="blas"):
+        before = npjem.get_num_threads()
+        npjem.set_num_threads(limits)
+        try:
+            with threadpool_limits(limits=limits, user_api=user_api):
+                yield
+        finally:
+            npjem.set_num_threads(before)
+
+    return limit
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ from .autograd import Function, Tensor, backward, enable_grad, grad, no_grad, te
 from .autograd.gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: F401
 from .exceptions import ConvergenceWarning  # noqa: F401
 from .backend import default_dtype, get_array_module, set_default_dtype, to_numpy  # noqa: F401
+from .backend import get_num_threads, set_num_threads  # noqa: F401
 from .factory import arange, empty, full, ones, ones_like, rand, randn, zeros, zeros_like  # noqa: F401
 
 __version__ = "0.1.0"

@@ -8,7 +8,9 @@ Devices are ``"cpu"`` and ``"cuda"`` (or ``"cuda:N"``). ``NPJEM_DEVICE`` sets th
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import numpy as np
 
@@ -16,6 +18,7 @@ __all__ = [
     "get_array_module", "cupy_available", "get_cupy", "default_device", "set_default_device",
     "normalize_device", "device_of", "xp_for_device", "to_numpy", "to_device", "asarray",
     "default_dtype", "set_default_dtype", "scatter_add", "is_array", "block_bytes",
+    "get_num_threads", "set_num_threads", "parallel_for",
 ]
 
 _cupy = None
@@ -184,12 +187,149 @@ def set_default_dtype(dtype) -> None:
 # of a 3x3 convolution on NumPy. 8 MiB blocks were as fast as 2-4 MiB ones on an idle machine
 # and hold up better on a busy one (fewer, larger BLAS calls, each of which may wait for a
 # descheduled BLAS thread). A GPU wants the opposite: one launch over the whole batch.
-_CPU_BLOCK_BYTES = 8 << 20
+_CPU_BLOCK_BYTES = 2 << 20
 
 
 def block_bytes(xp):
     """Working-set bytes a blocked loop should aim for on ``xp``; ``None``: do not block."""
     return _CPU_BLOCK_BYTES if xp is np else None
+
+
+# ---------------------------------------------------------------- threads
+
+# NumPy runs its elementwise loops, copies and reductions on one core; only the BLAS runs
+# matrix products on several. The memory-bound passes of a training step (im2col, col2im,
+# BatchNorm, ReLU: more than half of the SimCLR step on one core, docs/performance.md) are
+# split here over a few threads instead: NumPy releases the GIL inside those loops. Pieces are
+# cut by the work's shape only, never by the number of threads, so every result is the same
+# bit for bit with 1 thread or 8. A GPU runs one call over the whole range.
+_num_threads = None
+_pool = None
+_pool_size = 0
+
+
+def _env_threads():
+    for name in ("NPJEM_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(name, "").strip()
+        if v:
+            try:
+                n = int(v)
+            except ValueError:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}") from None
+            if n < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """Threads npjem's own CPU loops use, like ``torch.get_num_threads``: ``set_num_threads``,
+    else ``NPJEM_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this process may use.
+    (The BLAS keeps its own count: threadpoolctl or ``OPENBLAS_NUM_THREADS`` set that one.)"""
+    return _num_threads if _num_threads is not None else _env_threads()
+
+
+def set_num_threads(n) -> None:
+    """Threads for npjem's CPU loops (1: none); ``None`` goes back to the environment's count."""
+    global _num_threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
+    _num_threads = None if n is None else int(n)
+
+
+def _forget_pool():
+    # A forked child has the pool object but not its threads: it would wait forever.
+    global _pool, _pool_size
+    _pool, _pool_size = None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+_in_worker = threading.local()
+_nothing = contextlib.nullcontext
+
+
+def _thread_pool(n):
+    global _pool, _pool_size
+    if _pool is None or _pool_size != n:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 — only when threading
+
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool, _pool_size = ThreadPoolExecutor(n - 1, thread_name_prefix="npjem"), n
+    return _pool
+
+
+def _take_pieces(fn, pieces, results, order, lock):
+    # Each thread takes the next piece until none is left: a thread slowed down by another
+    # process on its core takes fewer pieces instead of holding up the others.
+    _in_worker.active = True
+    try:
+        while True:
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            results[i] = fn(*pieces[i])
+    finally:
+        _in_worker.active = False
+
+
+_blas = None
+
+
+def _blas_controller():
+    """threadpoolctl's handle on the BLAS NumPy loaded, or ``False`` when there is none."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController  # noqa: PLC0415 — optional
+
+            sel = ThreadpoolController().select(user_api="blas")
+            _blas = sel if sel.lib_controllers else False
+        except Exception:  # not installed, or a BLAS it cannot drive
+            _blas = False
+    return _blas
+
+
+def parallel_for(xp, n, fn, chunk, blas=False):
+    """Call ``fn(lo, hi)`` for the pieces ``[0, chunk), [chunk, 2·chunk), …`` of ``range(n)``
+    and return the results in order of the pieces.
+
+    On NumPy the pieces are shared out to ``get_num_threads()`` threads, the caller's among
+    them, each taking the next piece when it is done with one; ``fn`` must write only its own piece's output. All of them run in
+    the caller's thread when there is one piece or one thread, or when called from inside
+    another ``parallel_for``. With ``blas=True`` (``fn`` multiplies matrices) the BLAS runs one
+    thread per piece meanwhile, through threadpoolctl: a multi-threaded BLAS called from
+    several threads at once would queue the calls or oversubscribe the cores; without
+    threadpoolctl such pieces run one after the other, the BLAS threading each product.
+
+    On CuPy, ``fn(0, n)`` runs once: one launch over the whole range. The pieces depend on
+    ``chunk`` only, so a result assembled from them does not depend on the number of threads.
+    """
+    if xp is not np:
+        return [fn(0, n)]
+    chunk = max(1, int(chunk))
+    pieces = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
+    threads = min(get_num_threads(), len(pieces))
+    limiter = _blas_controller() if blas and threads > 1 else None
+    if threads <= 1 or getattr(_in_worker, "active", False) or limiter is False:
+        return [fn(lo, hi) for lo, hi in pieces]
+    results, order, lock = [None] * len(pieces), iter(range(len(pieces))), threading.Lock()
+    pool = _thread_pool(get_num_threads())
+    with limiter.limit(limits=1) if limiter is not None else _nothing():
+        helpers = [pool.submit(_take_pieces, fn, pieces, results, order, lock) for _ in range(threads - 1)]
+        try:
+            _take_pieces(fn, pieces, results, order, lock)
+        finally:
+            for h in helpers:  # every piece done (or raised) before returning
+                h.result()
+    return results
 
 
 # ---------------------------------------------------------------- scatter-add

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import numbers
 
+import threading
+
 import numpy as np
 
 from .. import backend
@@ -144,7 +146,8 @@ class _Im2col:
 
     ``cols(n0, n1, out)`` returns the rows of images n0:n1 as an array of shape
     (m, G, K') with m = (n1 − n0)·Ho·Wo and K' = kh·kw·C/G, columns ordered (i, j, c) inside
-    each group.
+    each group. Blocks may be made in several threads at once: each thread keeps its own
+    padded buffer and scratch columns.
     """
 
     def __init__(self, x, g: _ConvGeometry):
@@ -160,12 +163,18 @@ class _Im2col:
         # Copy into a padded channels-last buffer unless x already is channels-last and
         # unpadded (the output of a previous convolution, through elementwise layers).
         self.copy = bool(pt or pb or pl or pr) or x.strides[1] != x.itemsize
-        if self.copy:
-            hp, wp = g.padded_hw(h, w)
-            self.buf = xp.zeros((self.block, hp, wp, c), dtype=x.dtype)
+        self._bufs, self._scratch = {}, {}
 
     def rows(self, n0, n1):
         return n0 * self.ho * self.wo, n1 * self.ho * self.wo
+
+    def _padded(self):
+        buf = self._bufs.get(threading.get_ident())
+        if buf is None:  # zeroed once: only the interior is ever written
+            hp, wp = self.g.padded_hw(self.h, self.w)
+            buf = self._bufs[threading.get_ident()] = self.xp.zeros(
+                (self.block, hp, wp, self.c), dtype=self.x.dtype)
+        return buf
 
     def cols(self, n0, n1, out=None):
         xp, g = self.xp, self.g
@@ -173,7 +182,7 @@ class _Im2col:
         src = self.x[n0:n1].transpose(0, 2, 3, 1)
         if self.copy:
             (pt, _), (pl, _) = g.pads
-            buf = self.buf[:cc]
+            buf = self._padded()[:cc]
             buf[:, pt:pt + self.h, pl:pl + self.w, :] = src
             src = buf
         s_n, s_h, s_w, s_c = src.strides
@@ -188,9 +197,27 @@ class _Im2col:
         out[...] = windows
         return out.reshape(cc * self.ho * self.wo, g.groups, self.k)
 
-    def scratch(self):
-        """A reusable (block·Ho·Wo, G, K') buffer for columns that are not kept."""
-        return self.xp.empty((self.block * self.ho * self.wo, self.g.groups, self.k), dtype=self.x.dtype)
+    def scratch(self, rows):
+        """A reusable buffer of ``rows`` rows, this thread's, for columns that are not kept."""
+        buf = self._scratch.get(threading.get_ident())
+        if buf is None:
+            buf = self._scratch[threading.get_ident()] = self.xp.empty(
+                (self.block * self.ho * self.wo, self.g.groups, self.k), dtype=self.x.dtype)
+        return buf[:rows]
+
+    def each_block(self, fn):
+        """``fn(n0, n1)`` for every block of images, the blocks shared out to threads
+        (``backend.parallel_for``; each block's GEMM on one BLAS thread); results in order."""
+        return backend.parallel_for(self.xp, self.x.shape[0], fn, self.block, blas=True)
+
+
+# A piece of a threaded copy (backend.parallel_for) should carry enough bytes to pay for
+# handing it to a thread (tens of microseconds).
+_PIECE_BYTES = 1 << 18
+
+
+def _images_per_piece(image_bytes):
+    return max(1, _PIECE_BYTES // max(int(image_bytes), 1))
 
 
 def _weight_matrix(w, groups):
@@ -220,7 +247,16 @@ def _gy_rows(gy):
     """
     xp = backend.get_array_module(gy)
     n, o, ho, wo = gy.shape
-    return xp.ascontiguousarray(gy.transpose(0, 2, 3, 1)).reshape(n * ho * wo, o)
+    rows = gy.transpose(0, 2, 3, 1)
+    if rows.flags.c_contiguous:
+        return rows.reshape(n * ho * wo, o)
+    out = xp.empty(rows.shape, dtype=gy.dtype)
+
+    def copy(a, b):
+        out[a:b] = rows[a:b]
+
+    backend.parallel_for(xp, n, copy, _images_per_piece(out[:1].nbytes))
+    return out.reshape(n * ho * wo, o)
 
 
 def _kept_range(offset, out_len, in_len, stride, pad):
@@ -266,10 +302,10 @@ def _conv_forward(x, w, b, g, keep_cols):
     m = n * im.ho * im.wo
     y = xp.empty((m, o), dtype=x.dtype)
     kept = xp.empty((m, groups, im.k), dtype=x.dtype) if keep_cols else None
-    scratch = None if keep_cols else im.scratch()
-    for n0, n1 in im.ranges:
+
+    def block(n0, n1):  # writes rows r0:r1 of y (and of kept) only
         r0, r1 = im.rows(n0, n1)
-        cols = im.cols(n0, n1, kept[r0:r1] if keep_cols else scratch[:r1 - r0])
+        cols = im.cols(n0, n1, kept[r0:r1] if keep_cols else im.scratch(r1 - r0))
         if groups == 1:
             xp.matmul(cols[:, 0, :], wm[0].T, out=y[r0:r1])
         else:
@@ -277,6 +313,8 @@ def _conv_forward(x, w, b, g, keep_cols):
                 cols.transpose(1, 0, 2), wm.transpose(0, 2, 1)).transpose(1, 0, 2)
         if b is not None:
             y[r0:r1] += b
+
+    im.each_block(block)
     return y.reshape(n, im.ho, im.wo, o).transpose(0, 3, 1, 2), kept
 
 
@@ -292,9 +330,10 @@ def _conv_input_grad(gy, w, g, in_hw, gt=None):
     gt3 = gt.reshape(n * ho * wo, groups, og).transpose(1, 0, 2)
     wm = _weight_matrix(w, groups)
     gx = xp.zeros((n, h, wd, groups, cg), dtype=gy.dtype)
-    ranges, _ = _blocks(n, ho * wo * c * kh * kw * gy.itemsize, xp)
+    _, per_block = _blocks(n, ho * wo * c * kh * kw * gy.itemsize, xp)
     hw = ho * wo
-    for n0, n1 in ranges:
+
+    def block(n0, n1):  # writes images n0:n1 of gx only
         cc = n1 - n0
         r0, r1 = n0 * hw, n1 * hw
         if groups == 1:
@@ -303,11 +342,16 @@ def _conv_input_grad(gy, w, g, in_hw, gt=None):
             d = xp.matmul(gt3[:, r0:r1], wm)
             d = d.reshape(groups, cc, ho, wo, kh, kw, cg).transpose(1, 2, 3, 0, 4, 5, 6)
         _col2im(d, gx[n0:n1], g)
+
+    backend.parallel_for(xp, n, block, per_block, blas=True)
     return gx.reshape(n, h, wd, c).transpose(0, 3, 1, 2)
 
 
 def _conv_weight_grad(x, gy, g, w_shape, cols=None, gt=None):
-    """gW = gy_rowsᵀ @ cols(x), reshaped to (O, C/G, kh, kw); recomputes columns when not kept."""
+    """gW = gy_rowsᵀ @ cols(x), reshaped to (O, C/G, kh, kw); recomputes columns when not kept.
+
+    Recomputed, the blocks' products are added in block order whatever thread made them, so
+    the sum is the same with any number of threads."""
     xp = backend.get_array_module(x)
     o = w_shape[0]
     groups = g.groups
@@ -321,15 +365,17 @@ def _conv_weight_grad(x, gy, g, w_shape, cols=None, gt=None):
             gm = xp.matmul(gt3, cols.transpose(1, 0, 2))
         return _weight_from_matrix(gm, w_shape)
     im = _Im2col(x, g)
-    gm = xp.zeros((groups, og, im.k), dtype=x.dtype)
-    scratch = im.scratch()
-    for n0, n1 in im.ranges:
+
+    def block(n0, n1):
         r0, r1 = im.rows(n0, n1)
-        c = im.cols(n0, n1, scratch[:r1 - r0])
+        c = im.cols(n0, n1, im.scratch(r1 - r0))
         if groups == 1:
-            gm[0] += gt[r0:r1].T @ c[:, 0, :]
-        else:
-            gm += xp.matmul(gt3[:, :, r0:r1], c.transpose(1, 0, 2))
+            return (gt[r0:r1].T @ c[:, 0, :])[None]
+        return xp.matmul(gt3[:, :, r0:r1], c.transpose(1, 0, 2))
+
+    gm = xp.zeros((groups, og, im.k), dtype=x.dtype)
+    for part in im.each_block(block):
+        gm += part
     return _weight_from_matrix(gm, w_shape)
 
 
@@ -900,15 +946,18 @@ class _BatchNormTrain(Function):
         xp = backend.get_array_module(x)
         r = _channels_last(x)
         n = x.size // x.shape[1]
-        mean = r.mean(axis=tuple(range(r.ndim - 1)))
-        d = r - mean
-        var = _channel_dot(d, d) / n
-        invstd = 1.0 / xp.sqrt(var + self.eps)
-        self.mean, self.var, self.invstd = mean, var, invstd
-        scale = invstd * wb[0] if self.has_weight else invstd
-        d *= scale
-        if self.has_bias:
-            d += wb[-1]
+        scale_of = (lambda invstd: invstd * wb[0]) if self.has_weight else (lambda invstd: invstd)
+        bias = wb[-1] if self.has_bias else None
+        if r.ndim == 2:
+            d, mean, var = _bn_forward_rows(r, n, self.eps, scale_of, bias)
+        else:
+            mean = r.mean(axis=tuple(range(r.ndim - 1)))
+            d = r - mean
+            var = _channel_dot(d, d) / n
+            d *= scale_of(1.0 / xp.sqrt(var + self.eps))
+            if bias is not None:
+                d += bias
+        self.mean, self.var, self.invstd = mean, var, 1.0 / xp.sqrt(var + self.eps)
         return _from_channels_last(d, x.shape)
 
     def backward(self, gy):
@@ -948,15 +997,22 @@ class _BatchNormTrain(Function):
         g = xp.moveaxis(gy, 1, -1)
         if r.ndim == 2:
             g = g.reshape(r.shape)  # a view when gy is laid out like x, else the one copy
-        d = r - self.mean
-        gb = g.sum(axis=tuple(range(g.ndim - 1)))
-        gw = _channel_dot(g, d) * invstd
+            d, gb, gw = _bn_backward_sums(r, g, self.mean)
+        else:
+            d = r - self.mean
+            gb = g.sum(axis=tuple(range(g.ndim - 1)))
+            gw = _channel_dot(g, d)
+        gw = gw * invstd
         out = []
         if need[0]:
             s = invstd * w if w is not None else invstd
-            d *= -s * invstd * gw * (1.0 / n)
-            d += g * s
-            d -= s * gb * (1.0 / n)
+            a, b = -s * invstd * gw * (1.0 / n), -s * gb * (1.0 / n)
+            if r.ndim == 2:
+                _bn_backward_dx(d, g, s, a, b)
+            else:
+                d *= a
+                d += g * s
+                d += b
             out.append(Tensor(_from_channels_last(d, x.shape)))
         else:
             out.append(None)
@@ -965,6 +1021,75 @@ class _BatchNormTrain(Function):
         if self.has_bias:
             out.append(Tensor(gb.reshape(self.inputs[-1].shape)) if need[-1] else None)
         return tuple(out)
+
+
+# BatchNorm's passes over x seen as rows (M, C) run in pieces of rows, several threads at
+# once (backend.parallel_for). Each piece does all of a pass's work while its rows are in
+# cache, and per-channel sums add the pieces' partial sums in order, so the result is the
+# same with any number of threads.
+_BN_PIECE_BYTES = 1 << 20
+
+
+def _bn_rows(r):
+    return max(1, _BN_PIECE_BYTES // max(r.shape[1] * r.itemsize, 1))
+
+
+def _sum_in_order(parts):
+    total = parts[0].copy()
+    for p in parts[1:]:
+        total += p
+    return total
+
+
+def _bn_forward_rows(r, n, eps, scale_of, bias):
+    """x̂·γ + β on rows (M, C): μ, then x − μ with Σ(x − μ)², then the scale and shift."""
+    xp = backend.get_array_module(r)
+    chunk = _bn_rows(r)
+    mean = _sum_in_order(backend.parallel_for(xp, r.shape[0], lambda a, b: r[a:b].sum(axis=0), chunk)) / n
+    d = xp.empty_like(r)
+
+    def centre(a, b):
+        da = d[a:b]
+        xp.subtract(r[a:b], mean, out=da)
+        return _channel_dot(da, da)
+
+    var = _sum_in_order(backend.parallel_for(xp, r.shape[0], centre, chunk)) / n
+    scale = scale_of(1.0 / xp.sqrt(var + eps))
+
+    def affine(a, b):
+        d[a:b] *= scale
+        if bias is not None:
+            d[a:b] += bias
+
+    backend.parallel_for(xp, r.shape[0], affine, chunk)
+    return d, mean, var
+
+
+def _bn_backward_sums(r, g, mean):
+    """x − μ, Σ gy and Σ gy·(x − μ) per channel, in one pass over rows."""
+    xp = backend.get_array_module(r)
+    d = xp.empty_like(r)
+
+    def piece(a, b):
+        da = d[a:b]
+        xp.subtract(r[a:b], mean, out=da)
+        return g[a:b].sum(axis=0), _channel_dot(g[a:b], da)
+
+    parts = backend.parallel_for(xp, r.shape[0], piece, _bn_rows(r))
+    return d, _sum_in_order([p[0] for p in parts]), _sum_in_order([p[1] for p in parts])
+
+
+def _bn_backward_dx(d, g, s, a, b):
+    """d ← a·d + s·gy + b in place, in one pass over rows."""
+    xp = backend.get_array_module(d)
+
+    def piece(lo, hi):
+        dp = d[lo:hi]
+        dp *= a
+        dp += g[lo:hi] * s
+        dp += b
+
+    backend.parallel_for(xp, d.shape[0], piece, _bn_rows(d))
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,  # noqa: A002
