@@ -55,6 +55,7 @@ def step_vs_torch(torch, pairs, threads, batch=128):
     t_ours, t_theirs, cpu_ours, cpu_theirs = [], [], [], []
 
     def timed(fn, x, y, wall, cpu):
+        _settle(threads)
         c0 = time.process_time()
         wall.append(fn(x, y, record=False)[1])
         cpu.append(time.process_time() - c0)
@@ -80,14 +81,36 @@ def _clock(threads):
     return time.process_time if threads == 1 else time.perf_counter
 
 
-def best_of(fns, repeats, clock):
+# A multi-threaded OpenBLAS call leaves its worker threads spinning for up to ~0.1 s
+# (OPENBLAS_THREAD_TIMEOUT, 2^28 cycles by default), and PyTorch's OpenMP workers spin after
+# its ops too. A case timed right after another library's threaded work shares the cores
+# with those spinning threads (measured: npjem's convolution 15-30 ms slower right after a
+# 2-thread 1024² matmul than after a pause). So with more than one thread each timed call
+# is preceded by a pause (``_SETTLE``), except the GEMM ceiling's, which is preceded by one
+# untimed call of itself instead: after a pause OpenBLAS's threads are asleep, and waking
+# them would be charged to the ceiling (it measured 165 instead of 200 GFLOP/s).
+_SETTLE = 0.25
+
+
+def _settle(threads):
+    if threads > 1:
+        time.sleep(_SETTLE)
+
+
+def best_of(fns, repeats, clock, threads=1, warm=()):
     """The minimum over ``repeats`` rounds of each function's time, the rounds interleaving
-    the functions (a change of load hits all of them), after one warm-up call each."""
+    the functions (a change of load hits all of them), after one warm-up call each. With more
+    than one thread, each call follows a pause, or for the indices in ``warm`` an untimed
+    call of the same function."""
     for fn in fns:
         fn()
     best = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            if i in warm and threads > 1:
+                fn()
+            else:
+                _settle(threads)
             t0 = clock()
             fn()
             best[i] = min(best[i], clock() - t0)
@@ -112,7 +135,8 @@ def conv_vs_ceiling(threads, repeats, n=256, c=64, s=16):
         conv(x).backward(gy)
 
     with _blas(threads):
-        t, t_gemm, t_sq = best_of([fwd_bwd, lambda: a @ b, lambda: sq @ sq], repeats, _clock(threads))
+        t, t_gemm, t_sq = best_of([fwd_bwd, lambda: a @ b, lambda: sq @ sq], repeats, _clock(threads),
+                                  threads, warm=(1, 2))
     gemm_flop = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
     ceiling = max(gemm_flop / t_gemm, 2.0 * 1024 ** 3 / t_sq) / 1e9
     return 3 * gemm_flop / t / 1e9, t, ceiling
