@@ -202,7 +202,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="NumPy's BLAS threads (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="NumPy's BLAS threads and npjem's (default 1)")
     args = ap.parse_args(argv)
     wall, rows, gemm = profile(args.batch, args.steps, args.threads)
     print(f"SimCLR step, 2 x {args.batch} images, float32, {args.threads} BLAS thread(s), "
