@@ -188,7 +188,8 @@ def langevin(energy, x, n_steps, step_size, noise_scale=None, generator=None, *,
         if noise_first and sigma > 0:
             x = x + sigma * gen.standard_normal(x.shape, dtype=x.dtype)
         e, g = energy_and_grad(energy, x)
-        info["grad_norm"].append(float(_row_norm(g, xp).mean()))
+        if return_info:  # float() waits for a GPU at every step: only when asked for
+            info["grad_norm"].append(float(_row_norm(g, xp).mean()))
         if clip is not None:
             g = xp.clip(g, -clip, clip)
         x = x - eta * g
@@ -196,7 +197,8 @@ def langevin(energy, x, n_steps, step_size, noise_scale=None, generator=None, *,
             x = x + sigma * gen.standard_normal(x.shape, dtype=x.dtype)
         if box is not None:
             x = xp.clip(x, box[0], box[1])
-        info["energy"].append(float(e.mean()))
+        if return_info:
+            info["energy"].append(float(e.mean()))
     return _done(x, info, return_info)
 
 

@@ -44,3 +44,22 @@ def test_stride_one_input_gradient_equals_the_col2im_form(kernel, pads, dilation
 def test_other_geometries_keep_the_col2im_form(stride, pads, groups):
     g = F._ConvGeometry((3, 3), stride, pads, (1, 1), groups)
     assert F._full_correlation(g) is None
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_convolution_s_output_and_input_gradient_are_channels_last_arrays_of_their_own(stride):
+    """Channels-last (what BatchNorm and the next convolution read without a copy) and owning
+    their memory (so the engine stores an input gradient as ``.grad`` without copying it)."""
+    import npjem
+
+    rng = np.random.default_rng(0)
+    x = npjem.tensor(rng.standard_normal((2, 3, 6, 6)), device="cpu", requires_grad=True)
+    w = npjem.tensor(rng.standard_normal((4, 3, 3, 3)), device="cpu")
+    y = F.conv2d(x, w, stride=stride, padding=1)
+    y.backward(npjem.Tensor(np.ones(y.shape)))
+    for a in (y.data, x.grad.data):
+        assert a.flags.owndata
+        assert a.strides[1] == a.itemsize  # C is the fastest axis: x.grad is not the engine's
+        # copy of a view, which would be C-ordered NCHW
+    g = F._conv_input_grad(np.ones(y.shape), w.data, F._conv_geometry(x, w, stride, 1, 1, 1, "t"), (6, 6))
+    np.testing.assert_array_equal(g, x.grad.data)
