@@ -18,7 +18,7 @@ __all__ = [
     "get_array_module", "cupy_available", "get_cupy", "default_device", "set_default_device",
     "normalize_device", "device_of", "xp_for_device", "to_numpy", "to_device", "asarray",
     "default_dtype", "set_default_dtype", "scatter_add", "is_array", "block_bytes",
-    "get_num_threads", "set_num_threads", "parallel_for",
+    "get_num_threads", "set_num_threads", "parallel_for", "matmul",
 ]
 
 _cupy = None
@@ -284,17 +284,32 @@ _blas = None
 
 
 def _blas_controller():
-    """threadpoolctl's handle on the BLAS NumPy loaded, or ``False`` when there is none."""
+    """threadpoolctl's handles on the BLAS libraries loaded, or ``False`` when there are none."""
     global _blas
     if _blas is None:
         try:
             from threadpoolctl import ThreadpoolController  # noqa: PLC0415 — optional
 
-            sel = ThreadpoolController().select(user_api="blas")
-            _blas = sel if sel.lib_controllers else False
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas = list(libs) if libs else False
         except Exception:  # not installed, or a BLAS it cannot drive
             _blas = False
     return _blas
+
+
+@contextlib.contextmanager
+def _one_blas_thread(libs):
+    # The libraries' own setters, not threadpool_limits: a few microseconds per GEMM, not tens.
+    before = [lib.get_num_threads() for lib in libs]
+    for lib, n in zip(libs, before):
+        if n != 1:
+            lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, before):
+            if n != 1:
+                lib.set_num_threads(n)
 
 
 def parallel_for(xp, n, fn, chunk, blas=False):
@@ -305,9 +320,10 @@ def parallel_for(xp, n, fn, chunk, blas=False):
     them, each taking the next piece when it is done with one; ``fn`` must write only its own piece's output. All of them run in
     the caller's thread when there is one piece or one thread, or when called from inside
     another ``parallel_for``. With ``blas=True`` (``fn`` multiplies matrices) the BLAS runs one
-    thread per piece meanwhile, through threadpoolctl: a multi-threaded BLAS called from
-    several threads at once would queue the calls or oversubscribe the cores; without
-    threadpoolctl such pieces run one after the other, the BLAS threading each product.
+    thread per piece meanwhile, also with one thread of npjem's, through threadpoolctl: a
+    multi-threaded BLAS called from several threads at once would queue the calls or
+    oversubscribe the cores, and one piece's product is then the same however many threads
+    run. Without threadpoolctl such pieces run one after the other, the BLAS threading each.
 
     On CuPy, ``fn(0, n)`` runs once: one launch over the whole range. The pieces depend on
     ``chunk`` only, so a result assembled from them does not depend on the number of threads.
@@ -317,12 +333,16 @@ def parallel_for(xp, n, fn, chunk, blas=False):
     chunk = max(1, int(chunk))
     pieces = [(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
     threads = min(get_num_threads(), len(pieces))
-    limiter = _blas_controller() if blas and threads > 1 else None
-    if threads <= 1 or getattr(_in_worker, "active", False) or limiter is False:
+    nested = getattr(_in_worker, "active", False)
+    libs = _blas_controller() if blas and not nested else None
+    if threads <= 1 or nested or libs is False:
+        if libs:  # one thread: the pieces still on one BLAS thread each, as with several
+            with _one_blas_thread(libs):
+                return [fn(lo, hi) for lo, hi in pieces]
         return [fn(lo, hi) for lo, hi in pieces]
     results, order, lock = [None] * len(pieces), iter(range(len(pieces))), threading.Lock()
     pool = _thread_pool(get_num_threads())
-    with limiter.limit(limits=1) if limiter is not None else _nothing():
+    with _one_blas_thread(libs) if libs else _nothing():
         helpers = [pool.submit(_take_pieces, fn, pieces, results, order, lock) for _ in range(threads - 1)]
         try:
             _take_pieces(fn, pieces, results, order, lock)
@@ -330,6 +350,54 @@ def parallel_for(xp, n, fn, chunk, blas=False):
             for h in helpers:  # every piece done (or raised) before returning
                 h.result()
     return results
+
+
+# A GEMM below this many multiply-adds runs on one BLAS thread in OpenBLAS anyway
+# (65536 · GEMM_MULTITHREAD_THRESHOLD = 4); above it, npjem shares it out by rows.
+_SMALL_GEMM = 1 << 18
+# Rows per piece of a shared-out GEMM: about this many multiply-adds, a few hundred microseconds.
+_GEMM_PIECE = 1 << 24
+
+
+def matmul(a, b):
+    """``a @ b``; for 2-D NumPy arrays large enough for a multi-threaded BLAS, the rows of
+    ``a`` in pieces on npjem's threads, one BLAS thread each (``parallel_for(blas=True)``), so
+    ``npjem.set_num_threads`` sets the cores npjem's GEMMs use, as ``torch.set_num_threads``.
+
+    Why not the BLAS's own threads: after a multi-threaded call OpenBLAS's workers spin for
+    up to ~0.1 s, and npjem's threaded passes that follow (a convolution's backward after the
+    projector's GEMMs) then share the cores with them. The SimCLR step took 15–20 % less time
+    with every GEMM on one BLAS thread (docs/performance.md). The pieces depend on the shapes
+    only, so the product is the same with any number of threads."""
+    xp = get_array_module(a, b)
+    if xp is not np or a.ndim != 2 or b.ndim != 2:
+        return a @ b
+    m, k = a.shape
+    n = b.shape[1]
+    if m * n * k < _SMALL_GEMM:
+        return a @ b
+    rows_per_piece = max(1, _GEMM_PIECE // max(n * k, 1))
+    libs = _blas_controller()
+    if m <= rows_per_piece and libs and not getattr(_in_worker, "active", False):
+        # One piece (most GEMMs of a small network): parallel_for's bookkeeping would cost
+        # more than the GEMM's own hand-off, on a few microseconds' product.
+        before = [lib.get_num_threads() for lib in libs]
+        if all(t == 1 for t in before):
+            return a @ b
+        for lib in libs:
+            lib.set_num_threads(1)
+        try:
+            return a @ b
+        finally:
+            for lib, t in zip(libs, before):
+                lib.set_num_threads(t)
+    out = np.empty((m, n), dtype=np.result_type(a.dtype, b.dtype))
+
+    def rows(lo, hi):
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+    parallel_for(np, m, rows, rows_per_piece, blas=True)
+    return out
 
 
 # ---------------------------------------------------------------- scatter-add

@@ -236,3 +236,43 @@ def test_relu_backward_in_pieces_keeps_masked_infinities_out(small_pieces, threa
     gy = np.full((40, 2), np.inf)
     y.backward(npjem.Tensor(gy))
     assert (x.grad.data[:, 0] == 0).all() and np.isinf(x.grad.data[:, 1]).all()
+
+
+# ------------------------------------------------------------------ matmul
+
+@pytest.mark.parametrize("shapes", [((37, 11), (11, 5)), ((64, 64), (64, 64)), ((3, 200), (200, 7))])
+def test_matmul_in_row_pieces_is_the_product_with_the_same_bits_for_any_thread_count(shapes, threads, monkeypatch):
+    monkeypatch.setattr(backend, "_SMALL_GEMM", 1)
+    monkeypatch.setattr(backend, "_GEMM_PIECE", 500)  # a few rows per piece
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+    outs = []
+    for k in (1, 2, 3):
+        npjem.set_num_threads(k)
+        outs.append(backend.matmul(a, b))
+    np.testing.assert_allclose(outs[0], a @ b, rtol=1e-5, atol=1e-5)
+    for o in outs[1:]:
+        assert np.array_equal(o, outs[0]) and o.dtype == np.float32
+
+
+def test_matmul_promotes_dtypes_and_leaves_other_shapes_to_numpy(threads, monkeypatch):
+    monkeypatch.setattr(backend, "_SMALL_GEMM", 1)
+    npjem.set_num_threads(2)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((9, 4)).astype(np.float32), rng.standard_normal((4, 3))
+    assert backend.matmul(a, b).dtype == np.float64
+    np.testing.assert_allclose(backend.matmul(a, b), a @ b, rtol=1e-6)
+    batched = rng.standard_normal((2, 5, 4))
+    np.testing.assert_array_equal(backend.matmul(batched, b), batched @ b)
+    v = rng.standard_normal(4)
+    np.testing.assert_array_equal(backend.matmul(b.T, v), b.T @ v)
+
+
+def test_linear_layers_and_matmul_backward_pass_gradcheck_in_pieces(threads, monkeypatch):
+    monkeypatch.setattr(backend, "_SMALL_GEMM", 1)
+    monkeypatch.setattr(backend, "_GEMM_PIECE", 40)
+    npjem.set_num_threads(2)
+    rng = np.random.default_rng(2)
+    x, w, b, m = (npjem.tensor(rng.standard_normal(s), device="cpu", requires_grad=True)
+                  for s in ((7, 5), (4, 5), (4,), (4, 6)))
+    assert npjem.gradcheck(lambda x, w, b, m: AF.linear(x, w, b) @ m, (x, w, b, m))

@@ -348,7 +348,7 @@ class _Linear(Function):
     """
 
     def forward(self, x, w, b=None):
-        y = x @ w.T
+        y = backend.matmul(x, w.T)
         if b is None:
             return y
         if b.dtype == y.dtype:
