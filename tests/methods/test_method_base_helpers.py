@@ -81,6 +81,12 @@ def test_embed_runs_the_backbone_in_eval_mode_without_grad_in_chunks_and_restore
     np.testing.assert_allclose(m.embed(x, projected=True).numpy(), 2 * want, rtol=1e-12)
 
 
+def test_embed_chunks_512_images_by_default():
+    m = WithHead(PoolScale())
+    h = m.embed(np.ones((513, 3, 1, 1)))
+    assert [n for _, n, _ in m.backbone.modes] == [512, 1] and h.shape == (513, 3)
+
+
 def test_embed_casts_images_to_the_methods_dtype():
     x32, x64 = images(3), images(3, np.float64)
     h = WithHead(PoolScale(np.float64)).embed(x32)
@@ -164,7 +170,8 @@ def test_training_loss_passes_the_indices_to_a_method_that_needs_them():
     views, seen = m.seen
     assert seen is idx and len(views) == 2
     assert loss.item() == WithHead(PoolScale(), views=noise_views).training_loss(x, generator=1).item()
-    with pytest.raises(ValueError, match="Indexed needs the data-set index of each sample: pass indices="):
+    with pytest.raises(ValueError, match="Indexed needs the data-set index of each sample: pass indices= "
+                                         r"\(fit gets them from an IndexedDataLoader\)"):
         m.training_loss(x, generator=1)
     WithHead(PoolScale(), views=noise_views).training_loss(x, indices=idx)  # ignored when not needed
 
