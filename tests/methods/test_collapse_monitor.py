@@ -43,6 +43,11 @@ def test_a_zero_row_counts_as_the_origin_not_nan():
     assert got == pytest.approx((0.6 + 0.8) / 2 / math.sqrt(2), rel=1e-12)
 
 
+def test_one_dimension_is_the_spread_of_the_rows_signs():
+    # u = (1, −1, 1): mean 1/3, std (ddof = 1) √(4/3)
+    assert embedding_std(np.array([[1.0], [-1.0], [2.0]])) == pytest.approx(math.sqrt(4 / 3), rel=1e-12)
+
+
 def test_one_row_has_no_spread_to_measure():
     assert math.isnan(embedding_std(np.ones((1, 4))))
     assert not math.isnan(embedding_std(np.eye(2)))
