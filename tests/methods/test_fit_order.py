@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+from npjem import backend
 from npjem import random as nrandom
 from npjem.autograd import Tensor
 from npjem.methods import IndexedDataLoader, Method, fit
@@ -47,7 +48,7 @@ class Recorder(Method):
 
     def forward(self, v, indices=None):
         n = v.shape[0]
-        self.log.append(("forward", v.data.copy(), None if indices is None else np.array(indices)))
+        self.log.append(("forward", v.data.copy(), None if indices is None else backend.to_numpy(indices)))
         return (v * self.backbone.w).sum() * (1.0 / n)
 
     def before_step(self, step, total_steps):

@@ -4,6 +4,7 @@ the methods share, and IndexedDataLoader's rows."""
 import numpy as np
 import pytest
 
+from npjem import backend
 from npjem import random as nrandom
 from npjem.autograd import Tensor
 from npjem.methods import IndexedDataLoader, Method
@@ -192,8 +193,9 @@ def test_check_two_views_wants_equal_shapes_and_enough_images():
 
 def test_indexed_loader_in_order_yields_each_rows_position_as_int64():
     x = images(5)
-    positions = [idx for _, _, idx in IndexedDataLoader(x, batch_size=2, shuffle=False)]
+    positions = [backend.to_numpy(idx) for _, _, idx in IndexedDataLoader(x, batch_size=2, shuffle=False)]
     assert [p.tolist() for p in positions] == [[0, 1], [2, 3], [4]]
     assert all(p.dtype == np.int64 for p in positions)
-    for xb, _, idx in IndexedDataLoader(x, batch_size=2, shuffle=False):
-        np.testing.assert_array_equal(xb, x[idx])
+    for xb, _, idx in IndexedDataLoader(x, batch_size=2, shuffle=False):  # batches on the loader's device
+        idx = backend.to_numpy(idx)
+        np.testing.assert_array_equal(backend.to_numpy(xb), x[idx])
