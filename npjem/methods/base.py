@@ -287,8 +287,9 @@ def fit(method, loader, optimizer, epochs=1, schedule=None, generator=None, prog
         method.after_step(step, total_steps)                  # EMA, queue, memory bank
 
     Args:
-        method: a :class:`Method` (anything with ``make_views``, ``__call__`` and
-            ``after_step``; ``before_step`` is called when it has one).
+        method: a :class:`Method` (or anything with ``train()``, ``training_loss(x, indices=,
+            generator=)`` and ``after_step``; ``before_step`` is called when it has one, and
+            ``needs_indices`` is read when it has one).
         loader: an iterable of batches, re-iterated each epoch: ``x``, ``(x, y)`` (labels are
             ignored) or ``(x, y, indices)``; a method with ``needs_indices`` requires the
             third form (:class:`IndexedDataLoader`). ``len(loader)`` gives the steps per epoch

@@ -145,9 +145,6 @@ class DINO(Method):
         # numpy.linspace's endpoint: τ_t reaches teacher_temp at the last warm-up step, W − 1.
         return self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * k / (w - 1)
 
-    def _student(self, x):
-        return self.projector(self.backbone(x))
-
     def _teacher(self, x):
         return self.projector_teacher(self.backbone_teacher(x))
 

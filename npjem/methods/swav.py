@@ -222,9 +222,6 @@ class SwAV(Method):
         xp = backend.get_array_module(w)
         w /= xp.maximum(xp.sqrt((w * w).sum(axis=1, keepdims=True)), 1e-12)
 
-    def _embed(self, x):
-        return F.normalize(self.projector(self.backbone(x)), axis=1)
-
     def forward(self, *crops):
         n = _check_crops(crops, max(2, self.n_assign), "SwAV")
         if self.training:
