@@ -258,3 +258,24 @@ def test_nce_names_its_bad_arguments():
     for bad in (True, "0.0", None):
         with pytest.raises(TypeError, match=r"^log_z must be a scalar Tensor or a real number"):
             O.nce(E, x, x, lp, lp, bad)
+
+
+# ================================================================ score matching
+
+def test_score_matching_is_its_formula_on_a_quadratic_energy():
+    # s = −Ax, tr ∇ₓs = −tr A: J per sample = −tr A + ½‖Ax‖².
+    x = np.random.default_rng(13).standard_normal((4, 3))
+    got = O.score_matching(_quadratic_energy, x, reduction="none")
+    np.testing.assert_allclose(got.numpy(), -np.trace(A) + 0.5 * ((x @ A) ** 2).sum(axis=1), rtol=1e-12)
+    assert float(O.score_matching(_quadratic_energy, x).item()) == pytest.approx(float(got.numpy().mean()),
+                                                                              rel=1e-12)
+
+
+def test_linear_energy_keeps_float32():
+    # A linear energy's Hessian rows have no path back to x: they are zeros of the data's dtype.
+    w = Tensor(np.array([1.0, -2.0], dtype=np.float32))
+    x = np.random.default_rng(14).standard_normal((3, 2)).astype(np.float32)
+    for fn, kwargs in ((O.score_matching, {}), (O.sliced_score_matching, {"variance_reduction": True})):
+        loss = fn(lambda z: z @ w, x, **kwargs)
+        assert loss.dtype == np.float32
+        assert float(loss.item()) == pytest.approx(0.5 * 5.0, rel=1e-6)  # ½‖w‖², zero curvature
