@@ -1,0 +1,39 @@
+"""npjem.ebm.dae's corruptions on image batches and in float32, as the module docstring promises:
+an image is corrupted as its flattened row, round(ν·C·H·W) entries per image, in the input's dtype."""
+import numpy as np
+import pytest
+
+from npjem.ebm.dae import masking_noise, salt_and_pepper_noise
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_masking_noise_masks_a_fixed_fraction_of_each_image(fraction):
+    x = np.random.default_rng(0).uniform(0.5, 1.0, (6, 2, 3, 4))
+    y = masking_noise(x, fraction, generator=1)
+    assert y.shape == x.shape
+    zeros = (y == 0).reshape(6, -1).sum(axis=1)
+    np.testing.assert_array_equal(zeros, round(fraction * 24))
+    np.testing.assert_array_equal(y[y != 0], x[y != 0])
+    # the same draws as the flattened batch
+    np.testing.assert_array_equal(y.reshape(6, -1), masking_noise(x.reshape(6, -1), fraction, generator=1))
+
+
+def test_salt_and_pepper_sets_a_fixed_fraction_of_each_image():
+    x = np.full((5, 1, 4, 4), 0.5)
+    y = salt_and_pepper_noise(x, 0.25, generator=2)
+    assert y.shape == x.shape
+    changed = (y != 0.5).reshape(5, -1)
+    np.testing.assert_array_equal(changed.sum(axis=1), 4)
+    assert set(np.unique(y[y != 0.5])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(y.reshape(5, -1), salt_and_pepper_noise(x.reshape(5, -1), 0.25, generator=2))
+
+
+@pytest.mark.parametrize("fn", [masking_noise, salt_and_pepper_noise])
+def test_corruptions_keep_float32(fn):
+    x = np.random.default_rng(3).random((4, 6)).astype(np.float32)
+    assert fn(x, 0.5, generator=0).dtype == np.float32
+
+
+def test_salt_and_pepper_needs_low_below_high():
+    with pytest.raises(ValueError, match="low must be < high"):
+        salt_and_pepper_noise(np.zeros((2, 2)), 0.5, generator=0, low=1.0, high=1.0)
