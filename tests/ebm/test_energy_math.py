@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npjem import backend
-from npjem.ebm.energy import ConvEnergy
+from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, nll
 
 
 def host(t):
@@ -39,7 +39,34 @@ def test_conv_energy_is_seeded_by_one_generator():
     assert not np.array_equal(host(a.features[0].weight), host(c.features[0].weight))
 
 
-def test_conv_energy_takes_the_dtype_asked_for():
-    model = ConvEnergy(1, widths=(2,), strides=(1,), dtype=np.float32, generator=0)
-    assert {p.dtype for p in model.parameters()} == {np.dtype(np.float32)}
-    assert model(np.zeros((1, 1, 3, 3), dtype=np.float32)).dtype == np.float32
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])  # float32 is npjem's default: ask for both
+def test_conv_energy_takes_the_dtype_asked_for(dtype):
+    model = ConvEnergy(1, widths=(2,), strides=(1,), dtype=dtype, generator=0)
+    assert {p.dtype for p in model.parameters()} == {np.dtype(dtype)}
+    assert model(np.zeros((1, 1, 3, 3), dtype=dtype)).dtype == dtype
+
+
+@pytest.mark.parametrize("kind", [{"num_classes": 3}, {"y_features": 2}])
+def test_conditional_energy_is_seeded_by_one_generator_and_keeps_its_activation(kind):
+    a, b = ConditionalEnergy(2, hidden=(4,), generator=3, **kind), ConditionalEnergy(2, hidden=(4,), generator=3, **kind)
+    for (ka, pa), (kb, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and np.array_equal(backend.to_numpy(pa), backend.to_numpy(pb))
+    c = ConditionalEnergy(2, hidden=(4,), generator=4, **kind)
+    assert not np.array_equal(host(a.net[0].weight), host(c.net[0].weight))
+    assert a.activation == "swish" and ConditionalEnergy(2, activation="tanh", **kind).activation == "tanh"
+    assert "activation='swish'" in repr(a)
+
+
+def test_continuous_conditional_energy_needs_a_candidate():
+    model = ConditionalEnergy(2, y_features=3, hidden=(4,), dtype=np.float64, generator=0)
+    with pytest.raises(ValueError, match="answers must hold at least one candidate"):
+        model.energies_all(np.zeros((2, 2)), np.zeros((0, 3)))
+
+
+def test_nll_default_beta_is_one():
+    # −log softmax(−E)[y] by hand, β = 1.
+    e = np.array([[0.5, 2.0, -1.0], [1.0, 1.0, 3.0]])
+    y = np.array([2, 0])
+    per = e[np.arange(2), y] + np.log(np.exp(-e).sum(axis=1))
+    assert float(nll(e, y).item()) == pytest.approx(per.mean(), rel=1e-12)
+    np.testing.assert_allclose(nll(e, y, reduction="none").numpy(), per, rtol=1e-12)
