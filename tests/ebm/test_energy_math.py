@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npjem import backend
-from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, nll
+from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, free_energy, gibbs, nll
 
 
 def host(t):
@@ -70,3 +70,20 @@ def test_nll_default_beta_is_one():
     per = e[np.arange(2), y] + np.log(np.exp(-e).sum(axis=1))
     assert float(nll(e, y).item()) == pytest.approx(per.mean(), rel=1e-12)
     np.testing.assert_allclose(nll(e, y, reduction="none").numpy(), per, rtol=1e-12)
+
+
+E = np.array([[0.5, 2.0, -1.0], [1.0, 1.0, 3.0]])
+
+
+def test_free_energy_and_gibbs_defaults_are_beta_one_over_the_last_axis():
+    # F = −log mean_z exp(−E), P = exp(−E) / Σ exp(−E), by hand, β = 1, along the last axis.
+    np.testing.assert_allclose(free_energy(E).numpy(), -np.log(np.exp(-E).mean(axis=1)), rtol=1e-12)
+    np.testing.assert_allclose(gibbs(E).numpy(), np.exp(-E) / np.exp(-E).sum(axis=1, keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.0])
+def test_gibbs_nll_and_free_energy_need_a_positive_beta(beta):
+    y = np.array([0, 1])
+    for call in (lambda: gibbs(E, beta), lambda: nll(E, y, beta), lambda: free_energy(E, beta)):
+        with pytest.raises(ValueError, match="beta must be > 0"):
+            call()
