@@ -3,7 +3,7 @@ an image is corrupted as its flattened row, round(ν·C·H·W) entries per image
 import numpy as np
 import pytest
 
-from npjem.ebm.dae import masking_noise, salt_and_pepper_noise
+from npjem.ebm.dae import DenoisingAutoencoder, corrupt, gaussian_noise, masking_noise, salt_and_pepper_noise
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5])
@@ -37,3 +37,35 @@ def test_corruptions_keep_float32(fn):
 def test_salt_and_pepper_needs_low_below_high():
     with pytest.raises(ValueError, match="low must be < high"):
         salt_and_pepper_noise(np.zeros((2, 2)), 0.5, generator=0, low=1.0, high=1.0)
+
+
+@pytest.mark.parametrize("name, fn, noise", [("gaussian", gaussian_noise, 1.5), ("masking", masking_noise, 0.5),
+                                             ("salt_and_pepper", salt_and_pepper_noise, 0.25)])
+def test_corrupt_by_name_is_the_named_corruption(name, fn, noise):
+    x = np.random.default_rng(4).random((3, 8))
+    np.testing.assert_array_equal(corrupt(x, name, noise, generator=7), fn(x, noise, generator=7))
+
+
+def test_corrupt_checks_the_level_of_each_kind():
+    x = np.zeros((2, 4))
+    corrupt(x, "gaussian", 2.0, generator=0)  # σ may exceed 1
+    with pytest.raises(ValueError, match="noise"):
+        corrupt(x, "masking", 1.5, generator=0)  # a fraction may not
+    with pytest.raises(ValueError, match="noise"):
+        corrupt(x, "gaussian", -0.1, generator=0)
+    with pytest.raises(ValueError, match="corruption"):
+        corrupt(x, "blur", 0.1, generator=0)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_score_is_the_residual_over_sigma_squared(sigma):
+    model = DenoisingAutoencoder(3, 2, noise=sigma, dtype=np.float64, generator=0)
+    x = np.random.default_rng(5).standard_normal((4, 3))
+    np.testing.assert_allclose(model.score(x).numpy(), (model(x).numpy() - x) / sigma ** 2, rtol=1e-12)
+
+
+def test_score_needs_gaussian_noise_above_zero():
+    with pytest.raises(ValueError, match="score needs Gaussian corruption"):
+        DenoisingAutoencoder(3, 2, noise=0.0, dtype=np.float64, generator=0).score(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="score needs Gaussian corruption"):
+        DenoisingAutoencoder(3, 2, corruption="masking", noise=0.5, dtype=np.float64, generator=0).score(np.zeros((1, 3)))
