@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from npjem import backend
-from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, free_energy, gibbs, nll
+from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, gibbs, nll
 
 
 def host(t):
@@ -87,3 +87,17 @@ def test_gibbs_nll_and_free_energy_need_a_positive_beta(beta):
     for call in (lambda: gibbs(E, beta), lambda: nll(E, y, beta), lambda: free_energy(E, beta)):
         with pytest.raises(ValueError, match="beta must be > 0"):
             call()
+
+
+def test_mlp_energy_takes_one_width_as_an_int_and_keeps_its_activation():
+    a, b = MLPEnergy(2, 8, generator=1), MLPEnergy(2, (8,), generator=1)
+    assert a.hidden == (8,)
+    np.testing.assert_array_equal(host(a.net[0].weight), host(b.net[0].weight))
+    assert a.activation == "swish" and MLPEnergy(2, 8, "elu").activation == "elu"
+    assert repr(a).count("activation='swish'") == 1
+
+
+def test_conditional_energy_repr_names_its_answer():
+    assert "num_classes=3" in repr(ConditionalEnergy(2, num_classes=3, hidden=(4,)))
+    text = repr(ConditionalEnergy(2, y_features=5, hidden=(4,)))
+    assert "y_features=5" in text and "num_classes" not in text
