@@ -1,9 +1,12 @@
-"""npjem.ebm.dae's corruptions on image batches and in float32, as the module docstring promises:
-an image is corrupted as its flattened row, round(ν·C·H·W) entries per image, in the input's dtype."""
+"""npjem.ebm.dae against what its docstrings promise: an image is corrupted and scored as its
+flattened row (round(ν·C·H·W) entries per image), in the input's dtype; corrupt() by name; the
+tied decoder Wᵀh + b_r; the score (r(x) − x)/σ²; a fit reproducible from its generator."""
 import numpy as np
 import pytest
 
-from npjem.ebm.dae import DenoisingAutoencoder, corrupt, gaussian_noise, masking_noise, salt_and_pepper_noise
+from npjem import Tensor
+from npjem.ebm.dae import (DenoisingAutoencoder, corrupt, gaussian_noise, masking_noise, reconstruction_energy,
+                           salt_and_pepper_noise)
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5])
@@ -69,3 +72,37 @@ def test_score_needs_gaussian_noise_above_zero():
         DenoisingAutoencoder(3, 2, noise=0.0, dtype=np.float64, generator=0).score(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="score needs Gaussian corruption"):
         DenoisingAutoencoder(3, 2, corruption="masking", noise=0.5, dtype=np.float64, generator=0).score(np.zeros((1, 3)))
+
+
+def test_reconstruction_energy_of_image_arrays_is_that_of_their_rows():
+    rng = np.random.default_rng(6)
+    x, r = rng.standard_normal((3, 2, 2, 2)), rng.standard_normal((3, 2, 2, 2))
+    expected = ((x - r) ** 2).reshape(3, -1).sum(axis=1)
+    np.testing.assert_allclose(reconstruction_energy(x, r).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(reconstruction_energy(x.reshape(3, -1), r.reshape(3, -1)).numpy(), expected,
+                               rtol=1e-12)
+
+
+def test_tied_decoder_is_w_transpose_plus_its_bias():
+    model = DenoisingAutoencoder(3, 2, tied=True, dtype=np.float64, generator=0)
+    model.decoder_bias.data[...] = np.array([0.5, -1.0, 2.0])
+    h = np.random.default_rng(7).standard_normal((4, 2))
+    W = model.encoder.weight.numpy()  # (n_hidden, n_visible)
+    np.testing.assert_allclose(model.decode(Tensor(h)).numpy(), h @ W + np.array([0.5, -1.0, 2.0]), rtol=1e-12)
+
+
+def test_the_model_refuses_an_empty_batch():
+    model = DenoisingAutoencoder(3, 2, dtype=np.float64, generator=0)
+    with pytest.raises(ValueError, match="at least one row"):
+        model(np.zeros((0, 3)))
+
+
+def test_fit_is_reproducible_from_its_generator():
+    X = np.random.default_rng(8).standard_normal((20, 3))
+    runs = []
+    for _ in range(2):
+        model = DenoisingAutoencoder(3, 2, noise=0.3, dtype=np.float64, generator=0)
+        history = model.fit(X, epochs=2, batch_size=8, lr=1e-2, generator=5, progress=False)
+        runs.append((history["loss"], model.encoder.weight.numpy().copy()))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
