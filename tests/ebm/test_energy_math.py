@@ -1,10 +1,12 @@
-"""npjem.ebm.energy's ConvEnergy as its docstring describes it: its defaults, 'same' padding
-⌊k/2⌋ and the strides asked for, one seeded generator for every layer, the dtype asked for."""
+"""npjem.ebm.energy as its docstrings describe it: ConvEnergy's defaults, 'same' padding ⌊k/2⌋
+and strides; one seeded generator for every layer, the dtype asked for; the reprs; ELU's formula
+and slope; the free energy, Gibbs and the NLL at their default β = 1, and β > 0."""
 import numpy as np
 import pytest
 
-from npjem import backend
-from npjem.ebm.energy import ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, gibbs, nll
+import npjem
+from npjem import Tensor, backend
+from npjem.ebm.energy import ELU, ConditionalEnergy, ConvEnergy, MLPEnergy, free_energy, gibbs, nll
 
 
 def host(t):
@@ -101,3 +103,12 @@ def test_conditional_energy_repr_names_its_answer():
     assert "num_classes=3" in repr(ConditionalEnergy(2, num_classes=3, hidden=(4,)))
     text = repr(ConditionalEnergy(2, y_features=5, hidden=(4,)))
     assert "y_features=5" in text and "num_classes" not in text
+
+
+def test_elu_is_its_formula_with_slope_one_at_zero():
+    # ELU (α = 1): x for x > 0, eˣ − 1 otherwise; C¹, so its slope at 0 is 1 from both sides.
+    x = Tensor(np.array([-2.0, -0.5, 0.0, 0.5, 3.0]), requires_grad=True)
+    y = ELU()(x)
+    np.testing.assert_allclose(y.numpy(), [np.expm1(-2.0), np.expm1(-0.5), 0.0, 0.5, 3.0], rtol=1e-12)
+    (g,) = npjem.grad(y.sum(), x)
+    np.testing.assert_allclose(g.numpy(), [np.exp(-2.0), np.exp(-0.5), 1.0, 1.0, 1.0], rtol=1e-12)
