@@ -4,6 +4,7 @@ tied decoder Wᵀh + b_r; the score (r(x) − x)/σ²; a fit reproducible from i
 import numpy as np
 import pytest
 
+import npjem
 from npjem import Tensor
 from npjem.ebm.dae import (DenoisingAutoencoder, corrupt, gaussian_noise, masking_noise, reconstruction_energy,
                            salt_and_pepper_noise)
@@ -106,3 +107,37 @@ def test_fit_is_reproducible_from_its_generator():
         runs.append((history["loss"], model.encoder.weight.numpy().copy()))
     assert runs[0][0] == runs[1][0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_fit_defaults_are_ten_epochs_of_batches_of_128_at_lr_1e_3():
+    X = np.random.default_rng(9).standard_normal((129, 3))  # 129 rows: two batches of at most 128
+    histories = []
+    for kwargs in ({}, {"epochs": 10, "batch_size": 128, "lr": 1e-3}):
+        model = DenoisingAutoencoder(3, 2, dtype=np.float64, generator=0)
+        histories.append(model.fit(X, generator=1, progress=False, **kwargs))
+    assert histories[0]["epoch"] == [e for e in range(10) for _ in range(2)]
+    assert histories[0]["loss"] == histories[1]["loss"]
+
+
+def test_fit_uses_the_optimizer_given_and_records_its_history():
+    X = np.random.default_rng(10).standard_normal((10, 3))
+    model = DenoisingAutoencoder(3, 2, dtype=np.float64, generator=0)
+    before = [p.numpy().copy() for p in model.parameters()]
+    history = model.fit(X, epochs=2, batch_size=4, optimizer=npjem.optim.SGD(model.parameters(), lr=0.0),
+                        generator=1, progress=False)
+    for b, p in zip(before, model.parameters()):  # a step of size 0 leaves every weight in place
+        np.testing.assert_array_equal(b, p.numpy())
+    assert history["epoch"] == [0, 0, 0, 1, 1, 1]
+    t = history["time"]
+    assert len(t) == 6 and 0 <= t[0] and all(a <= b for a, b in zip(t, t[1:])) and t[-1] < 600
+
+
+def test_gaussian_noise_corrupts_an_image_as_its_row():
+    x = np.random.default_rng(11).standard_normal((3, 2, 2, 2))
+    y = gaussian_noise(x, 0.5, generator=4)
+    np.testing.assert_array_equal(y.reshape(3, -1), gaussian_noise(x.reshape(3, -1), 0.5, generator=4))
+
+
+def test_reconstruction_energy_checks_array_inputs():
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        reconstruction_energy(np.zeros((2, 3), dtype=np.int64), np.zeros((2, 3)))
