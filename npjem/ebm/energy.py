@@ -65,7 +65,8 @@ class ELU(Module):
 
     def forward(self, input):  # noqa: A002
         neg = ops.exp(ops.minimum(input, 0.0)) - 1.0  # exp of min(x, 0): never overflows
-        return ops.where(input.data > 0, input, neg)
+        # x = 0 takes the identity branch: min(x, 0) ties there and would share its slope, 1/2
+        return ops.where(input.data >= 0, input, neg)
 
 
 def _activation(name):
