@@ -61,7 +61,7 @@ class _ReLU(Function):
     def backward(self, gy):
         x = self.inputs[0]
         if is_grad_enabled() or x.ndim == 0:
-            mask = x.data > 0
+            mask = x.xp.asarray(x.data > 0)  # a 0-d comparison gives a NumPy scalar, not an array
             if gy.xp.isfinite(gy.data).all():
                 return gy * Tensor(mask)
             return where(mask, gy, 0.0)  # inf·0 would turn a masked-out infinity into NaN
