@@ -81,3 +81,21 @@ def test_vicreg_unbiased_statistics_over_three_samples():
     assert value(out.variance) == pytest.approx(gamma - std, abs=1e-12)
     assert value(out.covariance) == pytest.approx(2 * 0.25, abs=1e-12)
     assert value(out.invariance) == 0.0
+
+
+def test_zero_weights_are_ablations_and_zero_gamma_or_eps_is_refused():
+    kw = dict(gamma=2.0, eps=0.25)
+    # The hand-worked terms above: s = 0.5, [v + v']/2 = 0.75, c + c' = 4.
+    assert value(vicreg(VZ, VZP, sim_coeff=0.0, std_coeff=5.0, cov_coeff=7.0, **kw).loss) == pytest.approx(31.75)
+    assert value(vicreg(VZ, VZP, sim_coeff=3.0, std_coeff=0.0, cov_coeff=7.0, **kw).loss) == pytest.approx(29.5)
+    assert value(vicreg(VZ, VZP, sim_coeff=3.0, std_coeff=5.0, cov_coeff=0.0, **kw).loss) == pytest.approx(5.25)
+    for bad in ({"gamma": 0.0}, {"gamma": -1.0}, {"eps": 0.0}, {"eps": -1e-4}):
+        with pytest.raises(ValueError, match="^" + next(iter(bad))):
+            vicreg(VZ, VZP, **bad)
+    for bad in ({"sim_coeff": -1.0}, {"std_coeff": -1.0}, {"cov_coeff": -1.0}):
+        with pytest.raises(ValueError, match="^" + next(iter(bad))):
+            vicreg(VZ, VZP, **bad)
+    assert value(barlow_twins(BX, BY, lambd=0.0, eps=0.0)) == pytest.approx(4.0)
+    for bad in ({"lambd": -1e-3}, {"eps": -1e-5}, {"scale": 0.0}, {"scale": -1.0}):
+        with pytest.raises(ValueError, match="^" + next(iter(bad))):
+            barlow_twins(BX, BY, **bad)
