@@ -1,0 +1,26 @@
+"""DINO's centre update by hand: one teacher crop or two, a Tensor centre or an array."""
+import numpy as np
+import pytest
+
+from npjem import Tensor
+from npjem.losses import dino_center_update
+
+
+def test_centre_of_one_teacher_crop_is_its_batch_mean_at_momentum_zero():
+    t = np.array([[1.0, 4.0], [3.0, 0.0]])
+    new = dino_center_update(np.zeros(2), [t], momentum=0.0)
+    np.testing.assert_allclose(new, [2.0, 2.0], atol=0)
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 2)])
+def test_centre_update_keeps_the_centres_kind_and_shape(shape):
+    # Two crops: the mean runs over all four rows, (2, 1); m = 0.75: 0.75·c + 0.25·(2, 1).
+    crops = [np.array([[1.0, 0.0], [3.0, 2.0]]), np.array([[2.0, 1.0], [2.0, 1.0]])]
+    c = np.array([4.0, -4.0]).reshape(shape)
+    expected = (0.75 * np.array([4.0, -4.0]) + 0.25 * np.array([2.0, 1.0])).reshape(shape)
+    as_array = dino_center_update(c, crops, momentum=0.75)
+    assert type(as_array) is np.ndarray and as_array.shape == shape
+    np.testing.assert_allclose(as_array, expected, atol=1e-15)
+    as_tensor = dino_center_update(Tensor(c), crops, momentum=0.75)
+    assert isinstance(as_tensor, Tensor) and as_tensor.shape == shape and not as_tensor.requires_grad
+    np.testing.assert_allclose(as_tensor.data, expected, atol=1e-15)
