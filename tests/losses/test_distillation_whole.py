@@ -24,3 +24,21 @@ def test_centre_update_keeps_the_centres_kind_and_shape(shape):
     as_tensor = dino_center_update(Tensor(c), crops, momentum=0.75)
     assert isinstance(as_tensor, Tensor) and as_tensor.shape == shape and not as_tensor.requires_grad
     np.testing.assert_allclose(as_tensor.data, expected, atol=1e-15)
+
+
+def test_data2vec_layer_norms_use_the_eps_given():
+    from npjem.losses import data2vec_targets
+
+    # One position of channels (1, −1): mean 0, biased variance 1, so norm = a / sqrt(1 + eps).
+    a = np.array([[[1.0, -1.0], [3.0, 1.0]]])  # (B=1, T=2, C=2); the second row is the first + 2
+    for kw in ({"layer_norm": True}, {"layer_norm_targets": True}):
+        y = data2vec_targets([a], top_k=1, instance_norm=False, eps=3.0, **kw)
+        np.testing.assert_allclose(y.data, [[[0.5, -0.5], [0.5, -0.5]]], atol=1e-15)
+
+
+def test_data2vec_refuses_top_k_layers_of_other_shapes():
+    from npjem.losses import data2vec_targets
+
+    a, b = np.ones((2, 3, 4)), np.ones((1, 3, 4))  # b would broadcast against a
+    with pytest.raises(ValueError, match=r"^layer_outputs\[2\] must have shape \(2, 3, 4\)"):
+        data2vec_targets([b, a, b], top_k=2, instance_norm=False)
