@@ -42,3 +42,17 @@ def test_data2vec_refuses_top_k_layers_of_other_shapes():
     a, b = np.ones((2, 3, 4)), np.ones((1, 3, 4))  # b would broadcast against a
     with pytest.raises(ValueError, match=r"^layer_outputs\[2\] must have shape \(2, 3, 4\)"):
         data2vec_targets([b, a, b], top_k=2, instance_norm=False)
+
+
+def test_byol_takes_two_pairs_of_directions_or_one_direction_only():
+    from npjem.losses import byol_loss
+
+    rng = np.random.default_rng(0)
+    v = [rng.standard_normal((3, 4)) for _ in range(3)]
+    for p, z in ((v, v[:2]), (v[:2], v), (v, v), (v[:2], v[0]), (v[0], v[:2])):
+        with pytest.raises(ValueError, match="^p and z must both be Tensors"):
+            byol_loss(p, z)
+    # The two directions of a pair: ‖u(p₁) − u(z₂)‖² + ‖u(p₂) − u(z₁)‖², each a mean over rows.
+    both = float(byol_loss(v[:2], v[:2]).data)
+    one = float(byol_loss(v[0], v[1]).data) + float(byol_loss(v[1], v[0]).data)
+    assert both == pytest.approx(one, rel=1e-12)
