@@ -56,3 +56,13 @@ def test_byol_takes_two_pairs_of_directions_or_one_direction_only():
     both = float(byol_loss(v[:2], v[:2]).data)
     one = float(byol_loss(v[0], v[1]).data) + float(byol_loss(v[1], v[0]).data)
     assert both == pytest.approx(one, rel=1e-12)
+
+
+def test_byol_pairs_of_other_batch_sizes_are_refused_even_where_they_broadcast():
+    from npjem.losses import byol_loss
+
+    rng = np.random.default_rng(1)
+    big, one = rng.standard_normal((3, 4)), rng.standard_normal((1, 4))
+    # p₁ ~ z₂ are (3, 4), p₂ ~ z₁ are (1, 4): each direction is consistent, the pair is not.
+    with pytest.raises(ValueError, match=r"^p\[1\] must have shape \(3, 4\)"):
+        byol_loss([big, one], [one, big])
