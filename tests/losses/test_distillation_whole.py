@@ -66,3 +66,14 @@ def test_byol_pairs_of_other_batch_sizes_are_refused_even_where_they_broadcast()
     # p₁ ~ z₂ are (3, 4), p₂ ~ z₁ are (1, 4): each direction is consistent, the pair is not.
     with pytest.raises(ValueError, match=r"^p\[1\] must have shape \(3, 4\)"):
         byol_loss([big, one], [one, big])
+
+
+def test_data2vec_loss_of_one_position_is_its_channel_sum_over_sqrt_c():
+    from npjem.losses import data2vec_loss
+
+    # A (C,) prediction is one position; its mask is a 0-d boolean. MSE: Σ_c d² / sqrt(C).
+    x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.zeros(4)
+    got = data2vec_loss(x, y, np.array(True), loss="mse")
+    assert float(got.data) == pytest.approx(30.0 / 2.0, rel=1e-15)
+    with pytest.raises(ValueError, match="^prediction must have a channel axis"):
+        data2vec_loss(np.array(1.0), np.array(0.0), np.array(True), loss="mse")
