@@ -77,3 +77,14 @@ def test_data2vec_loss_of_one_position_is_its_channel_sum_over_sqrt_c():
     assert float(got.data) == pytest.approx(30.0 / 2.0, rel=1e-15)
     with pytest.raises(ValueError, match="^prediction must have a channel axis"):
         data2vec_loss(np.array(1.0), np.array(0.0), np.array(True), loss="mse")
+
+
+def test_data2vec_loss_takes_the_mask_as_a_tensor_too():
+    from npjem.losses import data2vec_loss
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    mask = np.array([[True, False, True], [False, False, True]])
+    a = float(data2vec_loss(x, y, mask).data)
+    b = float(data2vec_loss(x, y, Tensor(mask)).data)
+    assert a == b and a > 0
