@@ -88,3 +88,14 @@ def test_data2vec_loss_takes_the_mask_as_a_tensor_too():
     a = float(data2vec_loss(x, y, mask).data)
     b = float(data2vec_loss(x, y, Tensor(mask)).data)
     assert a == b and a > 0
+
+
+def test_data2vec_loss_of_float32_stays_float32():
+    from npjem.losses import data2vec_loss
+
+    x = np.ones((2, 3, 4), np.float32)
+    mask = np.array([[True, False, True], [False, False, True]])
+    out = data2vec_loss(x, np.zeros_like(x), mask, loss="mse")
+    assert out.dtype == np.float32
+    # three masked positions, each Σ_c 1² = 4, times 1/sqrt(4): mean 2
+    assert float(out.data) == 2.0
