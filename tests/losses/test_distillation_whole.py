@@ -99,3 +99,19 @@ def test_data2vec_loss_of_float32_stays_float32():
     assert out.dtype == np.float32
     # three masked positions, each Σ_c 1² = 4, times 1/sqrt(4): mean 2
     assert float(out.data) == 2.0
+
+
+def test_dino_with_one_teacher_crop_by_hand():
+    from npjem.losses import dino
+
+    # One teacher crop, two student crops: the only pair is (teacher 0, student 1), n = 1.
+    # Teacher: ((2 log 3, 0) − (log 3, 0)) / 0.5 = (2 log 3, 0) → P_t = (9/10, 1/10).
+    # Student 1: (0, 2 log 3) / 2 = (0, log 3) → log P_s = (log 1/4, log 3/4).
+    l3 = np.log(3.0)
+    teacher = [np.array([[2 * l3, 0.0]])]
+    student = [np.array([[5.0, -5.0]]), np.array([[0.0, 2 * l3]])]
+    got = dino(student, teacher, np.array([l3, 0.0]), student_temp=2.0, teacher_temp=0.5)
+    expected = -(0.9 * np.log(0.25) + 0.1 * np.log(0.75))
+    assert float(got.data) == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="at least one pair of different crops"):
+        dino(student[:1], teacher, np.zeros(2))
