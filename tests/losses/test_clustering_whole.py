@@ -1,0 +1,30 @@
+"""Sinkhorn-Knopp's marginals: a Tensor or an array, cast to the scores' dtype, checked to sum to
+one within that dtype's precision."""
+import numpy as np
+import pytest
+
+from npjem import Tensor
+from npjem.losses import sinkhorn_knopp
+
+
+def _scores(dtype):
+    return np.random.default_rng(0).standard_normal((4, 3)).astype(dtype)
+
+
+def test_marginals_as_tensors_give_the_same_codes_as_arrays():
+    s = _scores(np.float64)
+    r, c = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.5, 0.25, 0.25])
+    a = sinkhorn_knopp(s, 0.5, row_marginals=r, col_marginals=c)
+    b = sinkhorn_knopp(s, 0.5, row_marginals=Tensor(r), col_marginals=Tensor(c))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_float32_scores_take_float32_tolerance_and_keep_their_dtype():
+    s = _scores(np.float32)
+    # off 1 by 1e-5: within sqrt(float32 eps) ≈ 3.5e-4, far outside sqrt(float64 eps) ≈ 1.5e-8
+    r = np.array([0.25, 0.25, 0.25, 0.25 + 1e-5], np.float32)
+    q = sinkhorn_knopp(s, 0.5, row_marginals=r, col_marginals=np.full(3, 1 / 3))
+    assert q.dtype == np.float32
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="^row_marginals must sum to 1"):
+        sinkhorn_knopp(s, 0.5, row_marginals=np.array([0.25, 0.25, 0.25, 0.26], np.float32))
