@@ -28,3 +28,16 @@ def test_float32_scores_take_float32_tolerance_and_keep_their_dtype():
     np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="^row_marginals must sum to 1"):
         sinkhorn_knopp(s, 0.5, row_marginals=np.array([0.25, 0.25, 0.25, 0.26], np.float32))
+
+
+def test_swav_crop_indices_are_counted_from_zero_and_never_from_the_end():
+    from npjem.losses import swav
+
+    rng = np.random.default_rng(3)
+    scores = [rng.standard_normal((2, 3)) for _ in range(3)]
+    q = sinkhorn_knopp(scores[2], 0.5)
+    # crop 2 given as 2 works; as −1 (Python's "the last") is refused by name
+    assert np.isfinite(float(swav(scores, [q], crops_for_assign=[2]).data))
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=r"^crops_for_assign\[0\]"):
+            swav(scores, [q], crops_for_assign=[bad])
