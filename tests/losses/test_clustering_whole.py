@@ -41,3 +41,18 @@ def test_swav_crop_indices_are_counted_from_zero_and_never_from_the_end():
     for bad in (-1, 3):
         with pytest.raises(ValueError, match=r"^crops_for_assign\[0\]"):
             swav(scores, [q], crops_for_assign=[bad])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_plain_sinkhorn_out_of_range_raises_its_own_error_and_no_numpy_warning(sign):
+    import warnings
+
+    # exp(±1e3 / 0.01) over- or underflows float64 (every entry, or one row's); the plain form
+    # says so with FloatingPointError and leaves NumPy's warnings out.
+    s = np.zeros((3, 2))
+    s[0] = sign * 1e3
+    s[1, 0] = -sign * 1e3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FloatingPointError, match="use log_domain=True"):
+            sinkhorn_knopp(s, 0.01, tol=1e-3)
