@@ -56,3 +56,14 @@ def test_plain_sinkhorn_out_of_range_raises_its_own_error_and_no_numpy_warning(s
         warnings.simplefilter("error")
         with pytest.raises(FloatingPointError, match="use log_domain=True"):
             sinkhorn_knopp(s, 0.01, tol=1e-3)
+
+
+def test_balanced_clusters_labels_are_int64_group_indices():
+    from npjem.losses import sinkhorn_clusters
+
+    # Two tight blobs of three points each: two groups of three.
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.1]])
+    out = sinkhorn_clusters(x, 2, n_steps=3, generator=0)
+    assert out.labels.dtype == np.int64
+    assert sorted(np.bincount(out.labels).tolist()) == [3, 3]
+    assert len(set(out.labels[:3].tolist())) == 1 and len(set(out.labels[3:].tolist())) == 1
