@@ -67,3 +67,13 @@ def test_balanced_clusters_labels_are_int64_group_indices():
     assert out.labels.dtype == np.int64
     assert sorted(np.bincount(out.labels).tolist()) == [3, 3]
     assert len(set(out.labels[:3].tolist())) == 1 and len(set(out.labels[3:].tolist())) == 1
+
+
+def test_balanced_round_breaks_ties_by_row_order():
+    from npjem.losses import clustering as C
+
+    # Rows 0, 3, 4, 5 like every prototype equally (0.5), rows 1 and 2 none (0): 18 entries, more
+    # than a small sort handles by insertion. At a tie the rows are taken in order: rows 0 and 3
+    # fill prototype 0, rows 4 and 5 then go to prototype 1, and rows 1 and 2 to prototype 2.
+    codes = np.array([[0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3, [0.5] * 3, [0.5] * 3])
+    np.testing.assert_array_equal(C._balanced_round(codes, 3), [0, 2, 2, 0, 1, 1])
