@@ -77,3 +77,13 @@ def test_balanced_round_breaks_ties_by_row_order():
     # fill prototype 0, rows 4 and 5 then go to prototype 1, and rows 1 and 2 to prototype 2.
     codes = np.array([[0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3, [0.5] * 3, [0.5] * 3])
     np.testing.assert_array_equal(C._balanced_round(codes, 3), [0, 2, 2, 0, 1, 1])
+
+
+def test_balanced_groups_take_the_remainder_one_each():
+    from npjem.losses import clustering as C
+
+    # N = 8, K = 3: sizes ⌈8/3⌉, ⌈8/3⌉, ⌊8/3⌋ = 3, 3, 2, every row labelled.
+    codes = np.random.default_rng(4).dirichlet(np.ones(3), size=8)
+    labels = C._balanced_round(codes, 3)
+    assert labels.min() >= 0
+    assert sorted(np.bincount(labels, minlength=3).tolist()) == [2, 3, 3]
