@@ -1,0 +1,89 @@
+"""Sinkhorn-Knopp's marginals: a Tensor or an array, cast to the scores' dtype, checked to sum to
+one within that dtype's precision."""
+import numpy as np
+import pytest
+
+from npjem import Tensor
+from npjem.losses import sinkhorn_knopp
+
+
+def _scores(dtype):
+    return np.random.default_rng(0).standard_normal((4, 3)).astype(dtype)
+
+
+def test_marginals_as_tensors_give_the_same_codes_as_arrays():
+    s = _scores(np.float64)
+    r, c = np.array([0.1, 0.2, 0.3, 0.4]), np.array([0.5, 0.25, 0.25])
+    a = sinkhorn_knopp(s, 0.5, row_marginals=r, col_marginals=c)
+    b = sinkhorn_knopp(s, 0.5, row_marginals=Tensor(r), col_marginals=Tensor(c))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_float32_scores_take_float32_tolerance_and_keep_their_dtype():
+    s = _scores(np.float32)
+    # off 1 by 1e-5: within sqrt(float32 eps) ≈ 3.5e-4, far outside sqrt(float64 eps) ≈ 1.5e-8
+    r = np.array([0.25, 0.25, 0.25, 0.25 + 1e-5], np.float32)
+    q = sinkhorn_knopp(s, 0.5, row_marginals=r, col_marginals=np.full(3, 1 / 3))
+    assert q.dtype == np.float32
+    np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="^row_marginals must sum to 1"):
+        sinkhorn_knopp(s, 0.5, row_marginals=np.array([0.25, 0.25, 0.25, 0.26], np.float32))
+
+
+def test_swav_crop_indices_are_counted_from_zero_and_never_from_the_end():
+    from npjem.losses import swav
+
+    rng = np.random.default_rng(3)
+    scores = [rng.standard_normal((2, 3)) for _ in range(3)]
+    q = sinkhorn_knopp(scores[2], 0.5)
+    # crop 2 given as 2 works; as −1 (Python's "the last") is refused by name
+    assert np.isfinite(float(swav(scores, [q], crops_for_assign=[2]).data))
+    for bad in (-1, 3):
+        with pytest.raises(ValueError, match=r"^crops_for_assign\[0\]"):
+            swav(scores, [q], crops_for_assign=[bad])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_plain_sinkhorn_out_of_range_raises_its_own_error_and_no_numpy_warning(sign):
+    import warnings
+
+    # exp(±1e3 / 0.01) over- or underflows float64 (every entry, or one row's); the plain form
+    # says so with FloatingPointError and leaves NumPy's warnings out.
+    s = np.zeros((3, 2))
+    s[0] = sign * 1e3
+    s[1, 0] = -sign * 1e3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(FloatingPointError, match="use log_domain=True"):
+            sinkhorn_knopp(s, 0.01, tol=1e-3)
+
+
+def test_balanced_clusters_labels_are_int64_group_indices():
+    from npjem.losses import sinkhorn_clusters
+
+    # Two tight blobs of three points each: two groups of three.
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.1]])
+    out = sinkhorn_clusters(x, 2, n_steps=3, generator=0)
+    assert out.labels.dtype == np.int64
+    assert sorted(np.bincount(out.labels).tolist()) == [3, 3]
+    assert len(set(out.labels[:3].tolist())) == 1 and len(set(out.labels[3:].tolist())) == 1
+
+
+def test_balanced_round_breaks_ties_by_row_order():
+    from npjem.losses import clustering as C
+
+    # Rows 0, 3, 4, 5 like every prototype equally (0.5), rows 1 and 2 none (0): 18 entries, more
+    # than a small sort handles by insertion. At a tie the rows are taken in order: rows 0 and 3
+    # fill prototype 0, rows 4 and 5 then go to prototype 1, and rows 1 and 2 to prototype 2.
+    codes = np.array([[0.5] * 3, [0.0] * 3, [0.0] * 3, [0.5] * 3, [0.5] * 3, [0.5] * 3])
+    np.testing.assert_array_equal(C._balanced_round(codes, 3), [0, 2, 2, 0, 1, 1])
+
+
+def test_balanced_groups_take_the_remainder_one_each():
+    from npjem.losses import clustering as C
+
+    # N = 8, K = 3: sizes ⌈8/3⌉, ⌈8/3⌉, ⌊8/3⌋ = 3, 3, 2, every row labelled.
+    codes = np.random.default_rng(4).dirichlet(np.ones(3), size=8)
+    labels = C._balanced_round(codes, 3)
+    assert labels.min() >= 0
+    assert sorted(np.bincount(labels, minlength=3).tolist()) == [2, 3, 3]
