@@ -317,9 +317,9 @@ def parallel_for(xp, n, fn, chunk, blas=False):
     and return the results in order of the pieces.
 
     On NumPy the pieces are shared out to ``get_num_threads()`` threads, the caller's among
-    them, each taking the next piece when it is done with one; ``fn`` must write only its own piece's output. All of them run in
-    the caller's thread when there is one piece or one thread, or when called from inside
-    another ``parallel_for``. With ``blas=True`` (``fn`` multiplies matrices) the BLAS runs one
+    them, each taking the next piece when it is done with one; ``fn`` must write only its own
+    piece's output. All of them run in the caller's thread when there is one piece or one
+    thread, or when called from inside another ``parallel_for``. With ``blas=True`` (``fn`` multiplies matrices) the BLAS runs one
     thread per piece meanwhile, also with one thread of npjem's, through threadpoolctl: a
     multi-threaded BLAS called from several threads at once would queue the calls or
     oversubscribe the cores, and one piece's product is then the same however many threads

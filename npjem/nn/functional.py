@@ -986,18 +986,19 @@ class _BatchNormTrain(Function):
         xp = backend.get_array_module(x)
         r = _channels_last(x)
         n = x.size // x.shape[1]
-        scale_of = (lambda invstd: invstd * wb[0]) if self.has_weight else (lambda invstd: invstd)
+        weight = wb[0] if self.has_weight else None
         bias = wb[-1] if self.has_bias else None
         if r.ndim == 2:
-            d, mean, var = _bn_forward_rows(r, n, self.eps, scale_of, bias)
+            d, mean, var, invstd = _bn_forward_rows(r, n, self.eps, weight, bias)
         else:
             mean = r.mean(axis=tuple(range(r.ndim - 1)))
             d = r - mean
             var = _channel_dot(d, d) / n
-            d *= scale_of(1.0 / xp.sqrt(var + self.eps))
+            invstd = 1.0 / xp.sqrt(var + self.eps)
+            d *= invstd if weight is None else invstd * weight
             if bias is not None:
                 d += bias
-        self.mean, self.var, self.invstd = mean, var, 1.0 / xp.sqrt(var + self.eps)
+        self.mean, self.var, self.invstd = mean, var, invstd
         return _from_channels_last(d, x.shape)
 
     def backward(self, gy):
@@ -1081,8 +1082,9 @@ def _sum_in_order(parts):
     return total
 
 
-def _bn_forward_rows(r, n, eps, scale_of, bias):
-    """x̂·γ + β on rows (M, C): μ, then x − μ with Σ(x − μ)², then the scale and shift."""
+def _bn_forward_rows(r, n, eps, weight, bias):
+    """x̂·γ + β on rows (M, C): μ, then x − μ with Σ(x − μ)², then the scale and shift; also
+    μ, σ² and 1/√(σ² + ε), which the backward reuses."""
     xp = backend.get_array_module(r)
     chunk = _bn_rows(r)
     mean = _sum_in_order(backend.parallel_for(xp, r.shape[0], lambda a, b: r[a:b].sum(axis=0), chunk)) / n
@@ -1094,7 +1096,8 @@ def _bn_forward_rows(r, n, eps, scale_of, bias):
         return _channel_dot(da, da)
 
     var = _sum_in_order(backend.parallel_for(xp, r.shape[0], centre, chunk)) / n
-    scale = scale_of(1.0 / xp.sqrt(var + eps))
+    invstd = 1.0 / xp.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * weight
 
     def affine(a, b):
         d[a:b] *= scale
@@ -1102,7 +1105,7 @@ def _bn_forward_rows(r, n, eps, scale_of, bias):
             d[a:b] += bias
 
     backend.parallel_for(xp, r.shape[0], affine, chunk)
-    return d, mean, var
+    return d, mean, var, invstd
 
 
 def _bn_backward_sums(r, g, mean):
