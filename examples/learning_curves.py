@@ -20,14 +20,16 @@ from npjem import runs
 
 
 def table(rows):
-    """A Markdown table: each curve's probe at each epoch, and its best within the run."""
+    """A Markdown table: each curve's probe at each epoch, its best within the run, and the share of
+    the random-init → supervised gap closed there (the ceiling trained for as many epochs)."""
     epochs = sorted({e for r in rows for e in r["epochs"]})
-    head = "| method | " + " | ".join(f"ep {e}" for e in epochs) + " | best (epoch) |"
-    lines = [head, "|---" * (len(epochs) + 2) + "|"]
+    head = "| method | " + " | ".join(f"ep {e}" for e in epochs) + " | best (epoch) | gap closed at best |"
+    lines = [head, "|---" * (len(epochs) + 3) + "|"]
     for r in rows:
         at = dict(zip(r["epochs"], r["linear_probe"]))
         cells = [f"{at[e]:.3f}" if e in at else "" for e in epochs]
-        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['best']:.3f} ({r['best_epoch']}) |")
+        gap = "" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f} %"
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + f" | {r['best']:.3f} ({r['best_epoch']}) | {gap} |")
     return "\n".join(lines)
 
 

@@ -1053,7 +1053,9 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
     (``baselines.json``: the supervised row's probes, and the random-init probe as a flat line).
     The DAE, the jigsaw task and the baselines are drawn dashed. Writes a PNG to ``path`` when
     given and returns the rows ``{"name", "epochs", "linear_probe", "best", "best_epoch",
-    "dashed"}``, one per curve, in the order the folders were given.
+    "gap_closed", "dashed"}``, one per curve, in the order the folders were given. ``gap_closed``
+    is (best − random init) / (supervised − random init), the supervised probe taken at the best
+    epoch (None without both baselines among the folders, or without a supervised probe there).
     """
     from . import plot
     from .recipes import BASELINE_METHODS
@@ -1093,6 +1095,14 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
             best = int(np.argmax(acc))
             rows.append({"name": name, "epochs": epochs, "linear_probe": acc, "best": acc[best],
                          "best_epoch": epochs[best], "dashed": dashed})
+    # The gap a curve closes at its best epoch is measured against the ceiling trained for as many
+    # epochs (a ceiling trained longer than the method would make a slow starter look stuck).
+    floor = next((r["best"] for r in rows if r["name"] == "random init"), None)
+    ceiling = next((dict(zip(r["epochs"], r["linear_probe"])) for r in rows if r["name"] == "supervised"), {})
+    for r in rows:
+        top = ceiling.get(r["best_epoch"])
+        r["gap_closed"] = (None if floor is None or top is None or top <= floor or r["name"] == "random init"
+                           else (r["best"] - floor) / (top - floor))
     if path is not None and rows:
         last = max(e for r in rows for e in r["epochs"])
         series = {}

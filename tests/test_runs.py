@@ -309,6 +309,25 @@ def test_the_supervised_ceiling_has_a_learning_curve_too():
     assert "probes" not in plain["rows"][0]
 
 
+def test_the_gap_closed_is_measured_against_the_ceiling_at_the_best_epoch(tmp_path):
+    def write(folder, name, payload):
+        os.makedirs(tmp_path / folder)
+        with open(tmp_path / folder / name, "w") as f:
+            json.dump(payload, f)
+
+    probes = [{"epoch": 5, "linear_probe": 0.3}, {"epoch": 10, "linear_probe": 0.5}, {"epoch": 20, "linear_probe": 0.4}]
+    write("m", "results.json", {"config": {"method": "simclr", "data": "shapes"}, "probes": probes})
+    write("b", "baselines.json", {"rows": [
+        {"name": "random init (convnet-32)", "linear_probe": 0.1},
+        {"name": "supervised (convnet-32, 20 ep)", "linear_probe": 0.9,
+         "probes": [{"epoch": 5, "linear_probe": 0.6}, {"epoch": 10, "linear_probe": 0.7},
+                    {"epoch": 20, "linear_probe": 0.9}]}]})
+    m, rand, sup = runs.learning_curves([str(tmp_path / "m"), str(tmp_path / "b")])
+    assert (m["best"], m["best_epoch"]) == (0.5, 10)
+    assert m["gap_closed"] == pytest.approx((0.5 - 0.1) / (0.7 - 0.1))  # the ceiling at epoch 10, not at 20
+    assert sup["gap_closed"] == pytest.approx(1.0) and rand["gap_closed"] is None
+
+
 def test_learning_curves_gather_the_probes_of_every_run(tmp_path):
     import importlib.util
 
@@ -325,6 +344,8 @@ def test_learning_curves_gather_the_probes_of_every_run(tmp_path):
     assert by["dae"]["dashed"] and by["supervised"]["dashed"] and by["random init"]["epochs"] == [0]
     r = by["simclr"]
     assert r["best"] == max(r["linear_probe"]) and r["best_epoch"] in r["epochs"]
+    assert by["random init"]["gap_closed"] is None
+    assert all(q["gap_closed"] is None for q in runs.learning_curves([str(tmp_path / "simclr")]))
     assert png.stat().st_size > 2000
     with pytest.raises(runs.RunError, match="no probes"):
         runs.pretrain("simclr", out=str(tmp_path / "plain"), **TINY)
@@ -336,4 +357,5 @@ def test_learning_curves_gather_the_probes_of_every_run(tmp_path):
     lc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lc)
     text = lc.table(rows)
-    assert text.splitlines()[0] == "| method | ep 0 | ep 1 | ep 2 | best (epoch) |" and "| simclr |" in text
+    assert text.splitlines()[0] == "| method | ep 0 | ep 1 | ep 2 | best (epoch) | gap closed at best |"
+    assert "| simclr |" in text and text.splitlines()[1].count("|---") == 6
