@@ -333,7 +333,7 @@ def sinkhorn_clusters(points, n_clusters, *, epsilon=0.05, n_steps=30, generator
     Balanced soft k-means: start from K points drawn with ``generator``, then ``n_steps`` times
 
         s_nk = −‖x_n − μ_k‖² / max_{n,k} ‖x_n − μ_k‖²        (scores in [−1, 0], so ε is unit-free)
-        Q    = sinkhorn_knopp(s, ε, log_domain=True, tol=1e-6)    (each group gets mass 1/K)
+        Q    = sinkhorn_knopp(s, ε, log_domain=True, tol=1e-6, max_iters=500)   (mass 1/K each)
         μ_k  = Σ_n Q_nk x_n / Σ_n Q_nk
 
     and finally round Q to hard labels, each group taking ⌊N/K⌋ or ⌈N/K⌉ points (greedily, the

@@ -109,3 +109,42 @@ def test_marginals_off_one_by_rounding_are_rescaled_before_the_stopping_rule(dty
     plan = q.astype(np.float64) * (r / r.sum()).astype(np.float64)[:, None]
     np.testing.assert_allclose(plan.sum(axis=0) / c, 1.0, atol=tol * 1.5)
     np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=10 * np.finfo(dtype).eps)
+
+
+def test_balanced_clusters_take_an_epsilon_whose_kernel_underflows():
+    # ε = 1e-7: a point 0.1 from its nearest centroid with the largest squared distance near 100
+    # has s/ε ≈ −0.01/100/1e-7 = −1000, and exp(−1000) is 0 in float64 (below ≈ e^−745), so the
+    # plain Sinkhorn's kernel would have a zero column. The log-domain assignment (the docstring's
+    # log_domain=True) still gives each blob its group and the blobs' means as centroids.
+    from npjem.losses import sinkhorn_clusters
+
+    x = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    with pytest.raises(FloatingPointError):
+        sinkhorn_knopp(-np.array([[1e-4, 1.0]]), 1e-7)
+    for seed in range(3):
+        out = sinkhorn_clusters(x, 2, epsilon=1e-7, n_steps=3, generator=seed)
+        assert len(set(out.labels[:3].tolist())) == 1 and len(set(out.labels[3:].tolist())) == 1
+        np.testing.assert_allclose(np.sort(out.centroids[:, 0]), [0.1, 10.1], rtol=1e-12)
+        assert np.isfinite(out.codes).all()
+
+
+def test_one_clustering_step_stops_its_sinkhorn_at_500_iterations():
+    # K = 2 centroids drawn from four points on a line, ε = 0.01. From the pair seed 1 draws
+    # (0.2 and 2.9) Sinkhorn does not reach tol 1e-6, so the step's codes are those of exactly
+    # 500 iterations (the docstring's max_iters=500), for one of the 12 ordered pairs of starting
+    # points; 501 or 1000 iterations give other codes (by 5e-6 and 1e-3).
+    import itertools
+    import warnings
+
+    from npjem.losses import sinkhorn_clusters
+
+    x = np.array([[3.7], [0.2], [2.9], [2.5]])
+    got = sinkhorn_clusters(x, 2, epsilon=0.01, n_steps=1, generator=1).codes
+    matches = []
+    for order in itertools.permutations(range(4), 2):
+        d2 = (x - x[list(order)].T) ** 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            want = sinkhorn_knopp(-d2 / d2.max(), 0.01, 1, log_domain=True, tol=1e-6, max_iters=500)
+        matches.append(np.allclose(got, want, rtol=1e-13, atol=0))
+    assert sum(matches) == 1
