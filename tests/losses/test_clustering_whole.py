@@ -148,3 +148,21 @@ def test_one_clustering_step_stops_its_sinkhorn_at_500_iterations():
             want = sinkhorn_knopp(-d2 / d2.max(), 0.01, 1, log_domain=True, tol=1e-6, max_iters=500)
         matches.append(np.allclose(got, want, rtol=1e-13, atol=0))
     assert sum(matches) == 1
+
+
+@pytest.mark.skipif("mutants" in __import__("pathlib").Path(__import__("npjem").__file__).parts,
+                    reason="mutmut's trampolines add a frame to every call, so the depth differs there")
+@pytest.mark.parametrize("log_domain", [False, True])
+def test_the_max_iters_warning_points_at_the_callers_line(log_domain):
+    # warnings.warn's stacklevel counts the generator that measures the error, the plain or log
+    # iteration, and sinkhorn_knopp; the warning is the caller's, so it names this file.
+    s = np.random.default_rng(5).uniform(-1, 1, (4, 3))
+    with pytest.warns(RuntimeWarning, match="stopped after 2 iterations") as record:
+        sinkhorn_knopp(s, 0.02, 1, tol=1e-300, max_iters=2, log_domain=log_domain)
+    assert [w.filename for w in record] == [__file__]
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0)])
+def test_scores_without_a_sample_or_a_prototype_are_refused(shape):
+    with pytest.raises(ValueError, match=r"^scores must have at least one sample and one prototype"):
+        sinkhorn_knopp(np.zeros(shape))
