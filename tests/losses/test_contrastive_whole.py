@@ -25,3 +25,20 @@ def test_memory_negatives_of_another_rank_are_refused(shape):
                  lambda: nce_normalizer(v, mpos, mneg, dataset_size=100)):
         with pytest.raises(ValueError, match=msg):
             call()
+
+
+@pytest.mark.parametrize("h", ["paper", "notes"])
+def test_pirls_loss_passes_normalize_to_both_terms(h):
+    # nce_loss is λ L_NCE(m, g) + (1 − λ) L_NCE(m, f) with every option of nce_memory_loss used for
+    # both terms, normalize=False included: on rows of norm 2 and 3 the raw dot products are 2 and
+    # 3 times the cosines, so the mixture of the unnormalised terms is another number.
+    rng = np.random.default_rng(1)
+    f, g = 2 * _unit_rows(rng, 4, 3), 3 * _unit_rows(rng, 4, 3)
+    mpos, mneg = _unit_rows(rng, 4, 3), _unit_rows(rng, 5, 3)
+    kw = dict(dataset_size=50, temperature=0.5, h=h)
+    raw = 0.25 * nce_memory_loss(g, mpos, mneg, normalize=False, **kw).item() \
+        + 0.75 * nce_memory_loss(f, mpos, mneg, normalize=False, **kw).item()
+    unit = 0.25 * nce_memory_loss(g, mpos, mneg, **kw).item() + 0.75 * nce_memory_loss(f, mpos, mneg, **kw).item()
+    assert abs(raw - unit) > 0.1
+    assert nce_loss(f, g, mpos, mneg, lam=0.25, normalize=False, **kw).item() == pytest.approx(raw, rel=1e-13)
+    assert nce_loss(f, g, mpos, mneg, lam=0.25, **kw).item() == pytest.approx(unit, rel=1e-13)
