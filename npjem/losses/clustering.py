@@ -153,7 +153,7 @@ def _iterations(n_iters, tol, max_iters, error):
         if it >= max(max_iters, n_iters):
             warnings.warn(f"sinkhorn_knopp stopped after {it} iterations with a prototype marginal "
                           f"error of {err:.3g} > tol={tol:g}; raise max_iters or epsilon",
-                          RuntimeWarning, stacklevel=4)  # the caller of sinkhorn_knopp
+                          RuntimeWarning, stacklevel=4)  # past this generator, the iteration, sinkhorn_knopp
             return
 
 
