@@ -153,7 +153,7 @@ def _iterations(n_iters, tol, max_iters, error):
         if it >= max(max_iters, n_iters):
             warnings.warn(f"sinkhorn_knopp stopped after {it} iterations with a prototype marginal "
                           f"error of {err:.3g} > tol={tol:g}; raise max_iters or epsilon",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)  # past this generator, the iteration, sinkhorn_knopp
             return
 
 
@@ -333,7 +333,7 @@ def sinkhorn_clusters(points, n_clusters, *, epsilon=0.05, n_steps=30, generator
     Balanced soft k-means: start from K points drawn with ``generator``, then ``n_steps`` times
 
         s_nk = −‖x_n − μ_k‖² / max_{n,k} ‖x_n − μ_k‖²        (scores in [−1, 0], so ε is unit-free)
-        Q    = sinkhorn_knopp(s, ε, log_domain=True, tol=1e-6)    (each group gets mass 1/K)
+        Q    = sinkhorn_knopp(s, ε, log_domain=True, tol=1e-6, max_iters=500)   (mass 1/K each)
         μ_k  = Σ_n Q_nk x_n / Σ_n Q_nk
 
     and finally round Q to hard labels, each group taking ⌊N/K⌋ or ⌈N/K⌉ points (greedily, the
