@@ -1,0 +1,463 @@
+"""npjem.ebm.latent against what its docstrings promise, value by value (the survivors of a whole
+mutmut run of the file): dictionary learning's alternation (FISTA codes warm-started, then one
+Gauss–Seidel pass of least-squares atoms, each normalised), its initialisations and stopping rule;
+the K-means seedings and checks at their edges."""
+import warnings
+
+import numpy as np
+import pytest
+
+import npjem
+from npjem.ebm import latent as LV
+
+
+def _unit(cols):
+    return cols / np.linalg.norm(cols, axis=0, keepdims=True)
+
+
+def _mean_energy(a, W, z, lam):
+    """The sparse-coding energy ½‖y − Wz‖² + λ‖z‖₁, averaged over the rows."""
+    return float(np.mean(0.5 * ((a - z @ W.T) ** 2).sum(axis=1) + lam * np.abs(z).sum(axis=1)))
+
+
+def _data(n=12, d=5, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+def _quiet_fit(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+        return LV.dictionary_learning(*args, **kwargs)
+
+
+# ================================================================ dictionary learning
+
+
+def _gauss_seidel_atoms(a, W, z, positive=False):
+    """One pass over the atoms, in order: with the codes z and every other atom fixed (the earlier
+    ones already moved), ½‖Y − ZWᵀ‖² is least in w_j at (b_j − Σ_{i≠j} w_i A_ij) / A_jj, A = ZᵀZ,
+    B = YᵀZ; the atom kept is that vector (projected on w ≥ 0 with ``positive``) normalised (the
+    1/A_jj > 0 cancels)."""
+    A, B = z.T @ z, a.T @ z
+    W = W.copy()
+    for j in range(W.shape[1]):
+        others = [i for i in range(W.shape[1]) if i != j]
+        w = B[:, j] - W[:, others] @ A[others, j]
+        W[:, j] = _unit(np.maximum(w, 0) if positive else w)
+    return W
+
+
+@pytest.mark.parametrize("positive", [False, True])
+def test_two_alternations_from_w0_are_fista_then_least_squares_atoms(positive):
+    a = _data()
+    if positive:
+        a = np.abs(a)
+    # Atoms of norms 3, ½ and 1: W0 is normalised first (a norm below 1 too).
+    W0 = np.array([[3.0, 0.0, 0.6], [0.0, 0.3, 0.0], [0.0, 0.4, 0.8], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    if positive:  # a negative entry, which the initial projection clips
+        W0[3, 2] = -0.5
+    lam, code_iter = 0.05, 7
+    W, z, hist = _quiet_fit(a, 3, lam, n_iter=2, code_iter=code_iter, W0=W0, generator=0, progress=False,
+                            tol=None, positive_code=positive, positive_dict=positive)
+    W_t, z_t, objective = _unit(np.maximum(W0, 0) if positive else W0), np.zeros((12, 3)), []
+    for _ in range(2):
+        # The codes start from the previous alternation's (zeros the first time).
+        z_t = LV.fista(a, W_t, lam, n_iter=code_iter, z0=z_t, positive=positive).data
+        W_t = _gauss_seidel_atoms(a, W_t, z_t, positive)
+        objective.append(_mean_energy(a, W_t, z_t, lam))
+    np.testing.assert_allclose(z.data, z_t, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(W.data, W_t, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(hist["objective"], objective, rtol=1e-12)
+    assert len(hist["time"]) == 2 and 0 <= hist["time"][0] <= hist["time"][1]
+
+
+def test_an_atom_no_code_uses_is_redrawn_from_a_data_point():
+    # The third atom is orthogonal to every data point: its codes are 0 (A_33 = 0), so it is
+    # replaced by a random data point, normalised; over seeds, any of the N points.
+    a = np.zeros((3, 4))
+    a[:, :2] = [[1.0, 2.0], [-2.0, 1.0], [3.0, -1.0]]
+    W0 = np.eye(4)[:, [0, 1, 3]]
+    drawn = set()
+    for seed in range(40):
+        W, z, _ = _quiet_fit(a, 3, 0.01, n_iter=1, code_iter=20, W0=W0, generator=seed, progress=False)
+        assert not np.any(z.data[:, 2])
+        hits = np.flatnonzero(np.abs(_unit(a.T).T @ W.data[:, 2] - 1.0) < 1e-12)
+        assert hits.size == 1
+        drawn.add(int(hits[0]))
+    assert drawn == {0, 1, 2}
+
+
+def test_an_atom_with_small_but_nonzero_use_is_updated_not_redrawn():
+    # Codes of size ~0.1 give A_jj ~ 0.01 < 1: still a least-squares update.
+    a = 0.1 * _data(n=10, d=3, seed=3)
+    W0 = np.eye(3)
+    W, z, _ = _quiet_fit(a, 3, 1e-4, n_iter=1, code_iter=50, W0=W0, generator=0, progress=False)
+    A = z.data.T @ z.data
+    assert 0 < A.diagonal().min() < 1
+    np.testing.assert_allclose(W.data, _gauss_seidel_atoms(a, np.eye(3), z.data), atol=1e-12)
+
+
+def _first_codes(a, W_init, lam, code_iter, positive=False):
+    return LV.fista(a, W_init, lam, n_iter=code_iter, positive=positive).data
+
+
+def test_svd_init_starts_from_the_top_right_singular_vectors():
+    # More atoms than the rank (N = 3 < D = 5, K = 4): the first N atoms are the right singular
+    # vectors, the rest data points (drawn before, as with init="data").
+    a = _data(n=3, d=5, seed=4)
+    lam, code_iter = 0.01, 9
+    _, z, _ = _quiet_fit(a, 4, lam, n_iter=1, code_iter=code_iter, generator=5, progress=False)
+    vt = np.linalg.svd(a, full_matrices=False)[2]
+    W_init = _unit(a[npjem.random.default_rng(5).integers(0, 3, size=4)].T)
+    W_init[:, :3] = vt.T
+    np.testing.assert_allclose(z.data, _first_codes(a, W_init, lam, code_iter), atol=1e-12)
+
+
+def test_svd_init_with_positive_atoms_keeps_the_side_of_each_vector_with_more_mass():
+    a = _data(n=8, d=4, seed=6)
+    lam, code_iter = 0.01, 9
+    _, z, _ = _quiet_fit(a, 3, lam, n_iter=1, code_iter=code_iter, generator=0, progress=False,
+                         positive_dict=True)
+    vt = np.linalg.svd(a, full_matrices=False)[2][:3].T
+    assert (vt.sum(axis=0) < 0).any() and (vt.sum(axis=0) > 0).any()   # both cases happen here
+    signed = vt * np.sign(vt.sum(axis=0))
+    np.testing.assert_allclose(z.data, _first_codes(a, _unit(np.maximum(signed, 0)), lam, code_iter),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("n, k", [(6, 4), (6, 6), (3, 5)])
+def test_data_init_takes_normalised_data_points(n, k):
+    # K ≤ N: K distinct points (a permutation's first K); K > N: K points drawn with replacement.
+    a = _data(n=n, d=3, seed=7)
+    lam, code_iter = 0.01, 9
+    _, z, _ = _quiet_fit(a, k, lam, n_iter=1, code_iter=code_iter, init="data", generator=8, progress=False)
+    g = npjem.random.default_rng(8)
+    idx = g.permutation(n)[:k] if k <= n else g.integers(0, n, size=k)
+    np.testing.assert_allclose(z.data, _first_codes(a, _unit(a[idx].T), lam, code_iter), atol=1e-12)
+
+
+def test_data_init_is_reproducible_from_its_seed():
+    a = _data()
+    runs = [_quiet_fit(a, 3, 0.05, n_iter=1, code_iter=5, init="data", generator=s, progress=False)[0].data
+            for s in (3, 3, 4)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+def test_dictionary_learning_defaults_are_its_documented_values(capsys):
+    a = _data(n=20, d=4, seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+        W, z, hist = LV.dictionary_learning(a, 3, 0.1, generator=0)
+        err = capsys.readouterr().err
+        W2, z2, hist2 = LV.dictionary_learning(a, 3, 0.1, n_iter=30, code_iter=50, init="svd", generator=0,
+                                               progress=False, tol=1e-8, positive_code=False,
+                                               positive_dict=False)
+    np.testing.assert_array_equal(W.data, W2.data)
+    np.testing.assert_array_equal(z.data, z2.data)
+    assert hist["objective"] == hist2["objective"]
+    # Progress is on by default: off a terminal, a line every 5 alternations.
+    steps = [int(line.split(":")[0].split()[-1]) for line in err.splitlines() if line.startswith("dictionary ")]
+    assert steps and all(s % 5 == 0 for s in steps)
+    assert steps == list(range(5, len(hist["objective"]) + 1, 5))
+
+
+def test_tol_none_runs_every_alternation_without_warning():
+    a = _data(n=10, d=4, seed=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, _, hist = LV.dictionary_learning(a, 3, 0.05, n_iter=6, code_iter=5, tol=None, generator=0,
+                                            progress=False)
+    assert len(hist["objective"]) == 6
+
+
+def test_tol_zero_stops_only_when_the_objective_rises():
+    # tol = 0 is allowed ("only if it rises"): with exact codes the objective never rises here,
+    # so every alternation runs and the limit warns.
+    a = _data(n=10, d=4, seed=11)
+    with pytest.warns(npjem.ConvergenceWarning, match="tol=0"):
+        _, _, hist = LV.dictionary_learning(a, 3, 0.05, n_iter=4, code_iter=200, tol=0.0, generator=0,
+                                            progress=False)
+    obj = hist["objective"]
+    assert len(obj) == 4 and all(o2 - o1 <= 0 for o1, o2 in zip(obj, obj[1:]))
+
+
+# ================================================================ K-means at its edges
+
+
+def test_kmeans_takes_exactly_k_points_and_k_positive_weights():
+    y = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 5.0]])
+    for init in ("init_random", "init_kmeans_plusplus"):
+        km = getattr(LV.KMeansEnergy(3, 2, dtype=np.float64), init)(y, generator=0)
+        assert sorted(map(tuple, km.weight.data)) == sorted(map(tuple, y))
+        km = getattr(LV.KMeansEnergy(2, 2, dtype=np.float64), init)(y, generator=0,
+                                                                   sample_weight=np.array([2.0, 0.0, 1.0]))
+        assert sorted(map(tuple, km.weight.data)) == sorted(map(tuple, y[[0, 2]]))
+
+
+def test_kmeans_of_one_weighted_point():
+    km = LV.KMeansEnergy(1, 2, dtype=np.float64)
+    for init in ("k-means++", "random"):
+        km.fit(np.array([[2.0, -1.0]]), init=init, sample_weight=np.array([3.0]), generator=0)
+        np.testing.assert_array_equal(km.weight.data, [[2.0, -1.0]])
+        assert km.inertia_ == 0.0
+
+
+def test_kmeans_plusplus_never_takes_a_point_of_weight_zero():
+    # Two weighted locations and K = 3: once both are chosen every weighted d² is 0, and the third
+    # prototype is drawn ∝ the weights (never the unweighted point at (9, 9)).
+    y = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [9.0, 9.0]])
+    w = np.array([1.0, 2.0, 3.0, 0.0])
+    for seed in range(20):
+        km = LV.KMeansEnergy(3, 2, dtype=np.float64).init_kmeans_plusplus(y, generator=seed, sample_weight=w)
+        assert not (km.weight.data == [9.0, 9.0]).all(axis=1).any(), seed
+
+
+def test_weighted_draws_follow_the_weights():
+    # The first k-means++ prototype is drawn ∝ its weight: over 4000 seeds, each of the 8 points'
+    # frequency is within 4.5 standard errors of w_i / Σw.
+    y = np.arange(8.0).reshape(8, 1)
+    w = np.arange(1.0, 9.0)
+    p = w / w.sum()
+    n = 4000
+    counts = np.zeros(8)
+    km = LV.KMeansEnergy(1, 1, dtype=np.float64)
+    for seed in range(n):
+        counts[int(km.init_kmeans_plusplus(y, generator=seed, sample_weight=w).weight.data[0, 0])] += 1
+    se = np.sqrt(p * (1 - p) / n)
+    assert np.all(np.abs(counts / n - p) < 4.5 * se), counts / n
+
+
+def test_lloyd_keeps_float32_prototypes():
+    y = np.random.default_rng(12).standard_normal((20, 2)).astype(np.float32)
+    km = LV.KMeansEnergy(3, 2, dtype=np.float32, generator=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+        km.fit(y, n_iter=3, tol=0.0, generator=0)
+    assert km.weight.dtype == np.float32 and km.weight.data.dtype == np.float32
+
+
+# ================================================================ the VAE
+
+
+def _layers(seq):
+    return [(type(m).__name__, tuple(m.weight.shape) if hasattr(m, "weight") else None) for m in seq]
+
+
+def test_vae_defaults_and_layer_sizes():
+    vae = LV.VAE(5, generator=0, dtype=np.float64)
+    assert (vae.latent_features, vae.hidden, vae.likelihood, vae.sigma) == (2, (64,), "gaussian", 1.0)
+    explicit = LV.VAE(5, 2, (64,), "gaussian", 1.0, "tanh", generator=0, dtype=np.float64)
+    for p, q in zip(vae.parameters(), explicit.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+    # Encoder D → hidden → 2·latent (μ and log σ²); the decoder mirrors the hidden widths.
+    deep = LV.VAE(5, 3, hidden=(8, 6), generator=0, dtype=np.float64)
+    assert _layers(deep.encoder) == [("Linear", (8, 5)), ("Tanh", None), ("Linear", (6, 8)), ("Tanh", None),
+                                     ("Linear", (6, 6))]
+    assert _layers(deep.decoder) == [("Linear", (6, 3)), ("Tanh", None), ("Linear", (8, 6)), ("Tanh", None),
+                                     ("Linear", (5, 8))]
+    assert LV.VAE(5, hidden=7, generator=0).hidden == (7,)
+
+
+def test_vae_encoder_is_linear_tanh_linear():
+    vae = LV.VAE(3, 2, hidden=(4,), generator=1, dtype=np.float64)
+    y = np.random.default_rng(13).standard_normal((5, 3))
+    mu, logvar = vae.encode(y)
+    enc, dec = vae.encoder, vae.decoder
+    h = np.tanh(y @ enc[0].weight.data.T + enc[0].bias.data) @ enc[2].weight.data.T + enc[2].bias.data
+    np.testing.assert_allclose(mu.data, h[:, :2], atol=1e-12)
+    np.testing.assert_allclose(logvar.data, h[:, 2:], atol=1e-12)
+    z = np.random.default_rng(14).standard_normal((5, 2))
+    out = np.tanh(z @ dec[0].weight.data.T + dec[0].bias.data) @ dec[2].weight.data.T + dec[2].bias.data
+    np.testing.assert_allclose(vae.decode(npjem.Tensor(z)).data, out, atol=1e-12)
+
+
+def test_vae_is_seeded_and_made_in_the_dtype_asked_for():
+    a, b, c = (LV.VAE(3, 2, hidden=(4,), generator=s, dtype=np.float64) for s in (7, 7, 8))
+    for p, q, r in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert p.dtype == np.float64
+        np.testing.assert_array_equal(p.data, q.data)
+        assert not np.array_equal(p.data, r.data)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 0.3])
+def test_vae_free_energy_with_one_code_by_hand(sigma):
+    # F(y) = ½‖y − Dec(μ + σ_z ε)‖²/σ² + (D/2) log(2πσ²) + KL, ε the generator's first normal draws.
+    vae = LV.VAE(3, 2, hidden=(4,), sigma=sigma, generator=2, dtype=np.float64)
+    y = np.random.default_rng(15).standard_normal((4, 3))
+    mu, logvar = (t.data for t in vae.encode(y))
+    eps = npjem.random.default_rng(9).standard_normal((4, 2), dtype=np.float64)
+    out = vae.decode(npjem.Tensor(mu + np.exp(0.5 * logvar) * eps)).data
+    rec = 0.5 * ((y - out) ** 2).sum(axis=1) / sigma ** 2 + 1.5 * np.log(2 * np.pi * sigma ** 2)
+    kl = 0.5 * (mu ** 2 + np.exp(logvar) - logvar - 1).sum(axis=1)
+    np.testing.assert_allclose(vae.free_energy(y, generator=9).data, rec + kl, rtol=1e-12)
+    assert float(vae(y, generator=9).item()) == pytest.approx(float(np.mean(rec + kl)), rel=1e-12)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+def test_vae_samples_decode_prior_draws(likelihood):
+    # The decoder's output at z ~ N(0, I) (the generator's draws, in the model's dtype): the mean,
+    # or for Bernoulli data the probabilities σ(logits).
+    vae = LV.VAE(3, 2, hidden=(4,), likelihood=likelihood, generator=3, dtype=np.float64)
+    z = npjem.random.default_rng(4).standard_normal((6, 2), dtype=np.float64)
+    out = vae.decode(npjem.Tensor(z)).data
+    expected = out if likelihood == "gaussian" else 1 / (1 + np.exp(-out))
+    s = vae.sample(6, generator=4)
+    assert s.dtype == np.float64
+    np.testing.assert_allclose(s.data, expected, rtol=1e-12)
+    np.testing.assert_array_equal(vae.sample(6, generator=4).data, s.data)
+
+
+# ================================================================ K-means: steps, restarts, weights
+
+
+def _km(weight):
+    km = LV.KMeansEnergy(len(weight), 2, dtype=np.float64)
+    km.weight.data = np.asarray(weight, dtype=np.float64)
+    return km
+
+
+def test_an_empty_cluster_takes_a_point_even_when_every_point_sits_on_its_prototype():
+    # scikit-learn relocates the farthest points whatever their distance, 0 included.
+    y = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    km = _km([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+    km.lloyd_step(y)
+    w = km.weight.data
+    np.testing.assert_array_equal(w[:2], [[0.0, 0.0], [1.0, 0.0]])
+    assert tuple(w[2]) in {(0.0, 0.0), (1.0, 0.0)}
+
+
+def test_a_cluster_emptied_by_a_relocation_keeps_its_prototype():
+    # (2, 0) is alone in the cluster of (3, 0) and the farthest point from its prototype: it moves
+    # to the empty cluster of (100, 100), and (3, 0), left without points, stays where it is.
+    y = np.array([[0.0, 0.0], [0.0, 0.1], [2.0, 0.0]])
+    km = _km([[0.0, 0.0], [3.0, 0.0], [100.0, 100.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no 0/0 on the way
+        km.lloyd_step(y)
+    np.testing.assert_allclose(km.weight.data, [[0.0, 0.05], [3.0, 0.0], [2.0, 0.0]], atol=1e-15)
+
+
+@pytest.mark.parametrize("zero_at", [0.5, 50.0])
+def test_a_point_of_weight_zero_is_never_relocated(zero_at):
+    # The farthest points are taken by weight > 0 only; a zero-weight point far away (or near)
+    # does not fill the empty cluster.
+    y = np.array([[0.0, 0.0], [0.2, 0.0], [zero_at, zero_at], [3.0, 0.0]])
+    w = np.array([1.0, 1.0, 0.0, 2.0])
+    km = _km([[0.0, 0.0], [3.0, 0.0], [-9.0, 9.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        km.lloyd_step(y, sample_weight=w)
+    assert not (km.weight.data == [zero_at, zero_at]).all(axis=1).any()
+    # The farthest point of positive weight, (0.2, 0) at d² = 0.04, moves (not (3, 0), on its prototype).
+    np.testing.assert_allclose(km.weight.data, [[0.0, 0.0], [3.0, 0.0], [0.2, 0.0]])
+
+
+def test_weighted_energy_history_inertia_and_steps_by_hand():
+    # Mean energy Σ w_i F(y_i) / Σ w_i before the step and after; inertia Σ w_i F(y_i); n_iter_ the
+    # number of steps taken.
+    y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
+    w = np.array([1.0, 3.0, 2.0, 2.0])
+    km = _km([[1.0, 1.0], [11.0, 0.0]])
+    with pytest.warns(npjem.ConvergenceWarning):
+        hist = km.fit(y, n_iter=1, init=None, sample_weight=w)
+    f0 = np.array([2.0, 2.0, 1.0, 1.0])       # ‖y − w_k‖² to the nearest prototype
+    assert hist["energy"][0] == pytest.approx((w @ f0) / w.sum())
+    # One weighted Lloyd step: (1.5, 0) and (11, 0).
+    np.testing.assert_allclose(km.weight.data, [[1.5, 0.0], [11.0, 0.0]])
+    f1 = np.array([2.25, 0.25, 1.0, 1.0])
+    assert hist["energy"][1] == pytest.approx((w @ f1) / w.sum())
+    assert km.inertia_ == pytest.approx(w @ f1) and km.n_iter_ == 1
+    np.testing.assert_array_equal(km.labels_, [0, 0, 1, 1])
+
+
+def test_weighted_gradient_step_by_hand():
+    # ∂/∂w_k Σ w_i F_i / Σ w = −2 Σ_{i ∈ k} w_i (y_i − w_k) / Σ w: a step of lr = 0.25.
+    y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
+    w = np.array([1.0, 3.0, 2.0, 2.0])
+    km = _km([[1.0, 1.0], [11.0, 0.0]])
+    hist = km.fit(y, n_iter=2, method="gradient", lr=0.25, init=None, sample_weight=w, tol=1e9)
+    g0 = -2 * (1.0 * (y[0] - [1.0, 1.0]) + 3.0 * (y[1] - [1.0, 1.0])) / 8.0
+    g1 = -2 * (2.0 * (y[2] - [11.0, 0.0]) + 2.0 * (y[3] - [11.0, 0.0])) / 8.0
+    np.testing.assert_allclose(km.weight.data, [[1.0, 1.0] - 0.25 * g0, [11.0, 0.0] - 0.25 * g1])
+    assert len(hist["energy"]) == 2 and km.n_iter_ == 1     # tol = 1e9 stops after one step
+
+
+def test_fit_defaults_are_its_documented_values():
+    # A gradient step of lr = ½ moves w_k by (n_k / N)(mean_k − w_k): with ten clusters of about
+    # a tenth of the points each, the energy still falls after 100 steps; the run takes all
+    # n_iter = 100 steps of lr = 0.5 from a k-means++ seeding, and warns.
+    y = np.random.default_rng(16).standard_normal((100, 2))
+    a, b = LV.KMeansEnergy(10, 2, dtype=np.float64), LV.KMeansEnergy(10, 2, dtype=np.float64)
+    with pytest.warns(npjem.ConvergenceWarning, match="n_iter=100"):
+        ha = a.fit(y, method="gradient", generator=0)
+    with pytest.warns(npjem.ConvergenceWarning):
+        hb = b.fit(y, n_iter=100, method="gradient", lr=0.5, init="k-means++", tol=0.0, generator=0, n_init=1)
+    assert ha["energy"] == hb["energy"] and a.n_iter_ == 100
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+
+
+def test_fit_refuses_an_unknown_init():
+    with pytest.raises(ValueError, match="init"):
+        LV.KMeansEnergy(2, 2).fit(np.zeros((4, 2)), init="kmeans")
+
+
+def test_fixed_prototypes_with_two_inits_run_once():
+    y = np.random.default_rng(17).standard_normal((10, 2))
+    one, two = _km([[0.0, 0.0], [1.0, 1.0]]), _km([[0.0, 0.0], [1.0, 1.0]])
+    with pytest.warns(npjem.ConvergenceWarning):
+        h1 = one.fit(y, n_iter=3, method="gradient", init=None)
+    with pytest.warns(RuntimeWarning, match="runs once"), pytest.warns(npjem.ConvergenceWarning):
+        h2 = two.fit(y, n_iter=3, method="gradient", init=None, n_init=2)
+    assert h1["energy"] == h2["energy"] and two.n_iter_ == 3
+    np.testing.assert_array_equal(one.weight.data, two.weight.data)
+
+
+def test_warnings_point_at_the_callers_line():
+    y = np.random.default_rng(18).standard_normal((10, 2))
+    with pytest.warns(npjem.ConvergenceWarning) as rec:
+        _km([[0.0, 0.0], [1.0, 1.0]]).fit(y, n_iter=1, init=None)
+    assert rec[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match="runs once") as rec:
+        _km([[0.0, 0.0], [1.0, 1.0]]).fit(y, init=None, n_init=2)
+    assert [r.filename for r in rec if r.category is RuntimeWarning] == [__file__]
+
+
+def test_fit_with_random_init_is_init_random_then_lloyd():
+    y = np.random.default_rng(19).standard_normal((12, 2))
+    w = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0])
+    a, b = LV.KMeansEnergy(3, 2, dtype=np.float64), LV.KMeansEnergy(3, 2, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+        a.fit(y, n_iter=2, init="random", generator=5, sample_weight=w)
+        b.init_random(y, generator=5, sample_weight=w)
+        b.fit(y, n_iter=2, init=None, sample_weight=w)
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+
+
+def test_n_init_keeps_the_first_run_of_lowest_final_energy():
+    # Each restart is the run one k-means++ seeding of the same generator gives (5 Lloyd steps);
+    # fit keeps the lowest energy after the last step, the first such run on a tie.
+    rng = np.random.default_rng(20)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0], [3.0, 3.0], [1.5, 1.5]])
+    y = centres[rng.integers(0, 5, 60)] + 0.6 * rng.standard_normal((60, 2))
+    differs = 0
+    for seed in range(12):
+        g = npjem.random.default_rng(seed)
+        runs = []
+        for _ in range(4):
+            one = LV.KMeansEnergy(4, 2, dtype=np.float64)
+            one.init_kmeans_plusplus(y, generator=g)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+                h = one.fit(y, n_iter=5, init=None)["energy"]
+            runs.append((h[-1], h[1], one.labels_))
+        best = min(range(4), key=lambda i: (runs[i][0], i))
+        differs += best != min(range(4), key=lambda i: (runs[i][1], i))
+        km = LV.KMeansEnergy(4, 2, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", npjem.ConvergenceWarning)
+            km.fit(y, n_iter=5, n_init=4, generator=seed)
+        assert km.inertia_ == pytest.approx(60 * runs[best][0], rel=1e-12)
+        np.testing.assert_array_equal(km.labels_, runs[best][2])
+    assert differs  # the energy after one step would often pick another run
