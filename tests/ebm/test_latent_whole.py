@@ -461,3 +461,86 @@ def test_n_init_keeps_the_first_run_of_lowest_final_energy():
         assert km.inertia_ == pytest.approx(60 * runs[best][0], rel=1e-12)
         np.testing.assert_array_equal(km.labels_, runs[best][2])
     assert differs  # the energy after one step would often pick another run
+
+
+# ================================================================ LISTA's training
+
+
+def _lista_problem(n=10, d=3, k=4, seed=21):
+    rng = np.random.default_rng(seed)
+    W = _unit(rng.standard_normal((d, k)))
+    return rng.standard_normal((n, d)), W
+
+
+def _frozen_fit(target, lam=0.1, **kwargs):
+    """One epoch at a learning rate too small to move the weights (Adam's first step is ±lr):
+    every minibatch's loss is then the loss of the initial encoder on those points."""
+    y, W = _lista_problem()
+    lista = LV.LISTA.from_dictionary(W, lam, n_steps=2)
+    z0 = lista(y).data
+    hist = LV.fit_lista(lista, y, W, lam, n_epochs=1, lr=1e-300, target=target, generator=0, **kwargs)
+    return y, W, z0, hist
+
+
+@pytest.mark.parametrize("batch_size", [3, 10, 64])
+def test_lista_codes_loss_is_half_the_mean_squared_distance_to_the_fista_codes(batch_size):
+    # The epoch's loss is the mean over all N points of ½‖LISTA(y) − z*‖², z* after target_iter
+    # FISTA iterations, whatever the minibatches (3 + 3 + 3 + 1 points, or one batch).
+    y, W, z0, hist = _frozen_fit("codes", batch_size=batch_size, target_iter=4)
+    zstar = LV.fista(y, W, 0.1, n_iter=4).data
+    assert hist["loss"] == [pytest.approx(0.5 * np.mean(((z0 - zstar) ** 2).sum(axis=1)), rel=1e-12)]
+    assert hist["energy"] == [pytest.approx(_mean_energy(y, W, z0, 0.1), rel=1e-12)]
+
+
+def test_lista_energy_loss_is_the_mean_energy_of_its_codes():
+    y, W, z0, hist = _frozen_fit("energy", batch_size=4)
+    assert hist["loss"] == [pytest.approx(_mean_energy(y, W, z0, 0.1), rel=1e-12)]
+    assert hist["energy"] == hist["loss"]
+
+
+def test_lista_with_lam_zero():
+    # λ = 0 is allowed (least squares): the energy is ½‖y − Wz‖².
+    y, W, z0, hist = _frozen_fit("energy", lam=0.0, batch_size=4)
+    assert hist["loss"] == [pytest.approx(_mean_energy(y, W, z0, 0.0), rel=1e-12)]
+    e = LV.sparse_coding_energy(y, z0, W, 0.0).data
+    np.testing.assert_allclose(e, 0.5 * ((y - z0 @ W.T) ** 2).sum(axis=1), rtol=1e-12)
+
+
+def test_lista_first_adam_step_moves_each_weight_by_lr():
+    y, W = _lista_problem()
+    lista = LV.LISTA.from_dictionary(W, 0.1, n_steps=2)
+    before = [p.data.copy() for p in lista.parameters()]
+    LV.fit_lista(lista, y, W, 0.1, n_epochs=1, lr=0.01, batch_size=10, generator=0)
+    moved = np.concatenate([np.abs(p.data - b).ravel() for p, b in zip(lista.parameters(), before)])
+    moved = moved[moved > 0]
+    np.testing.assert_allclose(moved, 0.01, rtol=1e-5)
+
+
+def test_lista_minibatch_order_follows_the_generator():
+    y, W = _lista_problem(n=12)
+    runs = []
+    for seed in (1, 1, 2):
+        lista = LV.LISTA.from_dictionary(W, 0.1, n_steps=2)
+        runs.append(LV.fit_lista(lista, y, W, 0.1, n_epochs=2, lr=0.01, batch_size=5, generator=seed)["loss"])
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_fit_lista_defaults_are_its_documented_values(capsys):
+    # 70 points: two minibatches of 64 + 6 per epoch, 50 epochs, silent.
+    y, W = _lista_problem(n=70, d=3, k=5, seed=22)
+    a, b = (LV.LISTA.from_dictionary(W, 0.02, n_steps=2) for _ in range(2))
+    ha = LV.fit_lista(a, y, W, 0.02, generator=3)
+    assert capsys.readouterr().err == ""
+    hb = LV.fit_lista(b, y, W, 0.02, n_epochs=50, lr=1e-3, batch_size=64, target="codes", target_iter=500,
+                      generator=3, progress=False, log_every=10)
+    assert ha == hb and len(ha["loss"]) == 50
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_fit_lista_reports_every_log_every_epochs(capsys):
+    y, W = _lista_problem()
+    LV.fit_lista(LV.LISTA.from_dictionary(W, 0.1), y, W, 0.1, n_epochs=20, progress=True, generator=0)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["LISTA 10", "LISTA 20"]
+    assert all("loss=" in line and "energy=" in line for line in lines)
