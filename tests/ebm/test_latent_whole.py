@@ -544,3 +544,38 @@ def test_fit_lista_reports_every_log_every_epochs(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["LISTA 10", "LISTA 20"]
     assert all("loss=" in line and "energy=" in line for line in lines)
+
+
+# ================================================================ LISTA from a dictionary
+
+
+def test_lista_from_dictionary_defaults_to_three_ista_steps_and_allows_lam_zero():
+    y, W = _lista_problem()
+    np.testing.assert_allclose(LV.LISTA.from_dictionary(W, 0.1)(y).data, LV.ista(y, W, 0.1, n_iter=3).data,
+                               atol=1e-12)
+    # λ = 0: θ = 0 and three plain gradient steps on ½‖y − Wz‖².
+    lista = LV.LISTA.from_dictionary(W, 0.0)
+    np.testing.assert_array_equal(lista.theta.data, 0.0)
+    np.testing.assert_allclose(lista(y).data, LV.ista(y, W, 0.0, n_iter=3).data, atol=1e-12)
+
+
+def test_lista_from_a_float32_dictionary_is_float32():
+    y, W = _lista_problem()
+    lista = LV.LISTA.from_dictionary(W.astype(np.float32), 0.1, n_steps=2)
+    assert [p.data.dtype for p in lista.parameters()] == [np.float32] * 3
+    assert lista(y.astype(np.float32)).dtype == np.float32
+
+
+def test_lista_initialisation_and_defaults():
+    # W_e ~ N(0, 1/D) from the generator, S = I/2, θ = 0.1; three steps; npjem's default dtype.
+    lista = LV.LISTA(4, 3, dtype=np.float64, generator=6)
+    assert lista.n_steps == 3
+    np.testing.assert_array_equal(
+        lista.weight_e.data, npjem.random.default_rng(6).standard_normal((4, 3), dtype=np.float64) / 2.0)
+    np.testing.assert_array_equal(lista.S.data, 0.5 * np.eye(3))
+    np.testing.assert_array_equal(lista.theta.data, np.full(3, 0.1))
+    assert [p.dtype for p in lista.parameters()] == [np.float64] * 3
+    default = LV.LISTA(4, 3, generator=6)
+    assert [p.dtype for p in default.parameters()] == [np.dtype(npjem.backend.default_dtype())] * 3
+    a, b = LV.LISTA(4, 3, generator=7), LV.LISTA(4, 3, generator=7)
+    np.testing.assert_array_equal(a.weight_e.data, b.weight_e.data)
