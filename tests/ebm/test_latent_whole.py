@@ -540,10 +540,10 @@ def test_fit_lista_defaults_are_its_documented_values(capsys):
 
 def test_fit_lista_reports_every_log_every_epochs(capsys):
     y, W = _lista_problem()
-    LV.fit_lista(LV.LISTA.from_dictionary(W, 0.1), y, W, 0.1, n_epochs=20, progress=True, generator=0)
+    hist = LV.fit_lista(LV.LISTA.from_dictionary(W, 0.1), y, W, 0.1, n_epochs=20, progress=True, generator=0)
     lines = capsys.readouterr().err.strip().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["LISTA 10", "LISTA 20"]
-    assert all("loss=" in line and "energy=" in line for line in lines)
+    assert lines == [f"LISTA {e}: loss={hist['loss'][e - 1]:.5g} energy={hist['energy'][e - 1]:.5g}"
+                     for e in (10, 20)]
 
 
 # ================================================================ LISTA from a dictionary
@@ -579,3 +579,31 @@ def test_lista_initialisation_and_defaults():
     assert [p.dtype for p in default.parameters()] == [np.dtype(npjem.backend.default_dtype())] * 3
     a, b = LV.LISTA(4, 3, generator=7), LV.LISTA(4, 3, generator=7)
     np.testing.assert_array_equal(a.weight_e.data, b.weight_e.data)
+
+
+# ================================================================ ISTA / FISTA
+
+
+def _ista_step(y, W, z, lam):
+    """z − (1/L) Wᵀ(Wz − y), soft-thresholded at λ/L (L = ‖W‖₂²)."""
+    L = np.linalg.norm(W, 2) ** 2
+    v = z - (z @ W.T - y) @ W / L
+    return np.sign(v) * np.maximum(np.abs(v) - lam / L, 0)
+
+
+@pytest.mark.parametrize("solver", ["ista", "fista"])
+def test_solvers_start_from_z0_and_default_to_100_iterations(solver):
+    y, W = _lista_problem(n=5, d=4, k=6, seed=23)
+    z0 = np.random.default_rng(24).standard_normal((5, 6))
+    fn = getattr(LV, solver)
+    # One iteration from z0 is ISTA's step (FISTA's first step is ISTA's: u_1 = z_0).
+    np.testing.assert_allclose(fn(y, W, 0.05, n_iter=1, z0=z0).data, _ista_step(y, W, z0, 0.05), atol=1e-12)
+    np.testing.assert_array_equal(fn(y, W, 0.01).data, fn(y, W, 0.01, n_iter=100).data)
+    assert not np.array_equal(fn(y, W, 0.01, n_iter=101).data, fn(y, W, 0.01, n_iter=100).data)
+
+
+@pytest.mark.parametrize("solver", ["ista", "fista"])
+def test_solvers_keep_float32(solver):
+    y, W = _lista_problem(n=5, d=4, k=6, seed=25)
+    z = getattr(LV, solver)(y.astype(np.float32), W.astype(np.float32), 0.05, n_iter=3)
+    assert z.dtype == np.float32
