@@ -74,3 +74,86 @@ def test_samples_are_taken_from_arrays_or_tensors_at_most_3000():
     np.testing.assert_array_equal(P._samples_host(a), a[:3000])
     np.testing.assert_array_equal(P._samples_host(Tensor(a)), a[:3000])
     assert P._samples_host(None) is None
+
+
+class _Recorder:
+    """E(x) = x₀ + 10 x₁, recording the dtype and batch sizes it is called with."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x):
+        self.calls.append((x.dtype, x.shape[0]))
+        return x[:, 0] + x[:, 1] * 10.0
+
+
+def test_energy_is_evaluated_in_float64_in_chunks_without_parameters():
+    e = _Recorder()
+    pts = np.arange(14.0).reshape(7, 2)
+    out = P._evaluate(e, pts, chunk=3)
+    np.testing.assert_array_equal(out, pts[:, 0] + 10 * pts[:, 1])
+    assert e.calls == [(np.float64, 3), (np.float64, 3), (np.float64, 1)]
+    assert out.dtype == np.float64
+
+
+def test_energy_with_parameters_is_evaluated_in_their_dtype():
+    from npjem.ebm import MLPEnergy
+
+    energy = MLPEnergy(2, hidden=(3,), dtype=np.float32, generator=0)
+    assert P._device_dtype(energy) == ("cpu", np.float32)
+    c, e = P.energy_grid(energy, (-1, 1), resolution=3)
+    x = np.stack(np.meshgrid(c, c), axis=-1).reshape(-1, 2).astype(np.float32)
+    np.testing.assert_array_equal(e.ravel(), energy(Tensor(x)).data.astype(np.float64))
+
+
+def test_log_partition_is_stable_far_from_zero():
+    # E = ‖x‖²/(2·0.49) + 1000: log Z = log(2π·0.49) − 1000, not −inf.
+    def gauss(x):
+        return (x * x).sum(axis=1) * (1 / 0.98) + 1000.0
+
+    assert P.grid_log_partition(gauss, (-5, 5), 200) == pytest.approx(math.log(2 * math.pi * 0.49) - 1000, abs=1e-6)
+
+
+def test_gaussian_nll_in_one_dimension_by_hand():
+    tr = np.array([[0.0], [2.0], [4.0]])              # μ = 2, σ² = 8/3 (maximum likelihood)
+    te = np.array([[1.0], [5.0]])
+    var = 8 / 3
+    expected = np.mean([0.5 * (x - 2) ** 2 / var + 0.5 * math.log(2 * math.pi * var) for x in (1.0, 5.0)])
+    assert P.gaussian_nll(Tensor(tr), Tensor(te)) == pytest.approx(expected, rel=1e-12)
+    assert P.grid_nll(lambda x: (x * x).sum(axis=1), Tensor(np.zeros((2, 2))), (-4, 4), 50) == \
+        pytest.approx(P.grid_log_partition(lambda x: (x * x).sum(axis=1), (-4, 4), 50))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: P.gaussian_nll(np.zeros((1, 2)), np.zeros((3, 2))), "train must have shape"),
+    (lambda: P.gaussian_nll(np.zeros(4), np.zeros((3, 2))), "train must have shape"),
+    (lambda: P.gaussian_nll(np.eye(3), np.zeros((3, 2))), "test must have shape"),
+    (lambda: P.gaussian_nll(np.eye(3), np.zeros(3)), "test must have shape"),
+    (lambda: P.grid_nll(lambda x: x[:, 0], np.zeros((0, 2)), (-1, 1)), "x must have shape"),
+    (lambda: P.grid_nll(lambda x: x[:, 0], np.zeros(2), (-1, 1)), "x must have shape"),
+    (lambda: P.energy_grid(lambda x: x[:, 0], (1.0, 1.0)), "low < high"),
+    (lambda: P.energy_grid(lambda x: x[:, 0], (0, 1), resolution=1), "resolution"),
+    (lambda: P.energy_grid(lambda x: x[:, :1], (0, 1), resolution=2), "energy must map"),
+])
+def test_edges_of_the_checks(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_the_grid_at_resolution_two_and_the_true_panel_upright():
+    c, e = P.energy_grid(lambda x: x[:, 0] * 1.0, (0, 1), resolution=2)
+    np.testing.assert_allclose(c, [0.25, 0.75])
+    # The true density's panel is exp(log p) on the same grid, high y in the top row.
+    panels = P._panels(lambda x: (x * x).sum(axis=1), lambda pts: pts[:, 1] * 2.0, (0.0, 1.0), 2)
+    assert [t for t, _ in panels] == ["learned exp(-E)/Z", "true density"]
+    np.testing.assert_allclose(panels[1][1], np.exp([[1.5, 1.5], [0.5, 0.5]]))
+    learned = np.exp(-np.array([[0.625, 1.125], [0.125, 0.625]]))
+    np.testing.assert_allclose(panels[0][1], learned / (learned.sum() * 0.25), rtol=1e-12)
+
+
+def test_plot_landscape_returns_the_path_and_accepts_the_smallest_size(tmp_path):
+    path = str(tmp_path / "small.png")
+    assert P.plot_landscape(lambda x: (x * x).sum(axis=1), path, (-1, 1), resolution=2, size=(32, 32)) == path
+    assert Image.open(path).size == (32, 32)
+    with pytest.raises(ValueError, match=r"size\[1\]"):
+        P.plot_landscape(lambda x: (x * x).sum(axis=1), path, (-1, 1), resolution=2, size=(32, 31))
