@@ -607,3 +607,17 @@ def test_solvers_keep_float32(solver):
     y, W = _lista_problem(n=5, d=4, k=6, seed=25)
     z = getattr(LV, solver)(y.astype(np.float32), W.astype(np.float32), 0.05, n_iter=3)
     assert z.dtype == np.float32
+    z0 = np.zeros((5, 6), dtype=np.float32)
+    assert getattr(LV, solver)(y.astype(np.float32), W.astype(np.float32), 0.05, n_iter=3, z0=z0).dtype == np.float32
+
+
+@pytest.mark.parametrize("solver", ["ista", "fista"])
+def test_tol_zero_stops_at_an_exact_fixed_point(solver):
+    # An orthonormal dictionary: the first step lands on the solution Shrink_λ(y), the second
+    # does not move (a change of 0 ≤ 0 · max|z|): two iterations, no warning.
+    y = np.array([[0.5, -2.0, 0.05], [1.0, 0.0, -0.3]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z, obj = getattr(LV, solver)(y, np.eye(3), 0.1, n_iter=10, tol=0.0, return_objective=True)
+    np.testing.assert_allclose(z.data, np.sign(y) * np.maximum(np.abs(y) - 0.1, 0), atol=1e-15)
+    assert len(obj) == 3
