@@ -413,16 +413,6 @@ def test_fixed_prototypes_with_two_inits_run_once():
     np.testing.assert_array_equal(one.weight.data, two.weight.data)
 
 
-def test_warnings_point_at_the_callers_line():
-    y = np.random.default_rng(18).standard_normal((10, 2))
-    with pytest.warns(npjem.ConvergenceWarning) as rec:
-        _km([[0.0, 0.0], [1.0, 1.0]]).fit(y, n_iter=1, init=None)
-    assert rec[0].filename == __file__
-    with pytest.warns(RuntimeWarning, match="runs once") as rec:
-        _km([[0.0, 0.0], [1.0, 1.0]]).fit(y, init=None, n_init=2)
-    assert [r.filename for r in rec if r.category is RuntimeWarning] == [__file__]
-
-
 def test_fit_with_random_init_is_init_random_then_lloyd():
     y = np.random.default_rng(19).standard_normal((12, 2))
     w = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 0.0, 1.0, 1.0, 0.0, 2.0, 0.0])
