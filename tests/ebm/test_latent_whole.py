@@ -2,6 +2,8 @@
 mutmut run of the file): dictionary learning's alternation (FISTA codes warm-started, then one
 Gauss–Seidel pass of least-squares atoms, each normalised), its initialisations and stopping rule;
 the K-means seedings and checks at their edges."""
+import math
+import time
 import warnings
 
 import numpy as np
@@ -157,9 +159,9 @@ def test_dictionary_learning_defaults_are_its_documented_values(capsys):
     np.testing.assert_array_equal(z.data, z2.data)
     assert hist["objective"] == hist2["objective"]
     # Progress is on by default: off a terminal, a line every 5 alternations.
-    steps = [int(line.split(":")[0].split()[-1]) for line in err.splitlines() if line.startswith("dictionary ")]
-    assert steps and all(s % 5 == 0 for s in steps)
-    assert steps == list(range(5, len(hist["objective"]) + 1, 5))
+    lines = [line for line in err.splitlines() if line.startswith("dictionary ")]
+    assert lines and lines == [f"dictionary {t}: objective={hist['objective'][t - 1]:.5g}"
+                               for t in range(5, len(hist["objective"]) + 1, 5)]
 
 
 def test_tol_none_runs_every_alternation_without_warning():
@@ -358,17 +360,47 @@ def test_weighted_energy_history_inertia_and_steps_by_hand():
     # number of steps taken.
     y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
     w = np.array([1.0, 3.0, 2.0, 2.0])
-    km = _km([[1.0, 1.0], [11.0, 0.0]])
+    km = _km([[0.5, 1.0], [11.0, 0.0]])
     with pytest.warns(npjem.ConvergenceWarning):
         hist = km.fit(y, n_iter=1, init=None, sample_weight=w)
-    f0 = np.array([2.0, 2.0, 1.0, 1.0])       # ‖y − w_k‖² to the nearest prototype
-    assert hist["energy"][0] == pytest.approx((w @ f0) / w.sum())
+    f0 = np.array([1.25, 3.25, 1.0, 1.0])     # ‖y − w_k‖² to the nearest prototype
+    assert hist["energy"][0] == pytest.approx((w @ f0) / w.sum()) == 1.875   # (the plain mean: 1.625)
     # One weighted Lloyd step: (1.5, 0) and (11, 0).
     np.testing.assert_allclose(km.weight.data, [[1.5, 0.0], [11.0, 0.0]])
     f1 = np.array([2.25, 0.25, 1.0, 1.0])
     assert hist["energy"][1] == pytest.approx((w @ f1) / w.sum())
     assert km.inertia_ == pytest.approx(w @ f1) and km.n_iter_ == 1
     np.testing.assert_array_equal(km.labels_, [0, 0, 1, 1])
+
+
+def test_weights_as_a_list_or_a_tensor_and_float32_kept():
+    y = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 0.0], [12.0, 0.0]])
+    w = [1.0, 3.0, 2.0, 2.0]
+    runs = []
+    for weights in (np.array(w), w, npjem.Tensor(np.array(w))):
+        km = _km([[0.5, 1.0], [11.0, 0.0]])
+        km.lloyd_step(y, sample_weight=weights)
+        runs.append(km.weight.data)
+    np.testing.assert_array_equal(runs[0], runs[1])
+    np.testing.assert_array_equal(runs[0], runs[2])
+    km = LV.KMeansEnergy(2, 2, dtype=np.float32)
+    km.weight.data = np.array([[0.5, 1.0], [11.0, 0.0]], dtype=np.float32)
+    km.lloyd_step(y.astype(np.float32), sample_weight=np.array(w))
+    assert km.weight.data.dtype == np.float32
+
+
+def test_weights_of_sum_zero_are_refused():
+    with pytest.raises(ValueError, match="positive sum"):
+        _km([[0.0, 0.0], [1.0, 1.0]]).lloyd_step(np.eye(2), sample_weight=np.zeros(2))
+
+
+def test_kmeans_prototypes_are_seeded_in_the_default_dtype():
+    a, b = LV.KMeansEnergy(3, 2, generator=4), LV.KMeansEnergy(3, 2, generator=4)
+    assert a.weight.dtype == np.dtype(npjem.backend.default_dtype())
+    np.testing.assert_array_equal(a.weight.data, b.weight.data)
+    np.testing.assert_array_equal(
+        LV.KMeansEnergy(3, 2, dtype=np.float64, generator=4).weight.data,
+        npjem.random.default_rng(4).standard_normal((3, 2), dtype=np.float64))
 
 
 def test_weighted_gradient_step_by_hand():
@@ -592,6 +624,20 @@ def test_solvers_start_from_z0_and_default_to_100_iterations(solver):
     assert not np.array_equal(fn(y, W, 0.01, n_iter=101).data, fn(y, W, 0.01, n_iter=100).data)
 
 
+def test_fista_three_iterations_by_hand():
+    # t_1 = 1: u_2 = z_1 (no extrapolation yet); t_2 = (1 + √5)/2, t_3 = (1 + √(1 + 4 t_2²))/2,
+    # u_3 = z_2 + ((t_2 − 1)/t_3)(z_2 − z_1).
+    y, W = _lista_problem(n=5, d=4, k=6, seed=26)
+    z0 = np.random.default_rng(27).standard_normal((5, 6))
+    z1 = _ista_step(y, W, z0, 0.05)
+    z2 = _ista_step(y, W, z1, 0.05)
+    t2 = (1 + math.sqrt(5)) / 2
+    t3 = (1 + math.sqrt(1 + 4 * t2 * t2)) / 2
+    z3 = _ista_step(y, W, z2 + ((t2 - 1) / t3) * (z2 - z1), 0.05)
+    np.testing.assert_allclose(LV.fista(y, W, 0.05, n_iter=2, z0=z0).data, z2, atol=1e-12)
+    np.testing.assert_allclose(LV.fista(y, W, 0.05, n_iter=3, z0=z0).data, z3, atol=1e-12)
+
+
 @pytest.mark.parametrize("solver", ["ista", "fista"])
 def test_solvers_keep_float32(solver):
     y, W = _lista_problem(n=5, d=4, k=6, seed=25)
@@ -611,3 +657,32 @@ def test_tol_zero_stops_at_an_exact_fixed_point(solver):
         z, obj = getattr(LV, solver)(y, np.eye(3), 0.1, n_iter=10, tol=0.0, return_objective=True)
     np.testing.assert_allclose(z.data, np.sign(y) * np.maximum(np.abs(y) - 0.1, 0), atol=1e-15)
     assert len(obj) == 3
+
+
+def test_dictionary_learning_times_are_seconds_since_its_start():
+    a = _data(n=10, d=4, seed=12)
+    before = time.perf_counter()
+    _, _, hist = _quiet_fit(a, 3, 0.05, n_iter=3, code_iter=5, generator=0, progress=False)
+    elapsed = time.perf_counter() - before
+    assert 0 <= hist["time"][0] <= hist["time"][1] <= hist["time"][2] <= elapsed
+
+
+def test_dictionary_learning_of_float32_data_from_a_float32_w0():
+    a = _data(n=10, d=4, seed=13).astype(np.float32)
+    W0 = np.random.default_rng(14).standard_normal((4, 3)).astype(np.float32)
+    W, z, _ = _quiet_fit(a, 3, 0.05, n_iter=2, code_iter=5, W0=W0, progress=False)
+    assert W.dtype == np.float32 and z.dtype == np.float32
+
+
+def test_dictionary_learning_stops_when_the_relative_decrease_falls_below_tol():
+    # From the objectives o_1, o_2, ... of a run to the end (tol=None): the run stops after the
+    # first alternation t ≥ 2 with (o_{t−1} − o_t) / o_t < tol. The tol picked lies between
+    # (o_1 − o_2)/o_1 and (o_1 − o_2)/o_2, so a decrease measured against o_{t−1} would stop at t = 2.
+    a = 0.3 * _data(n=12, d=5, seed=15)
+    kw = dict(code_iter=3, W0=np.eye(5)[:, :3] + 0.3, generator=0, progress=False)
+    o = _quiet_fit(a, 3, 0.02, n_iter=12, tol=None, **kw)[2]["objective"]
+    rel = {t: (o[t - 2] - o[t - 1]) / o[t - 1] for t in range(2, len(o) + 1)}
+    tol = math.sqrt((o[0] - o[1]) / o[0] * rel[2])
+    expected = next(t for t in rel if rel[t] < tol)
+    assert expected > 2
+    assert len(_quiet_fit(a, 3, 0.02, n_iter=12, tol=tol, **kw)[2]["objective"]) == expected
