@@ -677,12 +677,13 @@ def test_dictionary_learning_of_float32_data_from_a_float32_w0():
 def test_dictionary_learning_stops_when_the_relative_decrease_falls_below_tol():
     # From the objectives o_1, o_2, ... of a run to the end (tol=None): the run stops after the
     # first alternation t ≥ 2 with (o_{t−1} − o_t) / o_t < tol. The tol picked lies between
-    # (o_1 − o_2)/o_1 and (o_1 − o_2)/o_2, so a decrease measured against o_{t−1} would stop at t = 2.
+    # (o_2 − o_3)/o_2 and (o_2 − o_3)/o_3, so a decrease measured against o_{t−1} (or o_2) would stop
+    # at t = 3.
     a = 0.3 * _data(n=12, d=5, seed=15)
     kw = dict(code_iter=3, W0=np.eye(5)[:, :3] + 0.3, generator=0, progress=False)
     o = _quiet_fit(a, 3, 0.02, n_iter=12, tol=None, **kw)[2]["objective"]
     rel = {t: (o[t - 2] - o[t - 1]) / o[t - 1] for t in range(2, len(o) + 1)}
-    tol = math.sqrt((o[0] - o[1]) / o[0] * rel[2])
+    tol = math.sqrt((o[1] - o[2]) / o[1] * rel[3])
     expected = next(t for t in rel if rel[t] < tol)
-    assert expected > 2
+    assert expected > 3
     assert len(_quiet_fit(a, 3, 0.02, n_iter=12, tol=tol, **kw)[2]["objective"]) == expected
