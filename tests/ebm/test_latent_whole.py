@@ -687,3 +687,28 @@ def test_dictionary_learning_stops_when_the_relative_decrease_falls_below_tol():
     expected = next(t for t in rel if rel[t] < tol)
     assert expected > 3
     assert len(_quiet_fit(a, 3, 0.02, n_iter=12, tol=tol, **kw)[2]["objective"]) == expected
+
+
+def test_ista_stops_when_the_largest_change_is_within_tol_times_the_largest_code():
+    # Codes of size ~10: the rule compares max|z_k − z_{k−1}| with tol · max|z_k|, found here by
+    # running ISTA's step by hand.
+    y, W = _lista_problem(n=4, d=4, k=6, seed=28)
+    y = 10 * y
+    z, steps = np.zeros((4, 6)), []
+    for _ in range(200):
+        z_new = _ista_step(y, W, z, 0.05)
+        steps.append(np.abs(z_new - z).max() / np.abs(z_new).max())
+        z = z_new
+    tol = 1e-3
+    expected = next(k for k, r in enumerate(steps, 1) if r <= tol)
+    assert np.abs(z).max() > 5 and expected < 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, obj = LV.ista(y, W, 0.05, n_iter=200, tol=tol, return_objective=True)
+    assert len(obj) == expected + 1
+
+
+def test_a_dictionary_of_another_dtype_is_refused():
+    y, W = _lista_problem()
+    with pytest.raises(ValueError, match="W .*must match y"):
+        LV.sparse_coding_energy(y, np.zeros((10, 4)), W.astype(np.float32), 0.1)
