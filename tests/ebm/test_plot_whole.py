@@ -157,3 +157,47 @@ def test_plot_landscape_returns_the_path_and_accepts_the_smallest_size(tmp_path)
     assert Image.open(path).size == (32, 32)
     with pytest.raises(ValueError, match=r"size\[1\]"):
         P.plot_landscape(lambda x: (x * x).sum(axis=1), path, (-1, 1), resolution=2, size=(32, 31))
+
+
+def test_pillow_panel_is_centred_vertically_below_the_title_strip(tmp_path):
+    # 100 × 216 px: a 100-px square in the 200 px below the strip, from row 16 + 50 = 66 to 165.
+    img = _render([("zero", np.zeros((4, 4)))], size=(100, 216), tmp_path=tmp_path)
+    np.testing.assert_array_equal(img[66:166, :], np.broadcast_to(STOPS[0], (100, 100, 3)))
+    assert (img[20:66] == 255).all() and (img[166:] == 255).all()
+
+
+class _Render:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, panels, samples, bounds, size, title, path):
+        self.calls.append((len(panels), samples, bounds, size, title, path))
+
+
+@pytest.mark.parametrize("backend, installed, used", [
+    ("matplotlib", False, "matplotlib"), ("pillow", True, "pillow"),
+    ("auto", True, "matplotlib"), ("auto", False, "pillow"),
+])
+def test_backend_choice(monkeypatch, tmp_path, backend, installed, used):
+    # "auto" takes matplotlib when it can be imported, Pillow otherwise; a named one is used as is.
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib") if installed else None)
+    renders = {"matplotlib": _Render(), "pillow": _Render()}
+    monkeypatch.setattr(P, "_render_matplotlib", renders["matplotlib"])
+    monkeypatch.setattr(P, "_render_pillow", renders["pillow"])
+    path = tmp_path / "b.png"
+    P.plot_landscape(lambda x: (x * x).sum(axis=1), path, (-1, 2), samples=np.zeros((2, 2)), resolution=3,
+                     size=(64, 48), title="t", backend=backend)
+    other = "pillow" if used == "matplotlib" else "matplotlib"
+    assert renders[other].calls == []
+    (n, samples, bounds, size, title, where), = renders[used].calls
+    assert (n, bounds, size, title, where) == (1, (-1.0, 2.0), (64, 48), "t", path)
+    np.testing.assert_array_equal(samples, np.zeros((2, 2)))
+
+
+def test_default_resolution_is_200_cells_a_side(tmp_path):
+    e = _Recorder()
+    P.plot_landscape(e, tmp_path / "d.png", (-1, 1), size=(64, 48), backend="pillow")
+    assert sum(n for _, n in e.calls) == 200 * 200
