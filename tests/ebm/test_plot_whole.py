@@ -201,3 +201,49 @@ def test_default_resolution_is_200_cells_a_side(tmp_path):
     e = _Recorder()
     P.plot_landscape(e, tmp_path / "d.png", (-1, 1), size=(64, 48), backend="pillow")
     assert sum(n for _, n in e.calls) == 200 * 200
+
+
+def _red(img):
+    return (img[..., 0] == 255) & (img[..., 1] == 60) & (img[..., 2] == 60)
+
+
+@pytest.mark.parametrize("size, sample, centre", [
+    ((300, 216), (1.0, 0.0), (115, 249)),    # panel x from 50 to 249: u = 1 at x = 50 + 199
+    ((200, 316), (0.0, -1.0), (265, 99)),    # panel y from 66 to 265: v = −1 at y = 66 + 199
+])
+def test_a_sample_on_the_box_edge_is_drawn_on_the_panel_edge(tmp_path, size, sample, centre):
+    img = _render([("a", np.ones((2, 2)))], samples=np.array([sample]), size=size, tmp_path=tmp_path)
+    rows, cols = np.nonzero(_red(img))
+    assert rows.size and abs(rows.mean() - centre[0]) < 0.3 and abs(cols.mean() - centre[1]) < 0.3
+
+
+def test_samples_outside_the_box_are_not_drawn_in_the_margins(tmp_path):
+    # With 50-px white margins left and right, a point just outside the box would land there.
+    samples = np.array([[-1.2, 0.0], [1.2, 0.5], [0.0, 1.3], [-1.1, -1.1]])
+    img = _render([("a", np.ones((2, 2)))], samples=samples, size=(300, 216), tmp_path=tmp_path)
+    assert not _red(img).any()
+
+
+def test_the_file_is_a_png_whatever_its_name(tmp_path):
+    path = tmp_path / "landscape.out"
+    P._render_pillow([("a", np.ones((2, 2)))], None, (-1.0, 1.0), (64, 48), None, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_default_resolutions_and_the_resolution_asked_for():
+    # energy_grid 200² cells, grid_log_partition and grid_nll 400², or the grid given; one point is
+    # enough for an NLL.
+    assert P.energy_grid(lambda x: x[:, 0] * 1.0, (0, 1))[0].shape == (200,)
+    for call, n in ((lambda e: P.grid_log_partition(e, (0, 1)), 400 * 400),
+                    (lambda e: P.grid_log_partition(e, (0, 1), 5), 25),
+                    (lambda e: P.grid_nll(e, np.zeros((1, 2)), (0, 1)), 400 * 400 + 1),
+                    (lambda e: P.grid_nll(e, np.zeros((1, 2)), (0, 1), 5), 25 + 1)):
+        e = _Recorder()
+        call(e)
+        assert sum(k for _, k in e.calls) == n
+
+
+def test_gaussian_nll_from_two_training_points():
+    # Two points 0 and 2 in 1-D: μ = 1, σ² = 1 (maximum likelihood).
+    assert P.gaussian_nll(np.array([[0.0], [2.0]]), np.array([[3.0]])) == \
+        pytest.approx(0.5 * 4.0 + 0.5 * math.log(2 * math.pi), rel=1e-12)
