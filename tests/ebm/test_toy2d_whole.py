@@ -127,3 +127,135 @@ def test_table_rows_by_hand():
         "| rings | sm | 3 | 2.346 | 2.000 | 3.500 | +0.346 | 12 |",
         "| rings | nce | 3 | 1.500 | 2.000 | 3.500 | -0.500 | 12 |",
     ]
+
+
+# ================================================================ what run() hands on
+
+
+class _Calls:
+    """A stand-in that records its arguments and answers ``result``."""
+
+    def __init__(self, result=None):
+        self.calls, self.result = [], result
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.result(*args, **kwargs) if callable(self.result) else self.result
+
+
+@pytest.mark.parametrize("objective, sampler", [("cd", "langevin"), ("pcd", "langevin"), ("replay", "mala")])
+def test_sampling_runs_hand_train_ebm_its_settings(monkeypatch, objective, sampler):
+    hist = {"energy_gap": [1.0, 3.0], "grad_norm": [2.0, 4.0]}
+    train = _Calls(hist)
+    monkeypatch.setattr(T, "train_ebm", train)
+    r = T.run("checkerboard", objective, seed=4, sampler=sampler, n_particles=6 if objective == "pcd" else None,
+              pcd_init="data", k=3, alpha=0.5, buffer_size=64, **dict(TINY, steps=25))
+    (energy, data, opt, method), kw = train.calls[0]
+    density = densities.get("checkerboard")
+    np.testing.assert_array_equal(data, density.sample(40, generator=4, dtype=np.float32))
+    assert method == objective and kw["k"] == 3 and kw["steps"] == 25 and kw["batch_size"] == 8
+    assert (kw["alpha"], kw["box"], kw["buffer_size"], kw["reinit_fraction"]) == (0.5, (-2.5, 2.5), 64, 0.05)
+    assert kw["generator"] == 4 and kw["progress"] is False and kw["log_every"] == 2
+    assert kw["n_particles"] == (6 if objective == "pcd" else None)
+    chain = kw["sampler"]
+    if sampler == "langevin":
+        assert (type(chain).__name__, chain.step_size, chain.clamp) == ("Langevin", 2e-3, (-2.5, 2.5))
+    else:
+        assert (type(chain).__name__, chain.step_size) == ("MALA", 2e-3)
+    negatives = kw["negatives"]
+    if objective == "pcd":
+        assert (negatives.n_particles, negatives.box, negatives.init) == (6, (-2.5, 2.5), "data")
+    else:
+        assert negatives is None
+    assert r["energy_gap_last"] == 2.0 and r["grad_norm_last"] == 3.0     # means of the last 50
+    assert r["k"] == 3 and r["pcd_init"] == "data"
+
+
+def test_sampling_step_size_defaults_to_the_data_sets_or_2e_3(monkeypatch):
+    train = _Calls({"energy_gap": [0.0], "grad_norm": [0.0]})
+    monkeypatch.setattr(T, "train_ebm", train)
+    for data, eta in (("rings", 1e-3), ("moons", 2e-3), ("8gaussians", 2e-3)):
+        assert T.run(data, "cd", seed=0, **TINY)["step_size"] == eta
+    assert T.run("rings", "cd", seed=0, step_size=0.05, **TINY)["step_size"] == 0.05
+    assert train.calls[-1][1]["sampler"].step_size == 0.05
+    assert train.calls[0][1]["n_particles"] is None and train.calls[0][1]["log_every"] == 1
+
+
+def test_the_png_shows_langevin_samples_from_uniform_noise_and_the_true_density(monkeypatch, tmp_path):
+    chains, plot = _Calls(lambda energy, start, *a, **k: start[:5]), _Calls()
+    monkeypatch.setattr(T, "langevin", chains)
+    monkeypatch.setattr(T, "plot_landscape", plot)
+    T.run("rings", "sm", seed=2, out=str(tmp_path), **dict(TINY, sample_steps=7))
+    (energy, start, n, eta), kw = chains.calls[0]
+    lo, hi = densities.get("rings").bounds
+    expected = npjem_uniform(seed=3, lo=lo, hi=hi)
+    np.testing.assert_array_equal(start, expected)
+    assert (n, eta, kw["clamp"]) == (7, 1e-3, (lo, hi))
+    # The chains' generator is the one that drew the start (seed + 1), continued.
+    assert kw["generator"].seed == 3
+    (e2, path, bounds), pkw = plot.calls[0]
+    assert e2 is energy and path == str(tmp_path / "rings_sm.png") and bounds == (lo, hi)
+    np.testing.assert_array_equal(pkw["samples"], expected[:5])
+    assert pkw["density"] is densities.get("rings") or pkw["density"].name == "rings"
+    assert pkw["resolution"] == 200 and pkw["title"].startswith("rings, sm, test NLL ")
+
+
+def npjem_uniform(seed, lo, hi):
+    from npjem import random as nrandom
+    return nrandom.default_rng(seed, "cpu").uniform(lo, hi, size=(1000, 2), dtype=np.float32)
+
+
+def test_nll_grid_defaults_to_400_and_n_train_needs_three_points(monkeypatch):
+    grids = _Calls(0.0)
+    monkeypatch.setattr(T, "grid_nll", grids)
+    args = {k: v for k, v in TINY.items() if k != "grid"}
+    T.run("rings", "sm", seed=0, **args)
+    assert grids.calls[0][0][3] == 400
+    # Three points fit the Gaussian floor (two have a singular covariance: refused up front).
+    assert T.run("rings", "sm", seed=0, **dict(args, n_train=3, batch_size=2))["steps"] == 2
+    with pytest.raises(ValueError, match="n_train"):
+        T.run("rings", "sm", seed=0, **dict(args, n_train=2))
+
+
+@pytest.mark.parametrize("nce_noise, kind", [("gaussian", "GaussianNoise"), ("uniform", "UniformNoise")])
+def test_nce_uses_the_noise_asked_for(monkeypatch, nce_noise, kind):
+    made = []
+    for name in ("GaussianNoise", "UniformNoise"):
+        cls = getattr(T, name)
+        monkeypatch.setattr(T, name, type(name, (cls,), {"__init__": lambda self, *a, _c=cls, _n=name, **k:
+                                                          (made.append(_n), _c.__init__(self, *a, **k))[1]}))
+    T.run("rings", "nce", seed=0, nce_noise=nce_noise, **TINY)
+    assert made == [kind]
+
+
+def _recording(monkeypatch, name):
+    losses, inputs = [], []
+    original = getattr(T.O, name)
+
+    def wrapper(energy, x, *args, **kwargs):
+        inputs.append(x.data.copy())
+        loss = original(energy, x, *args, **kwargs)
+        losses.append(float(loss.item()))
+        return loss
+
+    monkeypatch.setattr(T.O, name, wrapper)
+    return losses, inputs
+
+
+def test_minibatches_are_uniform_draws_from_all_points(monkeypatch):
+    _, inputs = _recording(monkeypatch, "score_matching")
+    T.run("rings", "sm", seed=5, **dict(TINY, steps=3, n_train=4, batch_size=50))
+    train = densities.get("rings").sample(4, generator=5, dtype=np.float64)
+    rng = np.random.default_rng(5)
+    for x in inputs:
+        np.testing.assert_array_equal(x, train[rng.integers(0, 4, 50)].astype(np.float32))
+
+
+@pytest.mark.parametrize("objective, name", [("sm", "score_matching"), ("ssm", "sliced_score_matching"),
+                                             ("dsm", "denoising_score_matching")])
+def test_progress_lines_show_the_mean_loss_of_the_last_tenth(monkeypatch, capsys, objective, name):
+    losses, _ = _recording(monkeypatch, name)
+    r = T.run("rings", objective, seed=0, **dict(TINY, steps=20, progress=True))
+    lines = [line for line in capsys.readouterr().err.splitlines() if f"rings {objective} step" in line]
+    assert lines == [f"  rings {objective} step {s}/20: loss {np.mean(losses[s - 2:s]):.4f}" for s in range(2, 21, 2)]
+    assert r["loss_last"] == pytest.approx(np.mean(losses))
