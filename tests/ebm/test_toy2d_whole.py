@@ -19,6 +19,7 @@ def test_uniform_noise_is_uniform_on_the_box():
     noise = T.UniformNoise((-2.0, 3.0))
     x = noise.sample(500, np.random.default_rng(0))
     assert x.shape == (500, 2) and x.min() >= -2.0 and x.max() < 3.0
+    assert x.min() < -1.5 and x.max() > 2.5                     # the whole box, both ends
     np.testing.assert_allclose(noise.log_density(x[:4]), np.full(4, -2 * math.log(5.0)))
 
 
@@ -251,11 +252,79 @@ def test_minibatches_are_uniform_draws_from_all_points(monkeypatch):
         np.testing.assert_array_equal(x, train[rng.integers(0, 4, 50)].astype(np.float32))
 
 
-@pytest.mark.parametrize("objective, name", [("sm", "score_matching"), ("ssm", "sliced_score_matching"),
-                                             ("dsm", "denoising_score_matching")])
-def test_progress_lines_show_the_mean_loss_of_the_last_tenth(monkeypatch, capsys, objective, name):
+@pytest.mark.parametrize("objective, name, steps", [("sm", "score_matching", 30),
+                                                    ("ssm", "sliced_score_matching", 20),
+                                                    ("dsm", "denoising_score_matching", 5)])
+def test_progress_lines_show_the_mean_loss_of_the_last_tenth(monkeypatch, capsys, objective, name, steps):
+    # A line every max(1, steps // 10) steps, with the mean loss since the last one.
     losses, _ = _recording(monkeypatch, name)
-    r = T.run("rings", objective, seed=0, **dict(TINY, steps=20, progress=True))
+    r = T.run("rings", objective, seed=0, **dict(TINY, steps=steps, progress=True))
+    every = max(1, steps // 10)
     lines = [line for line in capsys.readouterr().err.splitlines() if f"rings {objective} step" in line]
-    assert lines == [f"  rings {objective} step {s}/20: loss {np.mean(losses[s - 2:s]):.4f}" for s in range(2, 21, 2)]
+    assert lines == [f"  rings {objective} step {s}/{steps}: loss {np.mean(losses[s - every:s]):.4f}"
+                     for s in range(every, steps + 1, every)]
     assert r["loss_last"] == pytest.approx(np.mean(losses))
+
+
+def test_run_defaults_are_its_documented_values(monkeypatch, tmp_path):
+    # Every default of run(), read off what it hands on (the training and the measurements
+    # replaced by stand-ins, so that 1,500 steps on 20,000 points cost nothing).
+    sampling = _Calls({"energy_gap": [0.0], "grad_norm": [0.0]})
+    other = _Calls({"loss_last": 0.0, "log_z_nce": None})
+    nll, log_z, floor = _Calls(0.0), _Calls(0.0), _Calls(0.0)
+    chains, plot = _Calls(lambda energy, start, *a, **k: start), _Calls()
+    for name, stub in (("train_ebm", sampling), ("_train_without_sampling", other), ("grid_nll", nll),
+                       ("grid_log_partition", log_z), ("gaussian_nll", floor), ("langevin", chains),
+                       ("plot_landscape", plot)):
+        monkeypatch.setattr(T, name, stub)
+    r = T.run("rings", "pcd", out=str(tmp_path))
+    (energy, data, opt, method), kw = sampling.calls[0]
+    assert data.shape == (20000, 2) and data.dtype == np.float32
+    np.testing.assert_array_equal(data[:5], densities.get("rings").sample(20000, generator=0, dtype=np.float32)[:5])
+    assert [tuple(p.shape) for p in energy.parameters()] == [(128, 2), (128,), (128, 128), (128,), (1, 128), (1,)]
+    assert opt.param_groups[0]["lr"] == 2e-3
+    assert (kw["steps"], kw["batch_size"], kw["alpha"], kw["k"], kw["buffer_size"]) == (1500, 256, 0.01, 10, 2048)
+    assert kw["n_particles"] is None and kw["progress"] is True and kw["generator"] == 0 and kw["log_every"] == 150
+    assert type(kw["sampler"]).__name__ == "Langevin" and kw["sampler"].step_size == 1e-3
+    assert (kw["negatives"].n_particles, kw["negatives"].init) == (256, "uniform")
+    (_, test, bounds, grid), _ = nll.calls[0]
+    assert test.shape == (5000, 2) and grid == 400 and log_z.calls[0][0][2] == 400
+    assert chains.calls[0][0][2] == 500 and r["png"] is not None
+    T.run("rings", "sm")
+    args = other.calls[0][0]
+    assert args[1] == "sm" and args[2].shape == (20000, 2) and args[2].dtype == np.float64
+    # (energy, objective, train, steps, batch_size, lr, sigma, cosine, nce_noise, nce_ratio, seed, bounds,
+    #  progress, label)
+    assert args[3:] == (1500, 256, 1e-3, 0.05, False, "gaussian", 1, 0, (-3.0, 3.0), True, "rings sm")
+
+
+def test_objectives_without_sampling_are_reproducible_from_the_seed():
+    for objective in ("ssm", "dsm"):
+        a, b = (T.run("rings", objective, seed=1, **dict(TINY, steps=3)) for _ in range(2))
+        assert (a["loss_last"], a["nll"]) == (b["loss_last"], b["nll"])
+
+
+def test_sliced_score_matching_is_variance_reduced_and_nce_works_in_float32(monkeypatch):
+    seen = {}
+
+    def spy(name):
+        original = getattr(T.O, name)
+
+        def wrapper(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            return original(*args, **kwargs)
+        monkeypatch.setattr(T.O, name, wrapper)
+
+    spy("sliced_score_matching")
+    spy("nce")
+    T.run("rings", "ssm", seed=0, **TINY)
+    assert seen["sliced_score_matching"][1]["variance_reduction"] is True
+    T.run("rings", "nce", seed=0, **TINY)
+    args = seen["nce"][0]
+    assert [a.dtype for a in args[1:]] == [np.float32] * 5
+
+
+def test_loss_last_is_the_mean_of_the_last_100_losses(monkeypatch):
+    losses, _ = _recording(monkeypatch, "score_matching")
+    r = T.run("rings", "sm", seed=0, **dict(TINY, steps=103))
+    assert len(losses) == 103 and r["loss_last"] == pytest.approx(np.mean(losses[-100:]), rel=1e-12)
