@@ -282,7 +282,7 @@ def test_run_defaults_are_its_documented_values(monkeypatch, tmp_path):
     assert data.shape == (20000, 2) and data.dtype == np.float32
     np.testing.assert_array_equal(data[:5], densities.get("rings").sample(20000, generator=0, dtype=np.float32)[:5])
     assert [tuple(p.shape) for p in energy.parameters()] == [(128, 2), (128,), (128, 128), (128,), (1, 128), (1,)]
-    assert opt.param_groups[0]["lr"] == 2e-3
+    assert opt.param_groups[0]["lr"] == 2e-3 and tuple(opt.param_groups[0]["betas"]) == (0.0, 0.999)
     assert (kw["steps"], kw["batch_size"], kw["alpha"], kw["k"], kw["buffer_size"]) == (1500, 256, 0.01, 10, 2048)
     assert kw["n_particles"] is None and kw["progress"] is True and kw["generator"] == 0 and kw["log_every"] == 150
     assert type(kw["sampler"]).__name__ == "Langevin" and kw["sampler"].step_size == 1e-3
@@ -328,3 +328,11 @@ def test_loss_last_is_the_mean_of_the_last_100_losses(monkeypatch):
     losses, _ = _recording(monkeypatch, "score_matching")
     r = T.run("rings", "sm", seed=0, **dict(TINY, steps=103))
     assert len(losses) == 103 and r["loss_last"] == pytest.approx(np.mean(losses[-100:]), rel=1e-12)
+
+
+def test_run_checks_grid_and_batch_size_at_their_edges():
+    assert T.run("rings", "sm", seed=0, **dict(TINY, grid=2, batch_size=2))["steps"] == 2
+    with pytest.raises(ValueError, match="grid"):
+        T.run("rings", "sm", seed=0, **dict(TINY, grid=1))
+    with pytest.raises(ValueError, match="batch_size"):
+        T.run("rings", "sm", seed=0, **dict(TINY, batch_size=1))
