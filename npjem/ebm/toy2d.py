@@ -153,8 +153,9 @@ def run(data, objective, *, steps=1500, seed=0, out=None, batch_size=256, lr=Non
     density = toy2d.get(data)
     lo, hi = density.bounds
     # The sampling objectives train on float32 draws, the others on float64 ones (NCE fits its noise
-    # to them); each is the draw its documented results were measured with.
-    train = density.sample(check_int(n_train, "n_train", minimum=2), generator=seed,
+    # to them); each is the draw its documented results were measured with. Three points at least:
+    # the Gaussian floor needs a non-singular covariance of the 2-D training points.
+    train = density.sample(check_int(n_train, "n_train", minimum=3), generator=seed,
                            dtype=np.float32 if objective in SAMPLING else np.float64)
     test = density.sample(check_int(n_test, "n_test"), generator=seed + 1000, dtype=np.float64)
     energy = MLPEnergy(2, hidden=hidden, activation="swish", dtype=np.float32, generator=seed)
