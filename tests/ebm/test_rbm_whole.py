@@ -116,6 +116,11 @@ def test_forward_takes_an_array_and_refuses_a_tensor_of_the_wrong_width():
     np.testing.assert_allclose(f.numpy(), rbm.free_energy(X2[:4]), rtol=1e-12)
     with pytest.raises(ValueError, match=r"v must have shape \(N, 2\)"):
         rbm(Tensor(np.zeros((3, 3))))
+    # an array goes through the input checks of every other method
+    with pytest.raises(ValueError, match="at least one row"):
+        rbm(np.zeros((0, 2)))
+    with pytest.raises(RuntimeError, match="fit"):
+        BernoulliRBM(3)(np.zeros((2, 4)))
 
 
 def test_log_likelihood_with_a_given_log_z():
@@ -217,6 +222,9 @@ def test_from_sklearn_leaves_particles_of_another_shape_or_none():
     np.testing.assert_array_equal(other.h_samples_, np.zeros((4, 3)))
     unfitted = BernoulliRBM.from_sklearn(fitted_estimator(None), progress=False)
     np.testing.assert_array_equal(unfitted.h_samples_, np.zeros((4, 3)))
+    est = fitted_estimator(None)
+    del est.h_samples_                                          # an estimator without the attribute
+    np.testing.assert_array_equal(BernoulliRBM.from_sklearn(est, progress=False).h_samples_, np.zeros((4, 3)))
 
 
 # ---------------------------------------------------------------- the bar and the repr
@@ -395,3 +403,4 @@ def test_a_float32_model_enumerates_in_float32():
     assert neg_f.dtype == np.float32
     m = neg_f.max()
     assert rbm.log_partition() == float(m + np.log(np.exp(neg_f - m).sum()))
+
