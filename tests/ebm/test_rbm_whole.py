@@ -404,3 +404,60 @@ def test_a_float32_model_enumerates_in_float32():
     m = neg_f.max()
     assert rbm.log_partition() == float(m + np.log(np.exp(neg_f - m).sum()))
 
+
+
+def test_score_samples_is_scikit_learns_one_bit_estimate():
+    # one random bit i per row, D · log σ(F(v⁽ⁱ⁾) − F(v)), i drawn from [0, D) by the generator
+    rbm = rbm_of(W2, B2, C2)
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]] * 50)
+    idx = nrandom.default_rng(5).integers(0, 2, size=len(X))
+    flipped = X.copy()
+    flipped[np.arange(len(X)), idx] = 1 - flipped[np.arange(len(X)), idx]
+    want = 2 * np.log(sig(rbm.free_energy(flipped) - rbm.free_energy(X)))
+    np.testing.assert_allclose(rbm.score_samples(X, generator=5), want, rtol=1e-12)
+    assert set(idx) == {0, 1}
+
+
+# ---------------------------------------------------------------- the model's generator and parameters
+
+def test_the_models_own_generator_is_made_once_and_advances():
+    rbm = rbm_of(W2, B2, C2, seed=11)
+    g = nrandom.default_rng(11)
+    g.standard_normal((2, 2), dtype=np.float64)                 # its first draws: the initial weights
+    for _ in range(2):                                          # two calls: two fresh draws
+        np.testing.assert_array_equal(rbm.sample_hiddens(X2), bern(sig(X2 @ W2.T + C2), g))
+
+
+def test_assigned_weights_follow_the_datas_dtype_rule():
+    # integer weights become float64, or the dtype the constructor names; float ones keep theirs
+    W = np.array([[1, -2, 0], [0, 1, 3]])
+    assert _assigned(W).components_.dtype == np.float64
+    assert _assigned(W, dtype=np.float32).components_.dtype == np.float32
+    assert _assigned(W.astype(np.float32)).components_.dtype == np.float32
+    t = _assigned(Tensor(W.astype(np.float64)))
+    np.testing.assert_array_equal(t.components_, W)
+    assert t.n_visible == 3
+
+
+def _assigned(W, **kw):
+    rbm = BernoulliRBM(2, progress=False, **kw)
+    rbm.components_ = W
+    return rbm
+
+
+def test_a_model_made_with_n_visible_takes_the_seed_and_the_dtype_given():
+    a, b = (BernoulliRBM(3, n_visible=4, generator=3) for _ in range(2))
+    np.testing.assert_array_equal(a.components_, b.components_)  # generator= seeds the weights
+    # W ~ N(0, 0.01²) drawn in float64 and cast (sklearn's order), the generator's first draws
+    w = 0.01 * nrandom.default_rng(3).standard_normal((3, 4), dtype=np.float64)
+    np.testing.assert_array_equal(a.components_, w.astype(np.float32))
+    assert a.components_.dtype == np.float32                    # npjem's default dtype
+    assert BernoulliRBM(3, n_visible=4, dtype=np.float64).components_.dtype == np.float64
+    assert BernoulliRBM(3).history_ is None                     # nothing fitted yet
+
+
+def test_a_float32_fpcd_model_keeps_every_buffer_in_float32():
+    rbm = BernoulliRBM(3, n_visible=4, method="fpcd", dtype=np.float32)
+    assert {name: t.dtype for name, t in rbm.state_dict().items()} == {
+        name: np.dtype(np.float32) for name in rbm.state_dict()}
+    assert {"fast_weight", "fast_hidden_bias", "fast_visible_bias"} <= set(rbm.state_dict())
