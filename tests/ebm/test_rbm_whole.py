@@ -3,9 +3,7 @@ reader can compute: CD-1, a Gibbs sweep and the conditional samples written out 
 with the generator's own uniforms (so a generator given to a call is the one it draws from),
 the Tensor and array forms of inputs, the schedule of AIS and the forms its arguments take,
 ``from_sklearn``'s copy of a fitted estimator, the progress bar on a terminal, and the repr."""
-import io
 import math
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +12,8 @@ import pytest
 from npjem import Tensor
 from npjem import random as nrandom
 from npjem.ebm.rbm import BernoulliRBM, ais_betas
+
+from _terminal import on_a_terminal
 
 
 def sig(x):
@@ -228,37 +228,6 @@ def test_from_sklearn_leaves_particles_of_another_shape_or_none():
 
 
 # ---------------------------------------------------------------- the bar and the repr
-
-class FakeBar:
-    made = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.postfix, self.updates, self.closed = kwargs, [], [], False
-        FakeBar.made.append(self)
-
-    def set_postfix(self, **kwargs):
-        self.postfix.append(kwargs)
-
-    def update(self, n):
-        self.updates.append(n)
-
-    def close(self):
-        self.closed = True
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def on_a_terminal(monkeypatch):
-    import tqdm.auto
-
-    FakeBar.made = []
-    monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
-    monkeypatch.setattr(sys, "stderr", Terminal())
-    return FakeBar.made
-
 
 def test_fit_on_a_terminal_shows_a_bar_over_the_epochs(monkeypatch):
     bars = on_a_terminal(monkeypatch)
