@@ -35,3 +35,26 @@ def test_no_bar_without_progress_even_on_a_terminal(monkeypatch):
 def test_the_energy_needs_an_x_tilde_of_xs_shape():
     with pytest.raises(ValueError, match=r"x_tilde must have x's shape \(3, 3\)"):
         model().reconstruction_energy(np.zeros((3, 3)), np.zeros((2, 3)))
+
+
+def test_the_energy_checks_a_reconstruction_given_as_an_array():
+    from npjem.ebm.dae import reconstruction_energy
+
+    with pytest.raises(TypeError, match="r must have a floating dtype"):
+        reconstruction_energy(np.zeros((2, 3)), np.zeros((2, 3), dtype=np.int64))
+
+
+def test_defaults_tied_weights_and_gaussian_noise_of_one_tenth():
+    dae = DenoisingAutoencoder(3, 2)
+    assert (dae.tied, dae.activation, dae.output_activation, dae.corruption, dae.noise) == (
+        True, "sigmoid", "identity", "gaussian", 0.1)
+    assert not hasattr(dae, "decoder") and dae.decoder_bias.shape == (3,)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_parameter_in_the_dtype_asked_and_seeded(tied, dtype):
+    a, b = (DenoisingAutoencoder(3, 2, tied=tied, dtype=dtype, generator=5) for _ in range(2))
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert p.dtype == dtype, name
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
