@@ -58,3 +58,14 @@ def test_every_parameter_in_the_dtype_asked_and_seeded(tied, dtype):
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         assert p.dtype == dtype, name
         np.testing.assert_array_equal(p.numpy(), q.numpy())
+
+
+def test_a_tensor_is_corrupted_as_its_array():
+    from npjem import Tensor
+    from npjem.ebm.dae import gaussian_noise, masking_noise, salt_and_pepper_noise
+
+    x = np.random.default_rng(6).random((4, 5))
+    for fn, level in ((gaussian_noise, 0.3), (masking_noise, 0.4), (salt_and_pepper_noise, 0.4)):
+        t = fn(Tensor(x), level, generator=7)
+        assert isinstance(t, Tensor)
+        np.testing.assert_array_equal(t.numpy(), fn(x, level, generator=7))
