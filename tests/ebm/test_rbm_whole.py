@@ -430,3 +430,15 @@ def test_a_float32_fpcd_model_keeps_every_buffer_in_float32():
     assert {name: t.dtype for name, t in rbm.state_dict().items()} == {
         name: np.dtype(np.float32) for name in rbm.state_dict()}
     assert {"fast_weight", "fast_hidden_bias", "fast_visible_bias"} <= set(rbm.state_dict())
+
+
+def test_an_unseeded_model_has_a_generator_of_its_own(monkeypatch):
+    # without a seed the model draws from a fresh generator, never from npjem's default one
+    # (which only serves calls given no generator at all)
+    monkeypatch.setattr(nrandom, "_default_generators", {})
+    nrandom.manual_seed(123)
+    want = nrandom.get_generator("cpu").random(3)
+    nrandom.manual_seed(123)
+    a, b = BernoulliRBM(3, n_visible=4), BernoulliRBM(3, n_visible=4)
+    np.testing.assert_array_equal(nrandom.get_generator("cpu").random(3), want)
+    assert not np.array_equal(a.components_, b.components_)
