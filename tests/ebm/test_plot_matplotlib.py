@@ -82,16 +82,70 @@ def test_samples_are_red_on_the_learned_panel_only_and_inside_the_box(tmp_path):
     class Flat:
         def log_density(self, pts):
             return np.zeros(len(pts))
-    samples = np.array([[-0.5, -0.5]] * 20 + [[0.9, 0.9]] * 20)
+    samples = np.array([[-0.5, 0.5]] * 20)           # upper left: x and y told apart
     img = render(tmp_path, bump((0.0, 0.0)), samples=samples, density=Flat(), size=(600, 300))
     left, right = img[:, :300], img[:, 300:]
     assert red(right).sum() == 0
     r0, r1, c0, c1 = box(dark(left) | yellow(left) | red(left))
     rr, rc = np.nonzero(red(left))
-    lower_left = (rc < (c0 + c1) / 2) & (rr > (r0 + r1) / 2)
-    assert lower_left.sum() > 0 and (~lower_left).sum() > 0   # one cluster each side of the centre
-    # A sample far outside the box leaves the axes on the box: the panel does not shrink to show it.
+    assert red(left).sum() > 0
+    np.testing.assert_allclose([rc.mean(), rr.mean()], [c0 + (c1 - c0) / 4, r0 + (r1 - r0) / 4], atol=3)
+    # Samples far outside the box, on either side, leave the axes on the box: the panel does not
+    # shrink to show them.
     inside = render(tmp_path, bump((0.0, 0.0)))
-    outside = render(tmp_path, bump((0.0, 0.0)), samples=np.array([[5.0, 5.0]]))
-    assert red(outside).sum() == 0
-    np.testing.assert_array_equal(dark(outside) | yellow(outside), dark(inside) | yellow(inside))
+    for far in ([5.0, 5.0], [-5.0, -5.0]):
+        outside = render(tmp_path, bump((0.0, 0.0)), samples=np.array([far]))
+        assert red(outside).sum() == 0
+        np.testing.assert_array_equal(dark(outside) | yellow(outside), dark(inside) | yellow(inside))
+
+
+def test_the_panels_fill_the_figure(tmp_path):
+    # One row of panels: a 300 × 300 figure's one panel is most of its height and width.
+    img = render(tmp_path, bump((0.0, 0.0)))
+    r0, r1, c0, c1 = box(dark(img) | yellow(img))
+    assert r1 - r0 > 0.6 * 300 and c1 - c0 > 0.6 * 300
+
+
+def test_the_title_and_the_panel_names_are_written_above_the_panels(tmp_path):
+    # Text is dark on the white margin above the panel: the panel's name without a title, and
+    # more of it (a second line, higher up) with one.
+    def text_rows(img):
+        r0 = box(dark(img) | yellow(img))[0]
+        ink = (img[:r0 - 2].sum(axis=2) < 3 * 160).any(axis=1)
+        return np.nonzero(ink)[0]
+    plain = render(tmp_path, bump((0.0, 0.0)))
+    path = tmp_path / "t.png"
+    plot_landscape(bump((0.0, 0.0)), path, (-1, 1), resolution=40, size=(300, 300), title="a title",
+                   backend="matplotlib")
+    titled = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert len(text_rows(plain)) > 3                          # the panel's name
+    assert text_rows(titled).min() < text_rows(plain).min() - 3   # the title, above it
+
+
+def test_the_file_is_a_png_whatever_its_name(tmp_path):
+    path = tmp_path / "landscape.data"
+    plot_landscape(bump((0.0, 0.0)), path, (-1, 1), resolution=20, size=(100, 100), backend="matplotlib")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_grid_cell_is_one_flat_colour(tmp_path):
+    # A checkerboard energy, 0 on one colour of cells and 3 on the other, 100 cells a side in a
+    # ~230-px panel: drawn cell by cell, every pixel of the panel is one of two colours; smoothing
+    # between cells (matplotlib's default interpolation at this size) would blend them.
+    from npjem import Tensor
+
+    lo, hi, n = -1.0, 1.0, 100
+    h = (hi - lo) / n
+
+    def checker(x):
+        xp = x.xp
+        k = xp.floor((x.data - lo) / h).sum(axis=1)
+        return Tensor(3.0 * (k % 2))
+    path = tmp_path / "c.png"
+    plot_landscape(checker, path, (lo, hi), resolution=n, size=(300, 300), backend="matplotlib")
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    r0, r1, c0, c1 = box(dark(img) | yellow(img))
+    panel = img[r0 + 2:r1 - 1, c0 + 2:c1 - 1].reshape(-1, 3)
+    colours = np.unique(panel, axis=0)
+    assert len(colours) == 2
