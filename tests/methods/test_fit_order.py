@@ -6,12 +6,13 @@ the callback write what they see into one log. The order checked is the one ``fi
 gives: forward, ``zero_grad``, backward, ``before_step``, ``optimizer.step``, ``schedule.step``,
 ``after_step``, the history's record, ``callback``.
 """
-import io
 import math
 import sys
 
 import numpy as np
 import pytest
+
+from _terminal import on_a_terminal
 
 from npjem import backend
 from npjem import random as nrandom
@@ -444,41 +445,11 @@ def test_progress_is_on_by_default_and_off_prints_nothing(capsys):
     assert _lines(capsys) == []
 
 
-class FakeBar:
-    made = []
-
-    def __init__(self, **kwargs):
-        self.kwargs, self.postfix, self.updates, self.closed = kwargs, [], [], False
-        FakeBar.made.append(self)
-
-    def set_postfix(self, **kwargs):
-        self.postfix.append(kwargs)
-
-    def update(self, n):
-        self.updates.append(n)
-
-    def close(self):
-        self.closed = True
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.fixture
 def terminal(monkeypatch):
     """Call it in the test's body (pytest sets its own stderr again between setup and the call):
     stderr becomes a terminal, tqdm a recording bar; returns the bars made."""
-    import tqdm.auto
-
-    def on():
-        FakeBar.made = []
-        monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
-        monkeypatch.setattr(sys, "stderr", Terminal())
-        return FakeBar.made
-
-    return on
+    return lambda: on_a_terminal(monkeypatch)
 
 
 def test_on_a_terminal_a_bar_counts_the_steps_and_shows_the_mean_loss(terminal):
