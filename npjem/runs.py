@@ -332,9 +332,11 @@ def _pretrain(args):
     results = {"command": "pretrain", "config": config, "recipe": recipe, "metrics": metrics,
                "loss_per_epoch": per_epoch, "per_epoch": {"loss": per_epoch, **per_epoch_monitor,
                                                           "monitor_images": min(MONITOR_IMAGES, len(test))},
+               # The run's own probe closes the curve, unless the last epoch was probed already.
                "probes": progress["probes"] + ([{"epoch": args.epochs, "linear_probe": metrics["linear_probe"],
                                                   "knn": metrics["knn"], "probe_l2": metrics["probe_l2"]}]
-                                                if args.probe_every else []),
+                                                if args.probe_every and args.epochs not in args.probe_every
+                                                else []),
                "steps": len(progress["loss"]), "train_seconds": train_seconds,
                "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t0 + before,
                "resumed_at_step": int(saved["progress"]["step"]) if saved is not None else None}
@@ -1085,7 +1087,7 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
             probes = sorted(probes, key=lambda q: q["epoch"])
             if not probes:
                 raise RunError(f"{folder}: the run recorded no probes; run it with [[probe_every]]")
-            # A run's last epoch appears twice (the probe at the end and the run's own): keep one.
+            # Results written before the run stopped repeating its last probed epoch carry it twice: keep one.
             epochs, acc = [], []
             for q in probes:
                 if epochs and epochs[-1] == q["epoch"]:
