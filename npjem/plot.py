@@ -28,11 +28,14 @@ import numpy as np
 from . import backend as _backend
 from ._checks import check_choice, check_int
 
-__all__ = ["line_chart", "curves", "scatter", "pca_2d", "available_backends", "PALETTE"]
+__all__ = ["line_chart", "curves", "scatter", "pca_2d", "available_backends", "PALETTE", "DASHED_PALETTE"]
 
 #: Ten distinguishable colours (the "tab10" cycle), used in order for series and classes.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+#: Dark tones for the dashed series (baselines), so that a dashed line never shares a colour with
+#: one of the first ten solid ones: black, mid grey, dark amber, dark teal, dark plum.
+DASHED_PALETTE = ("#000000", "#8a8a8a", "#a05a00", "#00585e", "#6a1b4d")
 _BACKENDS = ("auto", "pillow", "matplotlib")
 
 
@@ -209,8 +212,8 @@ def _mpl_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
     fig, dpi = _mpl_figure(size)
     axes = fig.subplots(1, len(rows), squeeze=False)[0]
     for i, (ax, (ptitle, series)) in enumerate(zip(axes, rows)):
-        for j, (name, xs, ys) in enumerate(series):
-            ax.plot(xs, ys, color=PALETTE[j % len(PALETTE)], marker="o" if xs.size <= 30 else None,
+        for colour, (name, xs, ys) in zip(_series_colours(series, dashed), series):
+            ax.plot(xs, ys, color=colour, marker="o" if xs.size <= 30 else None,
                     markersize=3, linewidth=1.5, label=name, linestyle="--" if name in dashed else "-")
         ax.set_title(ptitle, fontsize=10)
         if xlabel:
@@ -267,6 +270,20 @@ def _integral(values):
     """True when every value is a whole number (epochs, steps): ticks then fall on integers."""
     v = np.asarray(values, dtype=np.float64)  # host
     return bool(np.all(np.isfinite(v)) and np.all(v == np.round(v)))
+
+
+def _series_colours(series, dashed):
+    """Each series' colour: the solid ones take ``PALETTE`` in order and the dashed ones
+    ``DASHED_PALETTE`` in order, each cycling on its own."""
+    out, solid, dash = [], 0, 0
+    for name, _, _ in series:
+        if name in dashed:
+            out.append(DASHED_PALETTE[dash % len(DASHED_PALETTE)])
+            dash += 1
+        else:
+            out.append(PALETTE[solid % len(PALETTE)])
+            solid += 1
+    return out
 
 
 def _nice_ticks(lo, hi, count=5, integer=False):
@@ -386,15 +403,19 @@ def _legend_corner(box, size, points, pad=6):
     return min(corners, key=covered)  # ties keep the order: top left first
 
 
-def _legend(draw, entries, x, y, font, marker="line", frame=False):
-    """Legend rows ``[(name, colour)]`` from (x, y) downwards; returns the bottom y."""
+def _legend(draw, entries, x, y, font, marker="line", frame=False, dashed=frozenset()):
+    """Legend rows ``[(name, colour)]`` from (x, y) downwards, the names in ``dashed`` with a
+    dashed sample; returns the bottom y."""
     if frame:
         w, h = _legend_size(draw, entries, font)
         draw.rectangle([x - 4, y - 2, x + w + 4, y + h + 2], fill=(255, 255, 255), outline=(200, 200, 200))
     for name, colour in entries:
         w, h = _text_size(draw, name, font)
         cy = y + 8
-        if marker == "line":
+        if marker == "line" and name in dashed:
+            for a in (0, 11):
+                draw.line([(x + a, cy), (x + a + 7, cy)], fill=colour, width=3)
+        elif marker == "line":
             draw.line([(x, cy), (x + 18, cy)], fill=colour, width=3)
         else:
             draw.ellipse([x + 5, cy - 5, x + 15, cy + 5], fill=colour)
@@ -443,8 +464,8 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
         ax = _Axes(draw, box, _limits(xs_all, 0.03), _limits(ys_all), font, integer_x=_integral(xs_all))
         ax.frame(xlabel, ylabels[i] if ylabels is not None else None, ptitle, img)
         drawn = []
-        for j, (name, xs, ys) in enumerate(series):
-            colour = _rgb(PALETTE[j % len(PALETTE)])
+        colours = [_rgb(c) for c in _series_colours(series, dashed)]
+        for colour, (name, xs, ys) in zip(colours, series):
             pts = [ax.px(a, b) if math.isfinite(b) else None for a, b in zip(xs, ys)]
             for q0, q1 in zip(pts[:-1], pts[1:]):  # where the lines run, for placing the legend
                 if q0 is not None and q1 is not None:
@@ -464,9 +485,9 @@ def _pil_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
                     if q is not None:
                         draw.ellipse([q[0] - 2.5, q[1] - 2.5, q[0] + 2.5, q[1] + 2.5], fill=colour)
         if len(series) > 1:
-            entries = [(name, _rgb(PALETTE[j % len(PALETTE)])) for j, (name, _, _) in enumerate(series)]
+            entries = [(name, colour) for colour, (name, _, _) in zip(colours, series)]
             x, y = _legend_corner(box, _legend_size(draw, entries, font), drawn)
-            _legend(draw, entries, x, y, font, frame=True)
+            _legend(draw, entries, x, y, font, frame=True, dashed=dashed)
     img.save(path, format="PNG")
 
 

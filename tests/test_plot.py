@@ -38,6 +38,33 @@ def test_curves_writes_a_png_of_the_requested_size_with_each_series(tmp_path, ba
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_dashed_series_take_their_own_dark_colours_and_never_a_solid_ones(tmp_path, backend):
+    # Eleven solid lines and two dashed: the solid ones cycle the ten colours, the dashed ones take
+    # black and grey, so a baseline never shares a colour with a method.
+    x = np.arange(1, 6)
+    series = {f"m{j}": (x, 0.1 * j + 0.01 * x) for j in range(11)}
+    series.update({"floor": (x, np.full(5, -0.5)), "ceiling": (x, np.full(5, 2.0))})
+    path = plot.line_chart(series, tmp_path / "d.png", dashed=["floor", "ceiling"], size=(700, 500), backend=backend)
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    def rows_of(colour, dashes):
+        # Rows where the colour covers 100 pixels or more (a line, not a letter's edge), in 8 or
+        # more separate pieces when ``dashes`` (a dashed line, not the axes' frame).
+        on = (np.abs(a - _rgb(colour)).sum(axis=2) <= 30)
+        pieces = (np.diff(on.astype(int), axis=1) == 1).sum(axis=1)
+        return np.nonzero((on.sum(axis=1) >= 100) & ((pieces >= 8) if dashes else True))[0]
+
+    floor, ceiling = rows_of(plot.DASHED_PALETTE[0], True), rows_of(plot.DASHED_PALETTE[1], True)
+    # The floor (black) is the lowest line, the ceiling (grey) the highest; no solid colour is drawn
+    # dashed at either height.
+    assert floor.size and ceiling.size and floor.min() > ceiling.max() + 200
+    solid = np.concatenate([rows_of(c, False) for c in plot.PALETTE])
+    assert solid.size and ceiling.max() < solid.min() and solid.max() < floor.min()
+    assert plot._series_colours([(n, x, series[n][1]) for n in series], frozenset({"floor", "ceiling"})) == (
+        list(plot.PALETTE) + [plot.PALETTE[0]] + list(plot.DASHED_PALETTE[:2]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_line_chart_default_size_and_nan_gap(tmp_path, backend):
     y = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
     path = plot.line_chart({"y": y}, tmp_path / "l.png", title="gap", xlabel="x", ylabel="y", backend=backend)
@@ -119,3 +146,14 @@ def test_nice_ticks_are_round_and_cover_the_range():
     # Epochs: whole numbers only, even on a short axis.
     assert plot._nice_ticks(0.97, 2.03, integer=True) == [1.0, 2.0]
     assert plot._integral([1, 2, 3]) and not plot._integral([1, 1.5])
+
+
+def test_pillow_legend_draws_a_dashed_sample_for_a_dashed_series():
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (120, 60), "white")
+    draw = ImageDraw.Draw(img)
+    bottom = plot._legend(draw, [("a", (0, 0, 0)), ("b", (0, 0, 0))], 10, 5, plot._font(12), dashed={"b"})
+    a = np.asarray(img).sum(axis=2)[:, :30] < 100  # the samples' dark pixels, left of the names
+    pieces = [(np.diff(np.r_[0, row.astype(int)]) == 1).sum() for row in a]
+    assert pieces[5 + 8] == 1 and pieces[5 + 8 + 18] == 2 and bottom == 5 + 2 * 18
