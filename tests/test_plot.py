@@ -60,8 +60,14 @@ def test_dashed_series_take_their_own_dark_colours_and_never_a_solid_ones(tmp_pa
     assert floor.size and ceiling.size and floor.min() > ceiling.max() + 200
     solid = np.concatenate([rows_of(c, False) for c in plot.PALETTE])
     assert solid.size and ceiling.max() < solid.min() and solid.max() < floor.min()
-    assert plot._series_colours([(n, x, series[n][1]) for n in series], frozenset({"floor", "ceiling"})) == (
-        list(plot.PALETTE) + [plot.PALETTE[0]] + list(plot.DASHED_PALETTE[:2]))
+
+
+def test_series_colours_cycle_each_palette_on_its_own():
+    names = ["d0", "s0", "d1", "d2", "d3", "d4", "d5"] + [f"s{j}" for j in range(1, 12)]
+    got = plot._series_colours([(n, None, None) for n in names], frozenset(n for n in names if n[0] == "d"))
+    want = {f"d{j}": plot.DASHED_PALETTE[j % 5] for j in range(6)}
+    want.update({f"s{j}": plot.PALETTE[j % 10] for j in range(12)})
+    assert got == [want[n] for n in names]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -155,5 +161,9 @@ def test_pillow_legend_draws_a_dashed_sample_for_a_dashed_series():
     draw = ImageDraw.Draw(img)
     bottom = plot._legend(draw, [("a", (0, 0, 0)), ("b", (0, 0, 0))], 10, 5, plot._font(12), dashed={"b"})
     a = np.asarray(img).sum(axis=2)[:, :30] < 100  # the samples' dark pixels, left of the names
-    pieces = [(np.diff(np.r_[0, row.astype(int)]) == 1).sum() for row in a]
-    assert pieces[5 + 8] == 1 and pieces[5 + 8 + 18] == 2 and bottom == 5 + 2 * 18
+    # Each sample is 3 pixels thick, centred 8 below its row's top, 18 wide from x = 10; the dashed
+    # one is two dashes of 7 with a gap of 3 between them. Rows are 18 apart.
+    solid, dashes = list(range(10, 29)), list(range(10, 18)) + list(range(21, 29))
+    assert [np.nonzero(a[r])[0].tolist() for r in range(11, 16)] == [[], solid, solid, solid, []]
+    assert [np.nonzero(a[r])[0].tolist() for r in range(29, 34)] == [[], dashes, dashes, dashes, []]
+    assert bottom == 5 + 2 * 18
