@@ -24,7 +24,7 @@ import sys
 
 from . import runs
 # The help texts show the recipe; the builders stay reachable as npjem.cli's names for older scripts.
-from .recipes import (ARCHS, AUGMENTATION, DEFAULTS, METHODS, OPTIMIZER, OPTIONS, SUPERVISED,  # noqa: F401
+from .recipes import (ARCHS, AUGMENTATION, BASELINE_ARCHS, DEFAULTS, METHODS, OPTIMIZER, OPTIONS, SUPERVISED,  # noqa: F401
                       build_backbone, build_method, method_augmentation, optimizer_defaults, shapes_augmentation)
 from .runs import DATA_SETS, RunError, RunInterrupted, format_table
 
@@ -230,13 +230,13 @@ def _data(s):
                                      f"-nocolour, -nonoise, combined) or a folder of images; {s!r}: {what}")
 
 
-def _common(p):
+def _common(p, archs=ARCHS, arch_help="backbone (default convnet)"):
     p.add_argument("--data", type=_data, default="shapes",
                    help="shapes (built in, default), a shapes variant with one nuisance switched off "
                         "(shapes-noclutter, shapes-nocolour, shapes-nonoise, or combined: shapes-noclutter-nonoise), "
                         "digits (scikit-learn's, the [datasets] extra) or a folder with train/<class>/<image> "
                         "and test/<class>/<image>")
-    p.add_argument("--arch", choices=ARCHS, default="convnet", help="backbone (default convnet)")
+    p.add_argument("--arch", choices=archs, default="convnet", help=arch_help)
     p.add_argument("--width", type=_positive_int, default=32, help="backbone base width (default 32)")
     p.add_argument("--n-train", type=_positive_int, default=None,
                    help="training images (default: shapes 10000, else all)")
@@ -376,7 +376,8 @@ def build_parser():
                    help=f"L-BFGS iterations of the raw-pixel probe (3072 features; default {sup['raw_probe_max_iter']})")
     b.add_argument("--only", default="", help="comma-separated subset of raw,random,supervised")
     b.add_argument("--out", default="runs/baselines", help="directory for baselines.json ('' writes nothing)")
-    _common(b)
+    _common(b, BASELINE_ARCHS, "backbone (default convnet; vit_tiny: data2vec's own, the yardstick for its "
+                               "numbers; --width does not apply to it)")
     b.set_defaults(func=cmd_baselines)
 
     r = sub.add_parser("reference", help="write npjem's float64 value and gradients of a loss "

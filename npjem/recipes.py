@@ -16,7 +16,7 @@ docs/results.md and docs/methods-noncontrastive.md. A new method's recipe goes h
 """
 from __future__ import annotations
 
-__all__ = ["METHODS", "BASELINE_METHODS", "ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED",
+__all__ = ["METHODS", "BASELINE_METHODS", "ARCHS", "BASELINE_ARCHS", "AUGMENTATION", "DEFAULTS", "OPTIMIZER", "OPTIONS", "SOURCES", "SUPERVISED",
            "build_backbone", "build_method", "build_optimizer", "ebm_defaults", "method_augmentation",
            "optimizer_defaults", "shapes_augmentation", "supervised_augmentation"]
 
@@ -28,6 +28,9 @@ BASELINE_METHODS = ("dae", "jigsaw")
 # The augmentation of the recipe (see shapes_augmentation).
 AUGMENTATION = {"scale": 0.6, "strength": 0.5, "hue": 0.5, "grayscale": 0.2, "rotation": 180.0, "invert": 0.5, "vflip": 0.0}
 ARCHS = ("convnet", "resnet_tiny")
+# baselines also measures data2vec's own backbone, the yardstick for data2vec's numbers (pretrain's
+# other methods cut images into tiles or decode feature maps, which a ViT of 32 px images cannot serve).
+BASELINE_ARCHS = ARCHS + ("vit_tiny",)
 
 # The default recipe: each method's own lr, temperature and extras (chosen on shapes; see docs/results.md).
 DEFAULTS = {
@@ -138,16 +141,22 @@ def build_optimizer(name, params, lr, weight_decay):
 
 def build_backbone(arch="convnet", width=32, seed=0, device=None):
     """The backbone of the recipe: ``convnet`` (4 conv-BN-ReLU blocks, widths w, 2w, 4w, 4w,
-    strides 2, 2, 2, 1: 32 px → 4 px, then global average pooling; fast on a CPU) or
-    ``resnet_tiny`` (one BasicBlock per stage, widths w … 8w, CIFAR stem)."""
+    strides 2, 2, 2, 1: 32 px → 4 px, then global average pooling; fast on a CPU),
+    ``resnet_tiny`` (one BasicBlock per stage, widths w … 8w, CIFAR stem) or ``vit_tiny``
+    (data2vec's own ViT, D = 64, its features the mean of the patch tokens as data2vec probes
+    them; ``width`` does not apply)."""
     from .nn import models
 
     if arch == "convnet":
         bb = models.ConvNet(widths=(width, 2 * width, 4 * width, 4 * width), strides=(2, 2, 2, 1), generator=seed)
     elif arch == "resnet_tiny":
         bb = models.resnet_tiny(width, generator=seed)
+    elif arch == "vit_tiny":
+        from .methods.data2vec import ViTMeanPool
+
+        bb = ViTMeanPool(models.vit_tiny(generator=seed))
     else:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        raise ValueError(f"arch must be one of {BASELINE_ARCHS}, got {arch!r}")
     if device is not None:
         bb.to(device)
     return bb

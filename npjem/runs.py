@@ -370,7 +370,9 @@ def baselines(*, data="shapes", out="runs/baselines", epochs=SUPERVISED["epochs"
     overwritten without ``force``) and returns it: ``config``, ``rows`` (one dict per baseline).
     """
     from ._checks import check_choice, check_int, check_positive
+    from .recipes import BASELINE_ARCHS
 
+    check_choice(arch, "arch", BASELINE_ARCHS)
     if isinstance(only, str):
         which = [w.strip() for w in only.split(",")] if only else ["raw", "random", "supervised"]
     else:
@@ -393,6 +395,10 @@ def baselines(*, data="shapes", out="runs/baselines", epochs=SUPERVISED["epochs"
                      width=width, n_train=n_train, n_test=n_test, data_seed=data_seed, seed=seed, device=device,
                      probe_max_iter=probe_max_iter, probe_every=probe_every, force=force, quiet=quiet)
     return _baselines(args, which)
+
+
+def _arch_label(args):
+    return args.arch if args.arch == "vit_tiny" else f"{args.arch}-{args.width}"
 
 
 def _baselines(args, which):
@@ -424,7 +430,7 @@ def _baselines(args, which):
     if "random" in which:
         t = time.perf_counter()
         bb = build_backbone(args.arch, args.width, seed=args.seed, device=args.device)
-        add(f"random init ({args.arch}-{args.width})", embed(bb, train.images), embed(bb, test.images),
+        add(f"random init ({_arch_label(args)})", embed(bb, train.images), embed(bb, test.images),
             args.probe_max_iter, t)
     if "supervised" in which:
         t = time.perf_counter()
@@ -442,7 +448,7 @@ def _baselines(args, which):
                           weight_decay=args.weight_decay, augment=supervised_augmentation(32),
                           warmup_epochs=max(1, args.epochs // 10), generator=args.seed, progress=not args.quiet,
                           epoch_callback=probe)
-        add(f"supervised ({args.arch}-{args.width}, {args.epochs} ep)", embed(bb, train.images),
+        add(f"supervised ({_arch_label(args)}, {args.epochs} ep)", embed(bb, train.images),
             embed(bb, test.images), args.probe_max_iter, t, fine_tune_accuracy=ft.accuracy,
             fine_tune_train_accuracy=ft.train_accuracy, **({"probes": probes} if every else {}))
         print(f"supervised end-to-end test accuracy (its own head): {ft.accuracy:.3f}")

@@ -198,6 +198,25 @@ def test_baselines_and_ebm_from_python(tmp_path, capsys):
         runs.ebm("score", out="")
 
 
+def test_baselines_of_data2vecs_own_vit_start_where_data2vec_starts(tmp_path):
+    # --arch vit_tiny: the backbone data2vec trains (its features the mean of the patch tokens), so
+    # its random-init row is data2vec's epoch 0 and its supervised row the ceiling of data2vec's gap.
+    from npjem.methods.data2vec import ViTMeanPool
+
+    x = npjem.randn(3, 3, 32, 32, generator=5)
+    bb = recipes.build_backbone("vit_tiny", width=7, seed=2)
+    d2v = recipes.build_method("data2vec", recipes.build_backbone("convnet", 4, seed=2), n_train=40, seed=2)
+    assert isinstance(bb, ViTMeanPool) and bb.num_features == 64
+    np.testing.assert_array_equal(bb(x).data, d2v.backbone(x).data)
+    res = runs.baselines(out=str(tmp_path / "v"), arch="vit_tiny", only="random", n_train=60, n_test=30,
+                         probe_max_iter=3, quiet=True)
+    assert [r["name"] for r in res["rows"]] == ["random init (vit_tiny)"] and res["config"]["arch"] == "vit_tiny"
+    with pytest.raises(ValueError, match="arch must be one of 'convnet', 'resnet_tiny', 'vit_tiny', got 'vit'"):
+        runs.baselines(out="", arch="vit")
+    with pytest.raises(ValueError, match="arch"):
+        runs.pretrain(method="simclr", arch="vit_tiny", out="")  # its methods need a ConvNet's feature map
+
+
 def test_run_errors_name_the_argument_or_the_flag():
     e = runs.RunError("[[n_train=32]] is too few; use a larger [[n_train]], or [[force!]]")
     assert str(e) == "n_train=32 is too few; use a larger n_train, or force=True"
