@@ -9,6 +9,8 @@ The runs (each probes at 5, 10, 20, 40 and 80 epochs; one per core, resumable wi
         npjem pretrain --method $m --epochs 80 --probe-every 5,10,20,40,80 --out runs/curves/$m
     done
     npjem baselines --epochs 80 --probe-every 5,10,20,40,80 --out runs/curves/baselines
+    npjem baselines --arch vit_tiny --only random,supervised --epochs 80 --probe-every 5,10,20,40,80 \
+        --out runs/curves/baselines-vit     # data2vec's own backbone: the yardstick of its gap
 
 then this script draws docs/img/learning-curves.png and prints the table:
 

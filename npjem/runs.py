@@ -1058,12 +1058,14 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
     """One learning curve per run folder, from the ``probes`` their runs recorded (``probe_every``).
 
     ``folders`` are ``pretrain`` folders (``results.json``) and ``baselines`` folders
-    (``baselines.json``: the supervised row's probes, and the random-init probe as a flat line).
+    (``baselines.json``: the supervised row's probes, and the random-init probe as a flat line;
+    named with their backbone when it is not the ConvNet, e.g. "supervised (vit_tiny)").
     The DAE, the jigsaw task and the baselines are drawn dashed. Writes a PNG to ``path`` when
-    given and returns the rows ``{"name", "epochs", "linear_probe", "best", "best_epoch",
+    given and returns the rows ``{"name", "arch", "epochs", "linear_probe", "best", "best_epoch",
     "gap_closed", "dashed"}``, one per curve, in the order the folders were given. ``gap_closed``
-    is (best − random init) / (supervised − random init), the supervised probe taken at the best
-    epoch (None without both baselines among the folders, or without a supervised probe there).
+    is (best − random init) / (supervised − random init), both baselines of the run's own backbone
+    (data2vec's is ``vit_tiny``) and the supervised probe taken at the best epoch (None without
+    both among the folders, or without a supervised probe there).
     """
     from . import plot
     from .recipes import BASELINE_METHODS
@@ -1077,19 +1079,24 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
             probes = [q for q in res.get("probes", []) if q.get("linear_probe") is not None]
             name = res["config"]["method"] + ("" if res["config"].get("data") == "shapes"
                                               else f" ({res['config'].get('data')})")
-            curves = [(name, probes, res["config"]["method"] in BASELINE_METHODS)]
+            arch = "vit_tiny" if res["config"]["method"] == "data2vec" else res["config"].get("arch", "convnet")
+            curves = [(name, arch, probes, res["config"]["method"] in BASELINE_METHODS)]
         elif os.path.exists(base_path):
             with open(base_path, encoding="utf-8") as f:
-                rows_b = json.load(f)["rows"]
+                base = json.load(f)
+            arch = base.get("config", {}).get("arch", "convnet")
+            suffix = "" if arch == "convnet" else f" ({arch})"
             curves = []
-            for r in rows_b:
+            for r in base["rows"]:
                 if r.get("probes"):
-                    curves.append(("supervised", [q for q in r["probes"] if q.get("linear_probe") is not None], True))
+                    curves.append(("supervised" + suffix, arch,
+                                   [q for q in r["probes"] if q.get("linear_probe") is not None], True))
                 elif r["name"].startswith("random init"):
-                    curves.append(("random init", [{"epoch": 0, "linear_probe": r["linear_probe"]}], True))
+                    curves.append(("random init" + suffix, arch, [{"epoch": 0, "linear_probe": r["linear_probe"]}],
+                                   True))
         else:
             raise RunError(f"{folder}: no results.json or baselines.json (a pretrain or baselines run's folder)")
-        for name, probes, dashed in curves:
+        for name, arch, probes, dashed in curves:
             probes = sorted(probes, key=lambda q: q["epoch"])
             if not probes:
                 raise RunError(f"{folder}: the run recorded no probes; run it with [[probe_every]]")
@@ -1101,15 +1108,18 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
                 epochs.append(q["epoch"])
                 acc.append(q["linear_probe"])
             best = int(np.argmax(acc))
-            rows.append({"name": name, "epochs": epochs, "linear_probe": acc, "best": acc[best],
+            rows.append({"name": name, "arch": arch, "epochs": epochs, "linear_probe": acc, "best": acc[best],
                          "best_epoch": epochs[best], "dashed": dashed})
-    # The gap a curve closes at its best epoch is measured against the ceiling trained for as many
-    # epochs (a ceiling trained longer than the method would make a slow starter look stuck).
-    floor = next((r["best"] for r in rows if r["name"] == "random init"), None)
-    ceiling = next((dict(zip(r["epochs"], r["linear_probe"])) for r in rows if r["name"] == "supervised"), {})
+    # The gap a curve closes at its best epoch is measured against the ceiling of its own backbone
+    # trained for as many epochs (a ceiling trained longer than the method would make a slow starter
+    # look stuck; another backbone's would measure the backbone, not the method).
     for r in rows:
+        suffix = "" if r["arch"] == "convnet" else f" ({r['arch']})"
+        floor = next((q["best"] for q in rows if q["name"] == "random init" + suffix), None)
+        ceiling = next((dict(zip(q["epochs"], q["linear_probe"])) for q in rows if q["name"] == "supervised" + suffix),
+                       {})
         top = ceiling.get(r["best_epoch"])
-        r["gap_closed"] = (None if floor is None or top is None or top <= floor or r["name"] == "random init"
+        r["gap_closed"] = (None if floor is None or top is None or top <= floor or r["name"].startswith("random init")
                            else (r["best"] - floor) / (top - floor))
     if path is not None and rows:
         last = max(e for r in rows for e in r["epochs"])

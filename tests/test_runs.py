@@ -350,6 +350,36 @@ def test_the_gap_closed_is_measured_against_the_ceiling_at_the_best_epoch(tmp_pa
     assert sup["gap_closed"] == pytest.approx(1.0) and rand["gap_closed"] is None
 
 
+def test_data2vec_is_measured_against_its_own_vit(tmp_path):
+    def write(folder, name, payload):
+        os.makedirs(tmp_path / folder)
+        with open(tmp_path / folder / name, "w") as f:
+            json.dump(payload, f)
+
+    def base(arch, floor, top):
+        return {"config": {"arch": arch}, "rows": [
+            {"name": "random init", "linear_probe": floor},
+            {"name": "supervised", "linear_probe": top[-1],
+             "probes": [{"epoch": e, "linear_probe": v} for e, v in zip((5, 10), top)]}]}
+
+    curve = [{"epoch": 5, "linear_probe": 0.2}, {"epoch": 10, "linear_probe": 0.3}]
+    write("d", "results.json", {"config": {"method": "data2vec", "data": "shapes", "arch": "convnet"}, "probes": curve})
+    write("s", "results.json", {"config": {"method": "simclr", "data": "shapes", "arch": "convnet"}, "probes": curve})
+    write("c", "baselines.json", base("convnet", 0.1, (0.5, 0.9)))
+    write("v", "baselines.json", base("vit_tiny", 0.2, (0.3, 0.4)))
+    rows = runs.learning_curves([str(tmp_path / f) for f in "dscv"])
+    by = {r["name"]: r for r in rows}
+    assert list(by) == ["data2vec", "simclr", "random init", "supervised", "random init (vit_tiny)",
+                        "supervised (vit_tiny)"]
+    assert by["data2vec"]["arch"] == "vit_tiny" and by["simclr"]["arch"] == "convnet"
+    assert by["data2vec"]["gap_closed"] == pytest.approx((0.3 - 0.2) / (0.4 - 0.2))
+    assert by["simclr"]["gap_closed"] == pytest.approx((0.3 - 0.1) / (0.9 - 0.1))
+    assert by["supervised (vit_tiny)"]["gap_closed"] == pytest.approx(1.0)
+    assert by["random init (vit_tiny)"]["gap_closed"] is None
+    # Without its own backbone's baselines, data2vec's gap is not measured against the ConvNet's.
+    assert runs.learning_curves([str(tmp_path / f) for f in "dc"])[0]["gap_closed"] is None
+
+
 def test_learning_curves_gather_the_probes_of_every_run(tmp_path):
     import importlib.util
 
