@@ -33,9 +33,9 @@ __all__ = ["line_chart", "curves", "scatter", "pca_2d", "available_backends", "P
 #: Ten distinguishable colours (the "tab10" cycle), used in order for series and classes.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-#: Dark tones for the dashed series (baselines), so that a dashed line never shares a colour with
-#: one of the first ten solid ones: black, mid grey, dark amber, dark teal, dark plum.
-DASHED_PALETTE = ("#000000", "#8a8a8a", "#a05a00", "#00585e", "#6a1b4d")
+#: Dark tones for the dashed series (baselines), none close to one of the ten solid colours (no
+#: grey: the tenth solid one is grey): black, plum, dark teal, dark olive, dark amber.
+DASHED_PALETTE = ("#000000", "#6a1b4d", "#00585e", "#556b2f", "#a05a00")
 _BACKENDS = ("auto", "pillow", "matplotlib")
 
 

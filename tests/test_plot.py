@@ -40,7 +40,7 @@ def test_curves_writes_a_png_of_the_requested_size_with_each_series(tmp_path, ba
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dashed_series_take_their_own_dark_colours_and_never_a_solid_ones(tmp_path, backend):
     # Eleven solid lines and two dashed: the solid ones cycle the ten colours, the dashed ones take
-    # black and grey, so a baseline never shares a colour with a method.
+    # black and plum, so a baseline never shares a colour with a method.
     x = np.arange(1, 6)
     series = {f"m{j}": (x, 0.1 * j + 0.01 * x) for j in range(11)}
     series.update({"floor": (x, np.full(5, -0.5)), "ceiling": (x, np.full(5, 2.0))})
@@ -55,7 +55,7 @@ def test_dashed_series_take_their_own_dark_colours_and_never_a_solid_ones(tmp_pa
         return np.nonzero((on.sum(axis=1) >= 100) & ((pieces >= 8) if dashes else True))[0]
 
     floor, ceiling = rows_of(plot.DASHED_PALETTE[0], True), rows_of(plot.DASHED_PALETTE[1], True)
-    # The floor (black) is the lowest line, the ceiling (grey) the highest; no solid colour is drawn
+    # The floor (black) is the lowest line, the ceiling (plum) the highest; no solid colour is drawn
     # dashed at either height.
     assert floor.size and ceiling.size and floor.min() > ceiling.max() + 200
     solid = np.concatenate([rows_of(c, False) for c in plot.PALETTE])
@@ -68,6 +68,12 @@ def test_series_colours_cycle_each_palette_on_its_own():
     want = {f"d{j}": plot.DASHED_PALETTE[j % 5] for j in range(6)}
     want.update({f"s{j}": plot.PALETTE[j % 10] for j in range(12)})
     assert got == [want[n] for n in names]
+
+
+def test_no_dashed_colour_is_close_to_a_solid_one():
+    for d in plot.DASHED_PALETTE:
+        for c in plot.PALETTE:
+            assert sum(abs(a - b) for a, b in zip(_rgb(d), _rgb(c))) > 90, (d, c)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
