@@ -34,9 +34,10 @@ __all__ = ["line_chart", "curves", "scatter", "pca_2d", "available_backends", "P
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: Dark tones for the dashed series (baselines), none close to one of the ten solid colours (no
-#: grey: the tenth solid one is grey): black, plum, dark teal, dark olive, dark amber.
-DASHED_PALETTE = ("#000000", "#6a1b4d", "#00585e", "#556b2f", "#a05a00")
+#: grey: the tenth solid one is grey): black, plum, dark teal, dark olive, dark amber, navy, dark red.
+DASHED_PALETTE = ("#000000", "#6a1b4d", "#00585e", "#556b2f", "#a05a00", "#1a237e", "#8b0000")
 _BACKENDS = ("auto", "pillow", "matplotlib")
+_LEGEND_INSIDE = 8  # matplotlib draws a legend of more series beside its panel
 
 
 def _has_matplotlib():
@@ -225,7 +226,9 @@ def _mpl_curves(rows, path, title, xlabel, ylabels, size, dashed=frozenset()):
             from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if len(series) > 1:
+        if len(series) > _LEGEND_INSIDE:  # a long legend would hide lines: beside the panel instead
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        elif len(series) > 1:
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -1129,6 +1129,6 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
             if len(xs) == 1:  # a flat baseline (random init) spans the whole axis
                 xs, ys = [max(xs[0], 1), last], [ys[0], ys[0]]
             series[r["name"]] = (xs, ys)
-        plot.line_chart(series, path, title=title, xlabel="epoch", ylabel="linear probe accuracy", size=(900, 560),
+        plot.line_chart(series, path, title=title, xlabel="epoch", ylabel="linear probe accuracy", size=(1000, 560),
                         dashed=[r["name"] for r in rows if r["dashed"]])
     return rows

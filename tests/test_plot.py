@@ -63,9 +63,10 @@ def test_dashed_series_take_their_own_dark_colours_and_never_a_solid_ones(tmp_pa
 
 
 def test_series_colours_cycle_each_palette_on_its_own():
-    names = ["d0", "s0", "d1", "d2", "d3", "d4", "d5"] + [f"s{j}" for j in range(1, 12)]
+    k = len(plot.DASHED_PALETTE)
+    names = ["d0", "s0"] + [f"d{j}" for j in range(1, k + 1)] + [f"s{j}" for j in range(1, 12)]
     got = plot._series_colours([(n, None, None) for n in names], frozenset(n for n in names if n[0] == "d"))
-    want = {f"d{j}": plot.DASHED_PALETTE[j % 5] for j in range(6)}
+    want = {f"d{j}": plot.DASHED_PALETTE[j % k] for j in range(k + 1)}
     want.update({f"s{j}": plot.PALETTE[j % 10] for j in range(12)})
     assert got == [want[n] for n in names]
 
@@ -173,3 +174,23 @@ def test_pillow_legend_draws_a_dashed_sample_for_a_dashed_series():
     assert [np.nonzero(a[r])[0].tolist() for r in range(11, 16)] == [[], solid, solid, solid, []]
     assert [np.nonzero(a[r])[0].tolist() for r in range(29, 34)] == [[], dashes, dashes, dashes, []]
     assert bottom == 5 + 2 * 18
+
+
+@pytest.mark.skipif("matplotlib" not in plot.available_backends(), reason="matplotlib not installed")
+def test_matplotlib_puts_a_long_legend_beside_the_panel(tmp_path):
+    # Up to 8 series the legend sits inside the panel; with more it would hide lines, so it goes to
+    # the right of the panel, where nothing else is drawn.
+    x = np.arange(1, 6)
+
+    def panel_right_edge(n):  # the last column that is dark over half the picture's height: the frame
+        series = {f"method {j}": (x, 0.1 * j + 0.01 * x) for j in range(n)}
+        path = plot.line_chart(series, tmp_path / f"{n}.png", size=(800, 400), backend="matplotlib")
+        with Image.open(path) as im:
+            a = np.asarray(im.convert("RGB")).astype(int)
+        frame = np.nonzero((a.sum(axis=2) < 200).sum(axis=0) > 200)[0]
+        return int(frame.max()), a
+
+    inside, _ = panel_right_edge(8)
+    beside, a = panel_right_edge(9)
+    assert inside > 800 - 30 and beside < 800 - 100
+    assert (a[:, beside + 10:].sum(axis=2) < 300).sum() > 200  # the legend's text, right of the frame
