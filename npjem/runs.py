@@ -1054,6 +1054,11 @@ def _host(a):
 
 # ====================================================================== learning curves across runs
 
+def _baseline_name(kind, arch):
+    """A baseline's curve: "supervised", or "supervised (vit_tiny)" for a backbone other than the ConvNet."""
+    return kind if arch == "convnet" else f"{kind} ({arch})"
+
+
 def learning_curves(folders, path=None, *, title="Linear probe of the frozen backbone against training epochs"):
     """One learning curve per run folder, from the ``probes`` their runs recorded (``probe_every``).
 
@@ -1085,14 +1090,13 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
             with open(base_path, encoding="utf-8") as f:
                 base = json.load(f)
             arch = base.get("config", {}).get("arch", "convnet")
-            suffix = "" if arch == "convnet" else f" ({arch})"
             curves = []
             for r in base["rows"]:
                 if r.get("probes"):
-                    curves.append(("supervised" + suffix, arch,
+                    curves.append((_baseline_name("supervised", arch), arch,
                                    [q for q in r["probes"] if q.get("linear_probe") is not None], True))
                 elif r["name"].startswith("random init"):
-                    curves.append(("random init" + suffix, arch, [{"epoch": 0, "linear_probe": r["linear_probe"]}],
+                    curves.append((_baseline_name("random init", arch), arch, [{"epoch": 0, "linear_probe": r["linear_probe"]}],
                                    True))
         else:
             raise RunError(f"{folder}: no results.json or baselines.json (a pretrain or baselines run's folder)")
@@ -1114,9 +1118,9 @@ def learning_curves(folders, path=None, *, title="Linear probe of the frozen bac
     # trained for as many epochs (a ceiling trained longer than the method would make a slow starter
     # look stuck; another backbone's would measure the backbone, not the method).
     for r in rows:
-        suffix = "" if r["arch"] == "convnet" else f" ({r['arch']})"
-        floor = next((q["best"] for q in rows if q["name"] == "random init" + suffix), None)
-        ceiling = next((dict(zip(q["epochs"], q["linear_probe"])) for q in rows if q["name"] == "supervised" + suffix),
+        floor = next((q["best"] for q in rows if q["name"] == _baseline_name("random init", r["arch"])), None)
+        ceiling = next((dict(zip(q["epochs"], q["linear_probe"])) for q in rows
+                        if q["name"] == _baseline_name("supervised", r["arch"])),
                        {})
         top = ceiling.get(r["best_epoch"])
         r["gap_closed"] = (None if floor is None or top is None or top <= floor or r["name"].startswith("random init")
